@@ -1,0 +1,156 @@
+/**
+ * Typed errors with a stable code. Callers branch on `instanceof` or `code`, never on message
+ * text. The CLI prints `message` (one line, plus `hint` when present); the HTTP API maps `code`
+ * to a status in one place.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'KEY_INVALID'
+  | 'KIT_FILE_MISSING'
+  | 'ETCD_UNAVAILABLE'
+  | 'SNAPSHOT_INVALID'
+  | 'ARCHIVE_INVALID'
+  | 'INTEGRITY_MISMATCH'
+  | 'DECRYPT_FAILED'
+  | 'NO_MATCHING_IDENTITY'
+  | 'NOT_FOUND'
+  | 'UNSAFE_PATH'
+  | 'DESTINATION_NOT_EMPTY'
+  | 'STORE_FAILED'
+  | 'TOOL_FAILED'
+  | 'CANCELLED';
+
+export interface LifeboatErrorOptions {
+  cause?: unknown;
+  /** What to do next, printed after the message. */
+  hint?: string;
+}
+
+export class LifeboatError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: LifeboatErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.hint = options.hint;
+  }
+}
+
+/** A config field (named by its path, e.g. `/store/fs/dir`) is missing, unknown or wrong. */
+export class ConfigError extends LifeboatError {
+  readonly field: string;
+  constructor(field: string, message: string, options: LifeboatErrorOptions = {}) {
+    super('CONFIG_INVALID', `config ${field}: ${message}`, options);
+    this.field = field;
+  }
+}
+
+/** An age recipient, identity or identity file is malformed. */
+export class KeyError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('KEY_INVALID', message, options);
+  }
+}
+
+/** A required recovery-kit file does not exist or cannot be read. */
+export class KitFileMissingError extends LifeboatError {
+  readonly path: string;
+  constructor(path: string, message: string, options: LifeboatErrorOptions = {}) {
+    super('KIT_FILE_MISSING', message, options);
+    this.path = path;
+  }
+}
+
+/** No etcd member could be reached, or the connection dropped mid-stream. */
+export class EtcdUnavailableError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('ETCD_UNAVAILABLE', message, options);
+  }
+}
+
+/** The snapshot stream from etcd is short, long, or its sha256 trailer does not match. */
+export class SnapshotError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('SNAPSHOT_INVALID', message, options);
+  }
+}
+
+/** An archive is not a well-formed Lifeboat archive (bad tar, bad manifest, truncated). */
+export class ArchiveError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('ARCHIVE_INVALID', message, options);
+  }
+}
+
+/** A size or sha256 recorded in a manifest does not match the bytes. */
+export class IntegrityError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('INTEGRITY_MISMATCH', message, options);
+  }
+}
+
+/** The age payload failed to authenticate or the header is malformed. */
+export class DecryptError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('DECRYPT_FAILED', message, options);
+  }
+}
+
+/** None of the given identities matches any recipient stanza of the archive. */
+export class NoMatchingIdentityError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('NO_MATCHING_IDENTITY', message, options);
+  }
+}
+
+export class NotFoundError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('NOT_FOUND', message, options);
+  }
+}
+
+/** An archive entry or user-supplied path would escape its destination. */
+export class UnsafePathError extends LifeboatError {
+  readonly path: string;
+  constructor(path: string, message: string, options: LifeboatErrorOptions = {}) {
+    super('UNSAFE_PATH', message, options);
+    this.path = path;
+  }
+}
+
+export class DestinationNotEmptyError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('DESTINATION_NOT_EMPTY', message, options);
+  }
+}
+
+/** A store operation failed (I/O, permissions, network). */
+export class StoreError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('STORE_FAILED', message, options);
+  }
+}
+
+/** An external tool (etcdutl, kubeadm) exited non-zero or could not be started. */
+export class ToolError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('TOOL_FAILED', message, options);
+  }
+}
+
+export class CancelledError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('CANCELLED', message, options);
+  }
+}
+
+/** One line for a person: the message, then the hint if any. */
+export function describeError(err: unknown): string {
+  if (err instanceof LifeboatError) {
+    return err.hint ? `${err.message} (${err.hint})` : err.message;
+  }
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
