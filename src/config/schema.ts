@@ -1,0 +1,167 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/**
+ * The one config file, as YAML. Every default here is kubeadm's or the embedded default, so an
+ * empty file (plus age recipients) backs up a kubeadm control-plane node to the local directory
+ * store.
+ */
+const Strict = { additionalProperties: false } as const;
+
+const NonEmpty = Type.String({ minLength: 1 });
+
+/** DNS-1123 label: the cluster name is part of every object key. */
+export const ClusterName = Type.String({
+  pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$',
+  description: 'lower-case letters, digits and dashes, at most 63 characters',
+});
+
+export const EtcdTlsSchema = Type.Object(
+  {
+    caFile: Type.String({ minLength: 1, default: '/etc/kubernetes/pki/etcd/ca.crt' }),
+    certFile: Type.String({ minLength: 1, default: '/etc/kubernetes/pki/etcd/healthcheck-client.crt' }),
+    keyFile: Type.String({ minLength: 1, default: '/etc/kubernetes/pki/etcd/healthcheck-client.key' }),
+    /**
+     * The name checked against the member's serving certificate. kubeadm's etcd serving
+     * certificates always carry the `localhost` SAN, whatever address the member listens on.
+     */
+    serverName: Type.String({ minLength: 1, default: 'localhost' }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const EtcdSchema = Type.Object(
+  {
+    endpoints: Type.Array(Type.String({ pattern: '^https?://[^\\s/]+$' }), {
+      minItems: 1,
+      default: ['https://127.0.0.1:2379'],
+    }),
+    tls: EtcdTlsSchema,
+    /** Also try the client URLs etcd reports for the other members when choosing one to snapshot. */
+    discoverMembers: Type.Boolean({ default: true }),
+    dialTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const KitSchema = Type.Object(
+  {
+    /** Every kit path resolves under this root; `/` on a real node, a temp dir in tests. */
+    hostRoot: Type.String({ minLength: 1, default: '/' }),
+    kubernetesDir: Type.String({ minLength: 1, default: '/etc/kubernetes' }),
+    /** kubeadm ClusterConfiguration as given to `kubeadm init --config`. Optional. */
+    clusterConfiguration: Type.String({ minLength: 1, default: '/etc/kubernetes/kubeadm-config.yaml' }),
+    /**
+     * `auto` reads `--encryption-provider-config` from the kube-apiserver static pod manifest;
+     * `none` skips it; anything else is the path of the file (then required).
+     */
+    encryptionProviderConfig: Type.String({ minLength: 1, default: 'auto' }),
+    extraFiles: Type.Array(
+      Type.Object({ path: NonEmpty, required: Type.Boolean({ default: true }) }, Strict),
+      { default: [] },
+    ),
+    /** Kit files are read whole, so each is capped. */
+    maxFileBytes: Type.Integer({ minimum: 1024, maximum: 64 << 20, default: 4 << 20 }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const FsStoreSchema = Type.Object(
+  { dir: Type.String({ minLength: 1, default: '/var/lib/lifeboat/backups' }) },
+  { ...Strict, default: {} },
+);
+
+export const StoreSchema = Type.Object(
+  {
+    fs: Type.Optional(FsStoreSchema),
+  },
+  { ...Strict, default: {} },
+);
+
+export const CompressionSchema = Type.Object(
+  {
+    algorithm: Type.Union([Type.Literal('zstd'), Type.Literal('gzip'), Type.Literal('none')], {
+      default: 'zstd',
+    }),
+    /** zstd 1–19 (default 3), gzip 1–9 (default 6 is slow; 1 is the default here). */
+    level: Type.Optional(Type.Integer({ minimum: 1, maximum: 19 })),
+  },
+  { ...Strict, default: {} },
+);
+
+export const EncryptionSchema = Type.Object(
+  {
+    /** age X25519 recipients (`age1...`). Public keys only: the daemon never needs an identity. */
+    recipients: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    /** A file of recipients, one per line (`#` comments allowed), like `age -R`. */
+    recipientsFile: Type.Optional(NonEmpty),
+    /** Identity file (`AGE-SECRET-KEY-1...`), needed only to read backups: deep verify, extract. */
+    identityFile: Type.Optional(NonEmpty),
+  },
+  { ...Strict, default: {} },
+);
+
+export const BackupSchema = Type.Object(
+  {
+    /** Manifest-less archives and temp files older than this are removed by cleanup. */
+    orphanMinAgeSeconds: Type.Integer({ minimum: 0, default: 3600 }),
+    /** Log a progress line this often while streaming. */
+    progressIntervalSeconds: Type.Number({ minimum: 0.1, default: 10 }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const ToolsSchema = Type.Object(
+  { etcdutl: Type.String({ minLength: 1, default: 'etcdutl' }) },
+  { ...Strict, default: {} },
+);
+
+export const LogSchema = Type.Object(
+  {
+    level: Type.Union(
+      ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map((l) => Type.Literal(l)),
+      { default: 'info' },
+    ),
+  },
+  { ...Strict, default: {} },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    /** Names the cluster in object keys; defaults to `clusterName` of the kubeadm ClusterConfiguration, else `kubernetes`. */
+    cluster: Type.Optional(ClusterName),
+    /** This node's name, recorded in every manifest; defaults to the host name. */
+    node: Type.Optional(NonEmpty),
+    etcd: EtcdSchema,
+    kit: KitSchema,
+    store: StoreSchema,
+    compression: CompressionSchema,
+    encryption: EncryptionSchema,
+    backup: BackupSchema,
+    tools: ToolsSchema,
+    log: LogSchema,
+  },
+  { ...Strict, default: {} },
+);
+
+export type ConfigInput = Static<typeof ConfigSchema>;
+
+export type CompressionAlgorithm = Static<typeof CompressionSchema>['algorithm'];
+export type LogLevel = Static<typeof LogSchema>['level'];
+
+/** The validated, defaulted, frozen config the rest of the program sees. */
+export interface Config {
+  readonly cluster: string;
+  readonly node: string;
+  readonly etcd: Readonly<Static<typeof EtcdSchema>>;
+  readonly kit: Readonly<Static<typeof KitSchema>>;
+  readonly store: { readonly fs: Readonly<Static<typeof FsStoreSchema>> };
+  readonly compression: { readonly algorithm: CompressionAlgorithm; readonly level: number };
+  readonly encryption: {
+    /** recipients plus those from recipientsFile, validated. */
+    readonly recipients: readonly string[];
+    readonly identityFile: string | undefined;
+  };
+  readonly backup: Readonly<Static<typeof BackupSchema>>;
+  readonly tools: Readonly<Static<typeof ToolsSchema>>;
+  readonly log: { readonly level: LogLevel };
+}

@@ -1,0 +1,95 @@
+import type { CompressionAlgorithm } from '../config/schema.ts';
+import { UnsafePathError } from '../errors/errors.ts';
+
+/**
+ * Every object key the stores see is made and parsed here, and nowhere else.
+ *
+ *   <cluster>/backups/<id>/archive.tar.<zst|gz>.age   the encrypted archive, written first
+ *   <cluster>/backups/<id>/manifest.json              the commit marker, written last
+ *
+ * A backup id sorts by creation time and carries the etcd revision:
+ * `20261124T033000.123Z-r12345`.
+ */
+const ID_RE = /^(\d{8}T\d{6}\.\d{3}Z)-r(\d{1,20})$/;
+const CLUSTER_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const ARCHIVE_RE = /^archive\.tar(\.zst|\.gz)?\.age$/;
+const MANIFEST = 'manifest.json';
+
+export type ObjectKind = 'archive' | 'manifest';
+
+export interface ParsedKey {
+  cluster: string;
+  id: string;
+  kind: ObjectKind;
+  /** Only for archives. */
+  compression?: CompressionAlgorithm;
+}
+
+const EXTENSION: Record<CompressionAlgorithm, string> = { zstd: '.zst', gzip: '.gz', none: '' };
+
+export function formatBackupId(createdAt: Date, revision: string): string {
+  if (!/^\d{1,20}$/.test(revision)) throw new UnsafePathError(revision, `revision "${revision}" is not a number`);
+  const iso = createdAt.toISOString(); // 2026-11-24T03:30:00.123Z
+  const stamp = iso.replaceAll('-', '').replaceAll(':', '');
+  return `${stamp}-r${revision}`;
+}
+
+export interface ParsedId {
+  createdAt: Date;
+  revision: string;
+}
+
+export function parseBackupId(id: string): ParsedId | undefined {
+  const m = ID_RE.exec(id);
+  if (!m?.[1] || !m[2]) return undefined;
+  const s = m[1];
+  const iso = `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13)}`;
+  const createdAt = new Date(iso);
+  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) return undefined;
+  return { createdAt, revision: m[2] };
+}
+
+/** Throws UnsafePathError unless `id` is a backup id: ids come from users and become keys. */
+export function assertBackupId(id: string): string {
+  if (!parseBackupId(id)) {
+    throw new UnsafePathError(id, `"${id}" is not a backup id (expected like 20261124T033000.123Z-r12345)`, {
+      hint: 'run `lifeboat list` to see the ids',
+    });
+  }
+  return id;
+}
+
+export function assertCluster(cluster: string): string {
+  if (!CLUSTER_RE.test(cluster)) throw new UnsafePathError(cluster, `cluster name "${cluster}" is not a DNS label`);
+  return cluster;
+}
+
+export function backupsPrefix(cluster: string): string {
+  return `${assertCluster(cluster)}/backups/`;
+}
+
+export function backupPrefix(cluster: string, id: string): string {
+  return `${backupsPrefix(cluster)}${assertBackupId(id)}/`;
+}
+
+export function archiveKey(cluster: string, id: string, compression: CompressionAlgorithm): string {
+  return `${backupPrefix(cluster, id)}archive.tar${EXTENSION[compression]}.age`;
+}
+
+export function manifestKey(cluster: string, id: string): string {
+  return `${backupPrefix(cluster, id)}${MANIFEST}`;
+}
+
+/** The inverse of archiveKey/manifestKey; undefined for any key this layout does not make. */
+export function parseKey(key: string): ParsedKey | undefined {
+  const parts = key.split('/');
+  if (parts.length !== 4) return undefined;
+  const [cluster, backups, id, name] = parts as [string, string, string, string];
+  if (!CLUSTER_RE.test(cluster) || backups !== 'backups' || !parseBackupId(id)) return undefined;
+  if (name === MANIFEST) return { cluster, id, kind: 'manifest' };
+  const m = ARCHIVE_RE.exec(name);
+  if (!m) return undefined;
+  const ext = m[1] ?? '';
+  const compression = (Object.keys(EXTENSION) as CompressionAlgorithm[]).find((c) => EXTENSION[c] === ext);
+  return compression === undefined ? undefined : { cluster, id, kind: 'archive', compression };
+}

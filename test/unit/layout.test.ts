@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey } from '../../src/store/layout.ts';
+import { UnsafePathError } from '../../src/errors/errors.ts';
+
+test('backup ids sort by time and round-trip', () => {
+  const a = formatBackupId(new Date('2026-11-24T03:30:00.123Z'), '12345');
+  const b = formatBackupId(new Date('2026-11-24T03:30:01.000Z'), '99');
+  const c = formatBackupId(new Date('2027-01-01T00:00:00.000Z'), '1');
+  assert.equal(a, '20261124T033000.123Z-r12345');
+  assert.deepEqual([c, a, b].sort(), [a, b, c]);
+  assert.deepEqual(parseBackupId(a), { createdAt: new Date('2026-11-24T03:30:00.123Z'), revision: '12345' });
+});
+
+test('keys round-trip through parseKey for every compression', () => {
+  const id = formatBackupId(new Date('2026-11-24T03:30:00.000Z'), '7');
+  for (const compression of ['zstd', 'gzip', 'none'] as const) {
+    const key = archiveKey('prod-eu', id, compression);
+    assert.deepEqual(parseKey(key), { cluster: 'prod-eu', id, kind: 'archive', compression });
+  }
+  assert.equal(archiveKey('prod-eu', id, 'zstd'), `prod-eu/backups/${id}/archive.tar.zst.age`);
+  assert.equal(manifestKey('prod-eu', id), `prod-eu/backups/${id}/manifest.json`);
+  assert.deepEqual(parseKey(manifestKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'manifest' });
+});
+
+test('foreign and hostile keys and ids are refused', () => {
+  const id = formatBackupId(new Date('2026-11-24T03:30:00.000Z'), '7');
+  for (const key of [
+    `prod/backups/${id}/archive.tar.bz2.age`,
+    `prod/backups/${id}/manifest.json.tmp-1`,
+    `prod/other/${id}/manifest.json`,
+    `Prod/backups/${id}/manifest.json`,
+    `prod/backups/../manifest.json`,
+    `prod/backups/${id}/x/manifest.json`,
+    `prod/backups/20261324T033000.000Z-r1/manifest.json`,
+  ]) {
+    assert.equal(parseKey(key), undefined, key);
+  }
+  for (const bad of ['../etc', 'latest', '20261124T033000Z-r1', `${id}/..`, '']) {
+    assert.throws(() => assertBackupId(bad), UnsafePathError, bad);
+  }
+  assert.throws(() => archiveKey('../x', id, 'zstd'), UnsafePathError);
+});
