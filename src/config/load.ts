@@ -1,0 +1,208 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import type { TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { ConfigError, KeyError } from '../errors/errors.ts';
+import { parseRecipient } from '../crypto/age.ts';
+import { ConfigSchema, type Config, type ConfigInput } from './schema.ts';
+
+export const DEFAULT_CONFIG_FILE = '/etc/lifeboat/config.yaml';
+const ENV_PREFIX = 'LIFEBOAT_';
+/** Env vars that are not settings of the file. */
+const ENV_RESERVED = new Set(['LIFEBOAT_CONFIG']);
+
+export interface LoadOptions {
+  /** `--config FILE`; when absent, `LIFEBOAT_CONFIG`, then /etc/lifeboat/config.yaml if it exists. */
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The config file that `load` reads, or undefined when none is given and the default is absent. */
+export function configFileFor(options: LoadOptions = {}): string | undefined {
+  const env = options.env ?? process.env;
+  const file = options.file ?? env.LIFEBOAT_CONFIG;
+  if (file !== undefined) return file;
+  return existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined;
+}
+
+/**
+ * Reads, overrides from `LIFEBOAT_*`, defaults, validates and freezes the config. Every failure
+ * is a ConfigError naming the field by its path (`/etcd/tls/caFile`) or the env var.
+ */
+export function loadConfig(options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const file = configFileFor(options);
+  const raw = file === undefined ? {} : readConfigFile(file);
+  applyEnvOverrides(raw, env);
+  return resolveConfig(raw, file);
+}
+
+/** Validates an already-parsed document (env overrides applied) into the frozen Config. */
+export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config'): Config {
+  const input = Value.Default(ConfigSchema, structuredClone(raw)) as ConfigInput;
+  const first = Value.Errors(ConfigSchema, input).First();
+  if (first) {
+    const field = first.path === '' ? '/' : first.path;
+    throw new ConfigError(field, `${first.message}${describeValue(first.value)}`, {
+      hint: `fix it in ${sourceName}`,
+    });
+  }
+  return deepFreeze(finish(input));
+}
+
+function finish(input: ConfigInput): Config {
+  const kitPath = (p: string) => path.join(input.kit.hostRoot, p);
+  const recipients = input.encryption.recipients.map((r, i) =>
+    parseRecipientField(r, `/encryption/recipients/${i}`),
+  );
+  if (input.encryption.recipientsFile !== undefined) {
+    const file = input.encryption.recipientsFile;
+    const text = readField(file, '/encryption/recipientsFile');
+    for (const [i, line] of text.split('\n').entries()) {
+      const entry = line.trim();
+      if (entry === '' || entry.startsWith('#')) continue;
+      recipients.push(parseRecipientField(entry, `/encryption/recipientsFile (${file} line ${i + 1})`));
+    }
+  }
+  const algorithm = input.compression.algorithm;
+  const level = input.compression.level ?? (algorithm === 'gzip' ? 1 : 3);
+  if (algorithm === 'gzip' && level > 9) {
+    throw new ConfigError('/compression/level', `gzip takes a level from 1 to 9, got ${level}`);
+  }
+  return {
+    cluster: input.cluster ?? clusterNameFromKubeadm(kitPath(input.kit.clusterConfiguration)) ?? 'kubernetes',
+    node: input.node ?? hostname(),
+    etcd: input.etcd,
+    kit: input.kit,
+    store: { fs: input.store.fs ?? Value.Default(ConfigSchema.properties.store.properties.fs, {}) as { dir: string } },
+    compression: { algorithm, level },
+    encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
+    backup: input.backup,
+    tools: input.tools,
+    log: input.log,
+  };
+}
+
+function parseRecipientField(value: string, field: string): string {
+  try {
+    return parseRecipient(value, field);
+  } catch (err) {
+    if (err instanceof KeyError) throw new ConfigError(field, err.message);
+    throw err;
+  }
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    const where = err instanceof YAMLParseError && err.linePos ? ` line ${err.linePos[0].line}` : '';
+    throw new ConfigError('/', `${file}${where} is not valid YAML: ${firstLine(err)}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError('/', `${file} must hold a YAML mapping at the top level`);
+  }
+  return doc as Record<string, unknown>;
+}
+
+function readField(file: string, field: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/** `clusterName:` from a kubeadm ClusterConfiguration file, when the file exists and names one. */
+function clusterNameFromKubeadm(file: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const match = /^clusterName:\s*["']?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)["']?\s*$/m.exec(text);
+  return match?.[1];
+}
+
+/**
+ * `LIFEBOAT_ETCD__TLS__CA_FILE=/x` sets `etcd.tls.caFile`: `__` separates levels, and each
+ * level matches a setting's name ignoring case and underscores. Lists are comma-separated.
+ */
+export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || ENV_RESERVED.has(name) || value === undefined) continue;
+    const segments = name.slice(ENV_PREFIX.length).split('__');
+    let schema: TSchema = ConfigSchema;
+    let target = raw;
+    for (const [i, segment] of segments.entries()) {
+      const properties = (schema.properties ?? {}) as Record<string, TSchema>;
+      const key = Object.keys(properties).find((k) => normalize(k) === normalize(segment));
+      const child = key === undefined ? undefined : properties[key];
+      if (key === undefined || child === undefined) {
+        throw new ConfigError(name, `is not a setting (no ${segment.toLowerCase()} here)`);
+      }
+      if (i === segments.length - 1) {
+        target[key] = envValue(child, value, name);
+      } else {
+        const next = target[key];
+        if (next === undefined || next === null) target[key] = {};
+        else if (typeof next !== 'object' || Array.isArray(next)) {
+          throw new ConfigError(name, `the file sets ${key} to a non-mapping`);
+        }
+        target = target[key] as Record<string, unknown>;
+        schema = child;
+      }
+    }
+  }
+}
+
+function envValue(schema: TSchema, value: string, name: string): unknown {
+  switch (schema.type) {
+    case 'integer':
+    case 'number': {
+      const n = Number(value);
+      if (value.trim() === '' || Number.isNaN(n)) throw new ConfigError(name, `expected a number, got "${value}"`);
+      return n;
+    }
+    case 'boolean':
+      if (value === 'true' || value === '1') return true;
+      if (value === 'false' || value === '0') return false;
+      throw new ConfigError(name, `expected true or false, got "${value}"`);
+    case 'array':
+      return value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+    case 'object':
+      throw new ConfigError(name, 'names a section, not a value');
+    default:
+      return value;
+  }
+}
+
+const normalize = (s: string) => s.toLowerCase().replaceAll('_', '');
+
+function describeValue(value: unknown): string {
+  if (value === undefined || typeof value === 'object') return '';
+  return ` (got ${JSON.stringify(value)})`;
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,103 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfig, resolveConfig } from '../../src/config/load.ts';
+import { ConfigError } from '../../src/errors/errors.ts';
+import { generateIdentity } from '../../src/crypto/age.ts';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'lifeboat-config-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, text: string): string {
+  const p = path.join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+function configError(fn: () => unknown, field: string, message?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.field, field);
+    assert.ok(!err.message.includes('\n'), 'one line');
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+test('an empty config is kubeadm defaults with the local directory store, frozen', () => {
+  const c = resolveConfig({});
+  assert.deepEqual(c.etcd.endpoints, ['https://127.0.0.1:2379']);
+  assert.equal(c.etcd.tls.certFile, '/etc/kubernetes/pki/etcd/healthcheck-client.crt');
+  assert.equal(c.store.fs.dir, '/var/lib/lifeboat/backups');
+  assert.deepEqual(c.compression, { algorithm: 'zstd', level: 3 });
+  assert.equal(c.kit.hostRoot, '/');
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.etcd.tls) && Object.isFrozen(c.etcd.endpoints));
+  assert.equal(resolveConfig({ compression: { algorithm: 'gzip' } }).compression.level, 1);
+});
+
+test('unknown keys and wrong types name the field', () => {
+  configError(() => resolveConfig({ etcd: { endpoint: 'x' } }), '/etcd/endpoint', /Unexpected property/);
+  configError(() => resolveConfig({ etcd: { dialTimeoutMs: 'soon' } }), '/etcd/dialTimeoutMs', /Expected integer.*"soon"/);
+  configError(() => resolveConfig({ compression: { algorithm: 'lz4' } }), '/compression/algorithm');
+  configError(() => resolveConfig({ compression: { algorithm: 'gzip', level: 12 } }), '/compression/level');
+  configError(() => resolveConfig({ cluster: 'Prod_1' }), '/cluster');
+  configError(() => resolveConfig({ encryption: { recipients: ['age1notakey'] } }), '/encryption/recipients/0');
+});
+
+test('YAML files load, and a broken one says where', () => {
+  const ok = file('ok.yaml', 'cluster: prod\nstore:\n  fs:\n    dir: /backups\n');
+  const c = loadConfig({ file: ok, env: {} });
+  assert.equal(c.cluster, 'prod');
+  assert.equal(c.store.fs.dir, '/backups');
+  configError(() => loadConfig({ file: file('bad.yaml', 'cluster: [\n'), env: {} }), '/', /line/);
+  configError(() => loadConfig({ file: path.join(dir, 'absent.yaml'), env: {} }), '--config', /no such|ENOENT/);
+});
+
+test('LIFEBOAT_* env vars override the file, by path', async () => {
+  const { recipient } = await generateIdentity();
+  const f = file('env.yaml', 'etcd:\n  dialTimeoutMs: 1000\n');
+  const c = loadConfig({
+    file: f,
+    env: {
+      LIFEBOAT_ETCD__DIAL_TIMEOUT_MS: '2500',
+      LIFEBOAT_ETCD__ENDPOINTS: 'https://10.0.0.1:2379, https://10.0.0.2:2379',
+      LIFEBOAT_ETCD__TLS__CA_FILE: '/x/ca.crt',
+      LIFEBOAT_STORE__FS__DIR: '/srv/backups',
+      LIFEBOAT_ETCD__DISCOVER_MEMBERS: 'false',
+      LIFEBOAT_ENCRYPTION__RECIPIENTS: recipient,
+      LIFEBOAT_CONFIG: f,
+      HOME: '/root',
+    },
+  });
+  assert.equal(c.etcd.dialTimeoutMs, 2500);
+  assert.deepEqual(c.etcd.endpoints, ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']);
+  assert.equal(c.etcd.tls.caFile, '/x/ca.crt');
+  assert.equal(c.etcd.discoverMembers, false);
+  assert.equal(c.store.fs.dir, '/srv/backups');
+  assert.deepEqual(c.encryption.recipients, [recipient]);
+  configError(() => loadConfig({ env: { LIFEBOAT_ETCD__NOPE: '1' } }), 'LIFEBOAT_ETCD__NOPE', /not a setting/);
+  configError(() => loadConfig({ env: { LIFEBOAT_ETCD__DIAL_TIMEOUT_MS: 'x' } }), 'LIFEBOAT_ETCD__DIAL_TIMEOUT_MS');
+  configError(() => loadConfig({ env: { LIFEBOAT_ETCD__DIAL_TIMEOUT_MS: '5' } }), '/etcd/dialTimeoutMs');
+});
+
+test('recipients files are read and each bad line is named', async () => {
+  const a = await generateIdentity();
+  const b = await generateIdentity();
+  const good = file('recipients.txt', `# online\n${a.recipient}\n\n# break-glass\n${b.recipient}\n`);
+  assert.deepEqual(resolveConfig({ encryption: { recipientsFile: good, recipients: [a.recipient] } }).encryption.recipients, [a.recipient, b.recipient]);
+  const bad = file('bad-recipients.txt', `${a.recipient}\nage1broken\n`);
+  configError(() => resolveConfig({ encryption: { recipientsFile: bad } }), `/encryption/recipientsFile (${bad} line 2)`);
+});
+
+test('the cluster name defaults to clusterName from the kubeadm ClusterConfiguration', () => {
+  const root = path.join(dir, 'host');
+  const k8s = path.join(root, 'etc/kubernetes');
+  rmSync(k8s, { recursive: true, force: true });
+  mkdirSync(k8s, { recursive: true });
+  writeFileSync(path.join(k8s, 'kubeadm-config.yaml'), 'apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nclusterName: edge-7\n');
+  assert.equal(resolveConfig({ kit: { hostRoot: root } }).cluster, 'edge-7');
+  assert.equal(resolveConfig({ kit: { hostRoot: root }, cluster: 'explicit' }).cluster, 'explicit');
+  assert.equal(resolveConfig({ kit: { hostRoot: path.join(dir, 'nowhere') } }).cluster, 'kubernetes');
+});
