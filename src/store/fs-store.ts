@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -42,6 +42,7 @@ export class FsStore implements BackupStore {
       return { size: (await stat(file)).size };
     } catch (err) {
       await rm(temp, { force: true });
+      await this.#pruneEmptyDirs(dir);
       throw this.#wrap(err, `write ${key}`);
     }
   }
@@ -132,7 +133,7 @@ export class FsStore implements BackupStore {
     let current = dir;
     while (current.startsWith(this.#root + path.sep)) {
       try {
-        await rm(current, { recursive: false });
+        await rmdir(current);
       } catch {
         return; // not empty, or gone
       }

@@ -1,0 +1,158 @@
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import { createCompressor, type CompressionSettings } from '../archive/compression.ts';
+import { DigestStream } from '../archive/digest.ts';
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  manifestJson,
+  SNAPSHOT_ENTRY,
+  type ArchiveManifest,
+  type StoredManifest,
+} from '../archive/manifest.ts';
+import { archiveChunks } from '../archive/writer.ts';
+import { BUILD_INFO } from '../build-info.ts';
+import type { Config } from '../config/schema.ts';
+import { IntegrityError, LifeboatError } from '../errors/errors.ts';
+import { TRAILER_BYTES, type SnapshotSource } from '../etcd/source.ts';
+import { checkedSnapshot, type SnapshotDigest } from '../etcd/trailer.ts';
+import { collectKit } from '../kit/collect.ts';
+import { archiveKey, formatBackupId, manifestKey } from '../store/layout.ts';
+import type { BackupStore } from '../store/store.ts';
+
+export interface BackupDeps {
+  store: BackupStore;
+  etcd: SnapshotSource;
+  /** An age encryptor for these recipients. */
+  encrypt: (recipients: readonly string[]) => Transform;
+  log: Logger;
+  now: () => Date;
+}
+
+export interface BackupSettings {
+  cluster: string;
+  node: string;
+  kit: Config['kit'];
+  compression: CompressionSettings;
+  recipients: readonly string[];
+  progressIntervalSeconds: number;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * One backup: choose a member, read the kit, stream snapshot → tar → compress → encrypt → store,
+ * check what was stored, then write the manifest, which commits the backup. Memory is bounded
+ * by the stream buffers (a few snapshot chunks, one 64 KiB age chunk and the compressor's
+ * window) plus the kit files; it does not grow with the database.
+ *
+ * On any failure nothing is committed: the store removes its partial write, and an archive that
+ * was stored but not committed is deleted.
+ */
+export async function runBackup(deps: BackupDeps, settings: BackupSettings, signal?: AbortSignal): Promise<StoredManifest> {
+  const { store, etcd, log } = deps;
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+
+  const member = await etcd.chooseMember();
+  log.info({ phase: 'member-chosen', endpoint: member.endpoint, member: member.memberName, revision: member.revision, dbSize: member.dbSize, version: member.version, durationMs: elapsed() }, 'chose the etcd member to snapshot');
+
+  const kit = await collectKit(settings.kit);
+  const kitBytes = kit.files.reduce((n, f) => n + f.size, 0);
+  log.info({ phase: 'kit-collected', files: kit.files.length, bytes: kitBytes, missing: kit.missing.map((m) => m.path), durationMs: elapsed() }, 'read the recovery kit');
+  for (const m of kit.missing) log.warn({ path: m.path, role: m.role, reason: m.reason }, 'optional kit file missing; recorded in the manifest');
+
+  const snapshot = await etcd.openSnapshot(member, signal);
+  const createdAt = deps.now();
+  const id = formatBackupId(createdAt, member.revision);
+  const manifest: ArchiveManifest = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    backupId: id,
+    cluster: settings.cluster,
+    node: settings.node,
+    createdAt: createdAt.toISOString(),
+    tool: { name: BUILD_INFO.name, version: BUILD_INFO.version },
+    etcd: { ...member, dbSize: snapshot.dbSize },
+    snapshot: { entry: SNAPSHOT_ENTRY, size: snapshot.dbSize + TRAILER_BYTES },
+    kit: { hostRoot: settings.kit.hostRoot, files: kit.files, missing: kit.missing },
+  };
+  const key = archiveKey(settings.cluster, id, settings.compression.algorithm);
+  log.info({ phase: 'snapshot-started', backupId: id, key, dbSize: snapshot.dbSize, store: store.description, durationMs: elapsed() }, 'streaming the snapshot into the archive');
+
+  let snapshotBytes = 0;
+  let digest: SnapshotDigest | undefined;
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const chunk of checkedSnapshot(snapshot.chunks, snapshot.dbSize, (d) => (digest = d))) {
+      snapshotBytes += chunk.length;
+      yield chunk;
+    }
+  }
+  const source = Readable.from(archiveChunks({ manifest, kit: kit.contents, snapshot: counted() }), { objectMode: false });
+  const compressor = createCompressor(settings.compression);
+  const stored = new DigestStream();
+  const stages = [source, ...(compressor ? [compressor] : []), deps.encrypt(settings.recipients), stored];
+
+  const streamStart = performance.now();
+  const progress = setInterval(() => {
+    const seconds = (performance.now() - streamStart) / 1000;
+    log.info({ phase: 'streaming', backupId: id, snapshotBytes, dbSize: snapshot.dbSize, percent: Math.floor((100 * snapshotBytes) / Math.max(1, snapshot.dbSize + TRAILER_BYTES)), storedBytes: stored.bytes, mibPerSecond: round1(snapshotBytes / MiB / seconds) }, 'backup in progress');
+  }, settings.progressIntervalSeconds * 1000);
+  progress.unref();
+
+  let archiveWritten = false;
+  try {
+    const [produced, put] = await Promise.allSettled([
+      pipeline(stages, signal ? { signal } : {}),
+      store.put(key, stored, signal ? { signal } : {}),
+    ]);
+    if (produced.status === 'rejected' || put.status === 'rejected') {
+      throw rootCause([produced, put]);
+    }
+    archiveWritten = true;
+    const seconds = (performance.now() - streamStart) / 1000;
+    if (!digest) throw new IntegrityError('the snapshot stream ended without its sha256 trailer being checked');
+    const object = await store.stat(key);
+    if (!object || object.size !== stored.bytes || put.value.size !== stored.bytes) {
+      throw new IntegrityError(`stored archive ${key} is ${object?.size ?? 'missing'} bytes, expected ${stored.bytes}`);
+    }
+    log.info({ phase: 'archive-stored', backupId: id, snapshotBytes, storedBytes: stored.bytes, ratio: round1(snapshotBytes / Math.max(1, stored.bytes)), seconds: round1(seconds), mibPerSecond: round1(snapshotBytes / MiB / seconds), durationMs: elapsed() }, 'archive stored and checked');
+
+    const committed: StoredManifest = {
+      ...manifest,
+      snapshot: { ...manifest.snapshot, sha256: digest.sha256, dbSha256: digest.dbSha256 },
+      archive: {
+        key,
+        size: stored.bytes,
+        sha256: stored.digest(),
+        compression: { ...settings.compression },
+        encryption: { format: 'age', recipients: [...settings.recipients] },
+      },
+      completedAt: deps.now().toISOString(),
+    };
+    await store.put(manifestKey(settings.cluster, id), Readable.from([Buffer.from(manifestJson(committed))]));
+    log.info({ phase: 'committed', backupId: id, revision: member.revision, storedBytes: stored.bytes, durationMs: elapsed() }, 'backup committed');
+    return committed;
+  } catch (err) {
+    if (archiveWritten) {
+      await store.delete(key).catch((cleanupErr: unknown) =>
+        log.error({ key, err: String(cleanupErr) }, 'could not delete the uncommitted archive; cleanup will remove it'),
+      );
+    }
+    log.error({ phase: 'failed', backupId: id, snapshotBytes, durationMs: elapsed(), code: (err as LifeboatError).code, err: (err as Error).message }, 'backup failed; nothing was committed');
+    throw err;
+  } finally {
+    clearInterval(progress);
+  }
+}
+
+/** Of the failures of concurrent stages, the one that says what happened, not "premature close". */
+function rootCause(results: PromiseSettledResult<unknown>[]): unknown {
+  const reasons = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  return reasons.find((r) => r instanceof LifeboatError) ?? reasons.find((r) => (r as NodeJS.ErrnoException)?.code !== 'ERR_STREAM_PREMATURE_CLOSE') ?? reasons[0];
+}
+
+function round1(n: number): number {
+  return Math.round(n * 10) / 10;
+}

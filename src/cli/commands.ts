@@ -1,0 +1,172 @@
+import { writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { runBackup } from '../backup/run.ts';
+import { generateIdentity, identityFileText } from '../crypto/age.ts';
+import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
+import { extractBackup } from '../restore/extract.ts';
+import { verifyBackup } from '../verify/verify.ts';
+import { createContext, loadIdentities, requireIdentities, snapshotSource, type GlobalOptions } from './context.ts';
+
+function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+function print(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function printJson(value: unknown): void {
+  print(JSON.stringify(value, null, 2));
+}
+
+export function registerBackupCommands(program: Command): void {
+  program
+    .command('backup')
+    .description('Take a backup now: snapshot etcd, pack it with the recovery kit, compress, encrypt for the configured age recipients, store it, then commit it by writing its manifest.')
+    .option('--json', 'print the committed manifest as JSON instead of a summary')
+    .addHelpText('after', `
+The backup is streamed end to end: no temp file holds the snapshot, and memory does not grow with
+the database. It exists (shows in 'lifeboat list') only once its manifest is written, after the
+stored archive was checked. Progress is logged as JSON lines on stderr.
+
+Example:
+  lifeboat backup --config /etc/lifeboat/config.yaml`)
+    .action(async (options: { json?: boolean }, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      const { config } = ctx;
+      if (config.encryption.recipients.length === 0) {
+        throw new ConfigError('/encryption/recipients', 'no age recipient is configured, so the backup could not be encrypted', {
+          hint: 'run `lifeboat keygen --output key.txt` and put the printed age1... recipient in encryption.recipients',
+        });
+      }
+      const etcd = snapshotSource(ctx);
+      try {
+        const manifest = await runBackup(
+          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date() },
+          {
+            cluster: config.cluster,
+            node: config.node,
+            kit: config.kit,
+            compression: config.compression,
+            recipients: config.encryption.recipients,
+            progressIntervalSeconds: config.backup.progressIntervalSeconds,
+          },
+        );
+        if (options.json) printJson(manifest);
+        else print(`backup ${manifest.backupId} committed: revision ${manifest.etcd.revision}, ${formatBytes(manifest.etcd.dbSize)} database, ${formatBytes(manifest.archive.size)} stored at ${ctx.store.description}/${manifest.archive.key}`);
+      } finally {
+        await etcd.close();
+      }
+    });
+
+  program
+    .command('list')
+    .description('List the committed backups of this cluster, newest first.')
+    .option('--json', 'print the stored manifests as a JSON array')
+    .addHelpText('after', '\nExample:\n  lifeboat list --config /etc/lifeboat/config.yaml')
+    .action(async (options: { json?: boolean }, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      const backups = await ctx.catalog.list();
+      if (options.json) return printJson(backups);
+      if (backups.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
+      const rows = backups.map((b) => [b.backupId, b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), b.node, b.etcd.memberName]);
+      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'NODE', 'MEMBER'], rows);
+    });
+
+  program
+    .command('show')
+    .argument('<id>', 'a backup id, or "latest"')
+    .description('Print a backup\'s stored manifest (JSON): etcd facts, members, every kit file with its sha256, and the archive\'s size and sha256.')
+    .addHelpText('after', '\nExample:\n  lifeboat show latest')
+    .action(async (id: string, _options: unknown, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      printJson(await ctx.catalog.resolve(id));
+    });
+
+  program
+    .command('verify')
+    .argument('<id>', 'a backup id, or "latest"')
+    .description('Check a backup. Without an identity: the stored archive\'s size and sha256 against the manifest. With one: decrypt it and check every kit file, the snapshot\'s sha256 trailer, and run `etcdutl snapshot status`.')
+    .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile); enables the deep check')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', '\nExamples:\n  lifeboat verify latest\n  lifeboat verify 20261124T033000.123Z-r12345 --identity /root/lifeboat-key.txt')
+    .action(async (id: string, options: { identity?: string; json?: boolean }, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      const identities = await loadIdentities(ctx, options.identity);
+      const stored = await ctx.catalog.resolve(id);
+      const report = await verifyBackup(
+        { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
+        stored,
+        { etcdutl: ctx.config.tools.etcdutl, ...(identities ? { identities } : {}) },
+      );
+      if (options.json) return printJson(report);
+      if (report.level === 'ciphertext') {
+        print(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
+      } else {
+        const s = report.snapshot!;
+        print(`backup ${report.backupId}: OK (decrypted; ${report.kitFiles} kit files and the snapshot match; trailer good; etcdutl: revision ${s.status.revision}, ${s.status.totalKey} keys)`);
+      }
+    });
+
+  program
+    .command('extract')
+    .argument('<id>', 'a backup id, or "latest"')
+    .requiredOption('--to <dir>', 'a new or empty directory to unpack into')
+    .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile)')
+    .description('Decrypt and unpack a backup into a directory (manifest.json, kit/..., etcd/snapshot.db), checking every hash on the way. Refuses unsafe paths, links and a non-empty directory.')
+    .addHelpText('after', '\nExample:\n  lifeboat extract latest --to /root/restore --identity /root/lifeboat-key.txt\n  etcdutl snapshot restore /root/restore/etcd/snapshot.db --data-dir /var/lib/etcd-restored ...')
+    .action(async (id: string, options: { to: string; identity?: string }, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      const identities = requireIdentities(await loadIdentities(ctx, options.identity), 'extract');
+      const stored = await ctx.catalog.resolve(id);
+      const report = await extractBackup({ store: ctx.store, decrypt: ctx.decrypt, log: ctx.log }, stored, identities, options.to);
+      print(`backup ${stored.backupId} extracted to ${options.to}: manifest.json, ${report.kitFiles} kit files, etcd/snapshot.db (${formatBytes(report.snapshot.size)}, trailer good)`);
+    });
+
+  program
+    .command('cleanup')
+    .description('Remove what failed backups left behind: archives without a manifest and incomplete writes older than backup.orphanMinAgeSeconds.')
+    .addHelpText('after', '\nExample:\n  lifeboat cleanup --config /etc/lifeboat/config.yaml')
+    .action(async (_options: unknown, cmd: Command) => {
+      const ctx = createContext(globals(cmd));
+      const olderThan = new Date(Date.now() - ctx.config.backup.orphanMinAgeSeconds * 1000);
+      const result = await ctx.catalog.cleanup(olderThan);
+      ctx.log.info({ phase: 'cleanup', orphans: result.orphans, incomplete: result.incomplete }, 'cleanup done');
+      print(`removed ${result.orphans.length} uncommitted archives and ${result.incomplete} incomplete writes`);
+    });
+
+  program
+    .command('keygen')
+    .description('Create an age identity (private key) file with mode 0600 and print its recipient (public key). Put the recipient in encryption.recipients; keep the identity off the cluster.')
+    .requiredOption('-o, --output <file>', 'where to write the identity; must not exist')
+    .addHelpText('after', '\nExample:\n  lifeboat keygen --output /root/lifeboat-key.txt\n  # prints age1...; the stock tool reads the same file: age -d -i /root/lifeboat-key.txt ...')
+    .action(async (options: { output: string }) => {
+      const { identity, recipient } = await generateIdentity();
+      try {
+        await writeFile(options.output, identityFileText(identity, recipient, new Date()), { mode: 0o600, flag: 'wx' });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+          throw new DestinationNotEmptyError(`${options.output} already exists; refusing to overwrite a key`, { hint: 'choose another --output' });
+        }
+        throw new ConfigError('--output', `cannot write ${options.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      process.stderr.write(`lifeboat: wrote identity to ${options.output} (mode 0600); its recipient is:\n`);
+      print(recipient);
+    });
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  for (const row of [header, ...rows]) print(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}

@@ -1,0 +1,72 @@
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { loadConfig } from '../config/load.ts';
+import type { Config, LogLevel } from '../config/schema.ts';
+import { createDecryptStream, createEncryptStream, parseIdentityFile } from '../crypto/age.ts';
+import { ConfigError, KeyError } from '../errors/errors.ts';
+import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
+import { processExecutor, type Executor } from '../exec/executor.ts';
+import { createLogger } from '../log/logger.ts';
+import { Catalog } from '../store/catalog.ts';
+import { FsStore } from '../store/fs-store.ts';
+import type { BackupStore } from '../store/store.ts';
+
+export interface GlobalOptions {
+  config?: string;
+  logLevel?: LogLevel;
+}
+
+/** Everything a command needs, built once from the validated config. */
+export interface Context {
+  config: Config;
+  log: Logger;
+  store: BackupStore;
+  catalog: Catalog;
+  exec: Executor;
+  encrypt: typeof createEncryptStream;
+  decrypt: typeof createDecryptStream;
+}
+
+export function createContext(options: GlobalOptions): Context {
+  const config = loadConfig({ file: options.config });
+  const log = createLogger(options.logLevel ?? config.log.level, { cluster: config.cluster, node: config.node });
+  const store = new FsStore(config.store.fs.dir);
+  return {
+    config,
+    log,
+    store,
+    catalog: new Catalog(store, config.cluster),
+    exec: processExecutor,
+    encrypt: createEncryptStream,
+    decrypt: createDecryptStream,
+  };
+}
+
+export function snapshotSource(ctx: Context): Etcd3SnapshotSource {
+  return new Etcd3SnapshotSource(ctx.config.etcd, ctx.log);
+}
+
+/** Identities from `--identity FILE`, else `encryption.identityFile`; undefined when neither is set. */
+export async function loadIdentities(ctx: Context, file: string | undefined): Promise<string[] | undefined> {
+  const source = file ?? ctx.config.encryption.identityFile;
+  if (source === undefined) return undefined;
+  let text: string;
+  try {
+    text = await readFile(source, 'utf8');
+  } catch (err) {
+    const field = file === undefined ? '/encryption/identityFile' : '--identity';
+    throw new ConfigError(field, `cannot read identity file ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const identities = parseIdentityFile(text, source);
+  if (identities.length === 0) throw new KeyError(`identity file ${source} holds no AGE-SECRET-KEY-1 line`);
+  return identities;
+}
+
+export function requireIdentities(identities: string[] | undefined, what: string): string[] {
+  if (!identities) {
+    throw new ConfigError('--identity', `${what} needs an age identity to decrypt the archive`, {
+      hint: 'pass --identity FILE or set encryption.identityFile',
+    });
+  }
+  return identities;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { BUILD_INFO } from '../build-info.ts';
+import { describeError, ConfigError, LifeboatError, UnsafePathError } from '../errors/errors.ts';
+import { registerBackupCommands } from './commands.ts';
+
+const EXAMPLES = `
+Examples:
+  # one-time: make a key pair; keep key.txt offline, put the age1... recipient in the config
+  lifeboat keygen --output /root/lifeboat-key.txt
+
+  # back up this control plane's etcd and recovery kit
+  lifeboat backup --config /etc/lifeboat/config.yaml
+
+  # what is there, and is the newest one good?
+  lifeboat list
+  lifeboat verify latest                                  # integrity, no key needed
+  lifeboat verify latest --identity /root/lifeboat-key.txt   # decrypt and check everything
+
+  # unpack a backup for a restore
+  lifeboat extract latest --to /root/restore --identity /root/lifeboat-key.txt
+
+Config: YAML, see README.md; every setting can be overridden with LIFEBOAT_<SECTION>__<KEY>,
+e.g. LIFEBOAT_STORE__FS__DIR=/backups or LIFEBOAT_ETCD__ENDPOINTS=https://10.0.0.1:2379.
+Exit codes: 0 ok, 1 the operation failed, 2 bad config or usage.`;
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('lifeboat')
+    .description('Verified, encrypted, streaming backups of a kubeadm cluster\'s etcd and recovery kit.')
+    .version(BUILD_INFO.version)
+    .option('-c, --config <file>', 'config file (default: $LIFEBOAT_CONFIG, else /etc/lifeboat/config.yaml if present, else built-in defaults)')
+    .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXAMPLES);
+  registerBackupCommands(program);
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram().exitOverride();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    process.stderr.write(`lifeboat: error: ${describeError(err)}\n`);
+    if (!(err instanceof LifeboatError) && err instanceof Error && err.stack) {
+      process.stderr.write('lifeboat: this is an unexpected error; the details follow for a bug report\n');
+      process.stderr.write(`${err.stack}\n`);
+    }
+    return err instanceof ConfigError || err instanceof UnsafePathError ? 2 : 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

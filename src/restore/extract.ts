@@ -1,0 +1,49 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { StoredManifest } from '../archive/manifest.ts';
+import { readArchive, type ArchiveReport } from '../archive/reader.ts';
+import { DestinationNotEmptyError, UnsafePathError } from '../errors/errors.ts';
+import type { BackupStore } from '../store/store.ts';
+
+export interface ExtractDeps {
+  store: BackupStore;
+  decrypt: (identities: readonly string[]) => Transform;
+  log: Logger;
+}
+
+/**
+ * Unpacks a backup into `dir`: `manifest.json`, `kit/...` and `etcd/snapshot.db`, each checked
+ * against the manifest as it is written. Refuses an existing non-empty `dir`, and any entry
+ * that is not a plain file with a clean relative path. On any failure `dir` is removed again,
+ * so a half-written snapshot is never left behind to be mistaken for a good one.
+ */
+export async function extractBackup(deps: ExtractDeps, stored: StoredManifest, identities: readonly string[], dir: string): Promise<ArchiveReport> {
+  const root = path.resolve(dir);
+  const existing = await readdir(root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (existing && existing.length > 0) {
+    throw new DestinationNotEmptyError(`${root} exists and is not empty; refusing to extract into it`, { hint: 'pass a new or empty directory to --to' });
+  }
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  try {
+    const report = await readArchive(await deps.store.get(stored.archive.key), stored, deps.decrypt(identities), async (entry, body) => {
+      const target = path.resolve(root, ...entry.path.split('/'));
+      if (!target.startsWith(root + path.sep)) {
+        throw new UnsafePathError(entry.path, `archive entry ${entry.path} would be written outside ${root}`);
+      }
+      await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+      await pipeline(Readable.from(body), createWriteStream(target, { flags: 'wx', mode: entry.mode & 0o777 }));
+    });
+    deps.log.info({ phase: 'extracted', backupId: stored.backupId, dir: root, kitFiles: report.kitFiles, snapshotBytes: report.snapshot.size }, 'backup extracted and checked');
+    return report;
+  } catch (err) {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+}
