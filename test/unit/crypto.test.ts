@@ -76,7 +76,7 @@ test('tampering, truncation and trailing data are DecryptErrors that say what ha
   const payloadStart = sealed.indexOf(0x0a, headerEnd) + 1 + 16;
 
   const flipped = Buffer.from(sealed);
-  flipped[payloadStart + 70_000] ^= 1;
+  flipped[payloadStart + 70_000] = (flipped[payloadStart + 70_000] ?? 0) ^ 1;
   await assert.rejects(run(createDecryptStream([alice.identity]), flipped), (e: unknown) => e instanceof DecryptError && /chunk 1 .* failed authentication: the archive is corrupted/.test(e.message));
 
   const badMac = Buffer.from(sealed);
