@@ -42,7 +42,7 @@ export function entry(options: PopulateOptions, i: number): [string, Buffer] {
   const parts: string[] = [];
   let length = 0;
   while (length < size) {
-    const piece = rand() < 0.3 ? Math.floor(rand() * 2 ** 52).toString(16).padStart(13, '0') : WORDS[Math.floor(rand() * WORDS.length)]!;
+    const piece = rand() < 0.8 ? Math.floor(rand() * 2 ** 52).toString(16).padStart(13, '0') : WORDS[Math.floor(rand() * WORDS.length)]!;
     parts.push(piece);
     length += piece.length;
   }

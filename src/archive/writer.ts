@@ -44,3 +44,23 @@ function* entry(path: string, mode: number, mtime: Date, content: Buffer): Gener
   yield content;
   yield padding(content.length);
 }
+
+/**
+ * Joins small chunks into blocks of at least `size` bytes (the last may be smaller). zlib
+ * streams pay a thread-pool round trip per write: fed etcd's 32 KiB messages, zstd runs at
+ * about half the speed it reaches on 1 MiB writes. Holds at most one block.
+ */
+export async function* coalesce(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of source) {
+    parts.push(chunk);
+    length += chunk.length;
+    if (length >= size) {
+      yield parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
+      parts = [];
+      length = 0;
+    }
+  }
+  if (length > 0) yield Buffer.concat(parts, length);
+}

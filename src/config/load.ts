@@ -67,7 +67,7 @@ function finish(input: ConfigInput): Config {
     }
   }
   const algorithm = input.compression.algorithm;
-  const level = input.compression.level ?? (algorithm === 'gzip' ? 1 : 3);
+  const level = input.compression.level ?? 1;
   if (algorithm === 'gzip' && level > 9) {
     throw new ConfigError('/compression/level', `gzip takes a level from 1 to 9, got ${level}`);
   }

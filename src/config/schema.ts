@@ -82,7 +82,10 @@ export const CompressionSchema = Type.Object(
     algorithm: Type.Union([Type.Literal('zstd'), Type.Literal('gzip'), Type.Literal('none')], {
       default: 'zstd',
     }),
-    /** zstd 1–19 (default 3), gzip 1–9 (default 6 is slow; 1 is the default here). */
+    /**
+     * zstd 1–19, gzip 1–9; default 1 for both. On two cores shared with etcd, zstd 1 keeps up
+     * with the snapshot and zstd 3 does not, for about 2 % larger archives.
+     */
     level: Type.Optional(Type.Integer({ minimum: 1, maximum: 19 })),
   },
   { ...Strict, default: {} },

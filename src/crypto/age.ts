@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { Decrypter, Encrypter, generateX25519Identity, identityToRecipient, type Identity, type Recipient } from 'age-encryption';
 import { DecryptError, KeyError, NoMatchingIdentityError } from '../errors/errors.ts';
@@ -22,8 +22,9 @@ const MAX_HEADER_BYTES = 1 << 20;
 const MAX_COUNTER = 2 ** 48;
 const RECIPIENT_RE = /^age1[02-9ac-hj-np-z]+$/;
 
-function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
-  return Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
+/** A KeyObject, made once: passing raw key bytes makes createCipheriv build one per chunk. */
+function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32)));
 }
 
 function chunkNonce(counter: number, last: boolean): Buffer {
@@ -34,13 +35,13 @@ function chunkNonce(counter: number, last: boolean): Buffer {
   return nonce;
 }
 
-function seal(key: Buffer, counter: number, last: boolean, plaintext: Buffer): Buffer {
+function seal(key: KeyObject, counter: number, last: boolean, plaintext: Buffer): Buffer {
   const cipher = createCipheriv('chacha20-poly1305', key, chunkNonce(counter, last), { authTagLength: TAG });
   return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
 }
 
 /** The plaintext, or undefined when the chunk does not authenticate with these parameters. */
-function open(key: Buffer, counter: number, last: boolean, sealed: Buffer): Buffer | undefined {
+function open(key: KeyObject, counter: number, last: boolean, sealed: Buffer): Buffer | undefined {
   if (sealed.length < TAG) return undefined;
   const decipher = createDecipheriv('chacha20-poly1305', key, chunkNonce(counter, last), { authTagLength: TAG });
   decipher.setAuthTag(sealed.subarray(sealed.length - TAG));
@@ -138,7 +139,7 @@ export function identityFileText(identity: string, recipient: string, createdAt:
 }
 
 /** Header and payload nonce for a new file, and the key its payload is sealed with. */
-async function newHeader(recipients: readonly string[]): Promise<{ prefix: Buffer; key: Buffer }> {
+async function newHeader(recipients: readonly string[]): Promise<{ prefix: Buffer; key: KeyObject }> {
   let fileKey: Uint8Array | undefined;
   const capture: Recipient = {
     wrapFileKey(key) {
@@ -159,7 +160,7 @@ async function newHeader(recipients: readonly string[]): Promise<{ prefix: Buffe
 class AgeEncryptStream extends Transform {
   readonly #recipients: readonly string[];
   readonly #chunker = new Chunker(CHUNK);
-  #key: Buffer | undefined;
+  #key: KeyObject | undefined;
   #counter = 0;
 
   constructor(recipients: readonly string[]) {
@@ -211,7 +212,7 @@ class AgeDecryptStream extends Transform {
   readonly #identities: readonly string[];
   readonly #chunker = new Chunker(SEALED_CHUNK);
   #head: Buffer | undefined = Buffer.alloc(0);
-  #key: Buffer | undefined;
+  #key: KeyObject | undefined;
   #payloadStart = 0;
   #counter = 0;
 

@@ -10,6 +10,8 @@ import { createLogger } from '../../src/log/logger.ts';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const ETCDUTL = path.join(REPO, '.cache/etcd-3.5/usr/bin/etcdutl');
 export const quietLog = createLogger('silent');
+/** As the lifeboat bin runs Node: a small young generation keeps peak RSS low while streaming. */
+export const NODE_FLAGS = ['--max-semi-space-size=1'];
 
 export interface RigLike {
   endpoints: string[];
@@ -50,7 +52,7 @@ export interface CliResult {
 /** Runs the CLI from source under this Node (24), as a user would. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(REPO, 'src/cli/main.ts'), ...args], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), ...args], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -31,7 +31,7 @@ test('an empty config is kubeadm defaults with the local directory store, frozen
   assert.deepEqual(c.etcd.endpoints, ['https://127.0.0.1:2379']);
   assert.equal(c.etcd.tls.certFile, '/etc/kubernetes/pki/etcd/healthcheck-client.crt');
   assert.equal(c.store.fs.dir, '/var/lib/lifeboat/backups');
-  assert.deepEqual(c.compression, { algorithm: 'zstd', level: 3 });
+  assert.deepEqual(c.compression, { algorithm: 'zstd', level: 1 });
   assert.equal(c.kit.hostRoot, '/');
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.etcd.tls) && Object.isFrozen(c.etcd.endpoints));
   assert.equal(resolveConfig({ compression: { algorithm: 'gzip' } }).compression.level, 1);
