@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 import { Command, CommanderError, Option } from 'commander';
 import { BUILD_INFO } from '../build-info.ts';
 import { describeError, ConfigError, LifeboatError, UnsafePathError } from '../errors/errors.ts';
@@ -32,13 +32,14 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'config file (default: $LIFEBOAT_CONFIG, else /etc/lifeboat/config.yaml if present, else built-in defaults)')
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
     .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
     .addHelpText('after', EXAMPLES);
   registerBackupCommands(program);
   return program;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
-  const program = buildProgram().exitOverride();
+  const program = buildProgram();
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return 0;
@@ -53,4 +54,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// `lifeboat list | head` closes stdout early; that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { runBackup, type BackupSettings } from '../../src/backup/run.ts';
+import { createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
+import { EtcdUnavailableError, SnapshotError } from '../../src/errors/errors.ts';
+import type { EtcdFacts } from '../../src/archive/manifest.ts';
+import type { OpenSnapshot, SnapshotSource } from '../../src/etcd/source.ts';
+import { resolveConfig } from '../../src/config/load.ts';
+import { createLogger } from '../../src/log/logger.ts';
+import { Catalog } from '../../src/store/catalog.ts';
+import { FsStore } from '../../src/store/fs-store.ts';
+import { archiveKey, formatBackupId } from '../../src/store/layout.ts';
+import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
+import { chunked, fakeSnapshot, sampleManifest } from '../support/fixtures.ts';
+
+const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-backup-unit-'));
+test.after(() => rm(work, { recursive: true, force: true }));
+const hostRoot = path.join(work, 'host');
+await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
+const { recipient } = await generateIdentity();
+const config = resolveConfig({ cluster: 'unit', kit: { hostRoot } });
+const settings: BackupSettings = { cluster: 'unit', node: 'n1', kit: config.kit, compression: { algorithm: 'zstd', level: 1 }, recipients: [recipient], progressIntervalSeconds: 60 };
+const facts: EtcdFacts = sampleManifest(0, []).etcd;
+
+/** A SnapshotSource that streams the given file bytes, announcing `dbSize`. */
+function fakeSource(file: Buffer, dbSize: number, failAfter?: number): SnapshotSource {
+  return {
+    chooseMember: async () => facts,
+    openSnapshot: async (): Promise<OpenSnapshot> => ({
+      dbSize,
+      chunks: (async function* () {
+        let sent = 0;
+        for await (const c of chunked(file, 32768)) {
+          if (failAfter !== undefined && sent >= failAfter) throw new EtcdUnavailableError('the snapshot stream failed: 14 UNAVAILABLE');
+          sent += c.length;
+          yield c;
+        }
+      })(),
+    }),
+    close: async () => undefined,
+  };
+}
+
+async function attempt(name: string, source: SnapshotSource) {
+  const store = new FsStore(path.join(work, name));
+  const deps = { store, etcd: source, encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  return { store, run: () => runBackup(deps, settings) };
+}
+
+test('a good snapshot commits: archive first, manifest last, listed by the catalog', async () => {
+  const db = randomBytes(300_000);
+  const { store, run } = await attempt('good', fakeSource(fakeSnapshot(db), db.length));
+  const manifest = await run();
+  assert.equal(manifest.snapshot.size, db.length + 32);
+  assert.deepEqual((await store.list('unit/')).map((o) => o.key).sort(), [manifest.archive.key, `unit/backups/${manifest.backupId}/manifest.json`].sort());
+  assert.deepEqual((await new Catalog(store, 'unit').list()).map((m) => m.backupId), [manifest.backupId]);
+});
+
+test('a snapshot whose sha256 trailer does not match fails the backup and commits nothing', async () => {
+  const db = randomBytes(300_000);
+  const bad = fakeSnapshot(db);
+  bad[1000] = (bad[1000] ?? 0) ^ 1;
+  const { store, run } = await attempt('bad-trailer', fakeSource(bad, db.length));
+  await assert.rejects(run(), (err: unknown) => err instanceof SnapshotError && /trailer mismatch/.test(err.message));
+  assert.deepEqual(await readdir(path.join(work, 'bad-trailer'), { recursive: true }).catch(() => []), []);
+  assert.deepEqual(await store.list(''), []);
+});
+
+test('a short snapshot and a dropped stream fail and leave nothing', async () => {
+  const db = randomBytes(300_000);
+  for (const [name, source] of [
+    ['short', fakeSource(fakeSnapshot(db).subarray(0, 200_000), db.length)],
+    ['dropped', fakeSource(fakeSnapshot(db), db.length, 100_000)],
+  ] as const) {
+    const { run } = await attempt(name, source);
+    await assert.rejects(run(), name === 'short' ? SnapshotError : EtcdUnavailableError);
+    assert.deepEqual(await readdir(path.join(work, name), { recursive: true }).catch(() => []), [], name);
+  }
+});
+
+test('cleanup removes old uncommitted archives and leaves young ones and committed backups', async () => {
+  const db = randomBytes(1000);
+  const { store, run } = await attempt('cleanup', fakeSource(fakeSnapshot(db), db.length));
+  const committed = await run();
+  const oldKey = archiveKey('unit', formatBackupId(new Date('2026-01-01T00:00:00Z'), '5'), 'zstd');
+  const youngKey = archiveKey('unit', formatBackupId(new Date(), '6'), 'zstd');
+  await store.put(oldKey, Readable.from([Buffer.from('orphan')]));
+  await store.put(youngKey, Readable.from([Buffer.from('in progress')]));
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+  await utimes(path.join(work, 'cleanup', oldKey), twoHoursAgo, twoHoursAgo);
+  const result = await new Catalog(store, 'unit').cleanup(new Date(Date.now() - 3600_000));
+  assert.deepEqual(result, { orphans: [oldKey], incomplete: 0 });
+  assert.ok(await store.stat(youngKey));
+  assert.ok(await store.stat(committed.archive.key));
+});
