@@ -41,9 +41,12 @@ export class FsStore implements BackupStore {
       await syncDir(dir);
       return { size: (await stat(file)).size };
     } catch (err) {
-      await rm(temp, { force: true });
+      const wrapped = this.#wrap(err, `write ${key}`);
+      // A body nobody reads would stall its producer forever.
+      if (!body.destroyed) body.destroy(wrapped);
+      await rm(temp, { force: true }).catch(() => undefined); // best effort; removeIncomplete() catches the rest
       await this.#pruneEmptyDirs(dir);
-      throw this.#wrap(err, `write ${key}`);
+      throw wrapped;
     }
   }
 

@@ -6,7 +6,8 @@ import type { Readable } from 'node:stream';
  *
  * Contract every implementation keeps:
  * - `put` is atomic: a key is visible to `stat`, `get` and `list` only once all its bytes are
- *   durably stored; a failed or aborted `put` leaves nothing visible and cleans up after itself.
+ *   durably stored; a failed or aborted `put` leaves nothing visible, cleans up after itself,
+ *   and destroys `body` so that whatever produces it stops too.
  * - `list` returns complete objects only, sorted by key.
  * - `get`, `stat` and `delete` of a missing key: NotFoundError, undefined, and no error.
  */

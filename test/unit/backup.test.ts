@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { runBackup, type BackupSettings } from '../../src/backup/run.ts';
 import { createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
-import { EtcdUnavailableError, SnapshotError } from '../../src/errors/errors.ts';
+import { EtcdUnavailableError, SnapshotError, StoreError } from '../../src/errors/errors.ts';
 import type { EtcdFacts } from '../../src/archive/manifest.ts';
 import type { OpenSnapshot, SnapshotSource } from '../../src/etcd/source.ts';
 import { resolveConfig } from '../../src/config/load.ts';
@@ -97,4 +97,12 @@ test('cleanup removes old uncommitted archives and leaves young ones and committ
   assert.deepEqual(result, { orphans: [oldKey], incomplete: 0 });
   assert.ok(await store.stat(youngKey));
   assert.ok(await store.stat(committed.archive.key));
+});
+
+test('a store that fails before reading anything fails the backup instead of hanging', async () => {
+  const db = randomBytes(300_000);
+  const blocker = path.join(work, 'blocker-file');
+  await writeFile(blocker, 'x');
+  const deps = { store: new FsStore(blocker), etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  await assert.rejects(runBackup(deps, settings), StoreError);
 });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat, writeFile, utimes, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { StoreError } from '../../src/errors/errors.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { storeConformance } from '../support/store-conformance.ts';
 
@@ -40,4 +41,18 @@ test('fs: temp files of a crashed put are invisible, and removed once old enough
   assert.equal(await store.removeIncomplete('c/', new Date(Date.now() - 7200_000)), 0, 'younger than the threshold');
   assert.equal(await store.removeIncomplete('c/', new Date(Date.now() - 60_000)), 1);
   assert.deepEqual(await readdir(path.join(root, 'c/backups/a')), ['manifest.json']);
+});
+
+test('fs: a put that cannot even start destroys its body, so the producer does not stall', async () => {
+  const root = await freshRoot();
+  const blocker = path.join(root, 'not-a-dir');
+  await writeFile(blocker, 'x');
+  const store = new FsStore(blocker);
+  const body = new PassThrough();
+  const seen: unknown[] = [];
+  body.on('error', (err) => seen.push(err));
+  await assert.rejects(store.put('c/k', body), StoreError);
+  await new Promise((r) => setImmediate(r));
+  assert.ok(seen[0] instanceof StoreError, 'the producer hears why');
+  assert.ok(body.destroyed);
 });
