@@ -5,7 +5,7 @@ import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
 import { verifyBackup } from '../verify/verify.ts';
-import { createContext, loadIdentities, requireIdentities, snapshotSource, type GlobalOptions } from './context.ts';
+import { createContext, loadIdentities, requireIdentities, snapshotSource, type Context, type GlobalOptions } from './context.ts';
 
 function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();
@@ -27,7 +27,8 @@ export function registerBackupCommands(program: Command): void {
     .addHelpText('after', `
 The backup is streamed end to end: no temp file holds the snapshot, and memory does not grow with
 the database. It exists (shows in 'lifeboat list') only once its manifest is written, after the
-stored archive was checked. Progress is logged as JSON lines on stderr.
+stored archive was checked. First, what earlier failed backups left behind is removed (see
+'lifeboat cleanup'). Progress is logged as JSON lines on stderr.
 
 Example:
   lifeboat backup --config /etc/lifeboat/config.yaml`)
@@ -39,6 +40,7 @@ Example:
           hint: 'run `lifeboat keygen --output key.txt` and put the printed age1... recipient in encryption.recipients',
         });
       }
+      await removeLeftovers(ctx);
       const etcd = snapshotSource(ctx);
       try {
         const manifest = await runBackup(
@@ -128,10 +130,7 @@ Example:
     .description('Remove what failed backups left behind: archives without a manifest and incomplete writes older than backup.orphanMinAgeSeconds.')
     .addHelpText('after', '\nExample:\n  lifeboat cleanup --config /etc/lifeboat/config.yaml')
     .action(async (_options: unknown, cmd: Command) => {
-      const ctx = createContext(globals(cmd));
-      const olderThan = new Date(Date.now() - ctx.config.backup.orphanMinAgeSeconds * 1000);
-      const result = await ctx.catalog.cleanup(olderThan);
-      ctx.log.info({ phase: 'cleanup', orphans: result.orphans, incomplete: result.incomplete }, 'cleanup done');
+      const result = await removeLeftovers(createContext(globals(cmd)));
       print(`removed ${result.orphans.length} uncommitted archives and ${result.incomplete} incomplete writes`);
     });
 
@@ -153,6 +152,14 @@ Example:
       process.stderr.write(`lifeboat: wrote identity to ${options.output} (mode 0600); its recipient is:\n`);
       print(recipient);
     });
+}
+
+/** What failed backups left behind, older than backup.orphanMinAgeSeconds. */
+async function removeLeftovers(ctx: Context) {
+  const olderThan = new Date(Date.now() - ctx.config.backup.orphanMinAgeSeconds * 1000);
+  const result = await ctx.catalog.cleanup(olderThan);
+  ctx.log.info({ phase: 'cleanup', orphans: result.orphans, incomplete: result.incomplete }, 'removed what failed backups left behind');
+  return result;
 }
 
 function printTable(header: string[], rows: string[][]): void {

@@ -224,7 +224,7 @@ test('the CLI backs up, lists, shows, verifies and extracts', async () => {
   const id = /backup (\S+) committed/.exec(made.stdout)?.[1];
   assert.ok(id, made.stdout);
   const phases = made.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { phase?: string }).phase);
-  assert.deepEqual(phases.filter(Boolean), ['member-chosen', 'kit-collected', 'snapshot-started', 'archive-stored', 'committed']);
+  assert.deepEqual(phases.filter(Boolean), ['cleanup', 'member-chosen', 'kit-collected', 'snapshot-started', 'archive-stored', 'committed']);
   assert.doesNotMatch(made.stderr, /AGE-SECRET-KEY/);
   const list = await runCli(['--config', configFile, 'list']);
   assert.match(list.stdout, new RegExp(`^${id!.replace('.', '\\.')}\\s`, 'm'));
