@@ -25,3 +25,29 @@ export async function freePorts(n: number): Promise<number[]> {
   }
   return ports;
 }
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * `n` consecutive free ports (for daemons that take a port range, like ceph-osd), from a
+ * random start in 20000–45000 so that parallel runs rarely even try the same range.
+ */
+export async function freePortRange(n: number): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const start = 20000 + Math.floor(Math.random() * 25000);
+    const range = Array.from({ length: n }, (_, i) => start + i);
+    if (range.some((p) => handedOut.has(p))) continue;
+    const free = await Promise.all(range.map(canBind));
+    if (free.every(Boolean)) {
+      for (const p of range) handedOut.add(p);
+      return start;
+    }
+  }
+  throw new Error(`no ${n} consecutive free ports on 127.0.0.1`);
+}

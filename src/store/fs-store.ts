@@ -4,7 +4,8 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { LifeboatError, NotFoundError, StoreError, UnsafePathError } from '../errors/errors.ts';
+import { LifeboatError, NotFoundError, StoreError } from '../errors/errors.ts';
+import { assertObjectKey } from './layout.ts';
 import type { BackupStore, ObjectInfo, PutOptions } from './store.ts';
 
 const TEMP_MARK = '.tmp-';
@@ -145,11 +146,7 @@ export class FsStore implements BackupStore {
   }
 
   #path(key: string): string {
-    const parts = key.split('/');
-    if (key === '' || parts.some((p) => p === '' || p === '.' || p === '..' || p.includes('\0'))) {
-      throw new UnsafePathError(key, `store key "${key}" is not a clean relative path`);
-    }
-    return path.join(this.#root, ...parts);
+    return path.join(this.#root, ...assertObjectKey(key).split('/'));
   }
 
   #wrap(err: unknown, what: string): Error {

@@ -17,6 +17,15 @@ const MANIFEST = 'manifest.json';
 
 export type ObjectKind = 'archive' | 'manifest';
 
+/** Every store refuses a key that is not a clean relative path: no `..`, `.`, empty parts or NULs. */
+export function assertObjectKey(key: string): string {
+  const parts = key.split('/');
+  if (key === '' || parts.some((p) => p === '' || p === '.' || p === '..' || p.includes('\0'))) {
+    throw new UnsafePathError(key, `store key "${key}" is not a clean relative path`);
+  }
+  return key;
+}
+
 export interface ParsedKey {
   cluster: string;
   id: string;

@@ -1,0 +1,180 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { freePortRange, freePorts } from './ports.ts';
+
+const run = promisify(execFile);
+
+/**
+ * A real single-node Ceph RGW (S3) from Debian's Pacific packages, on 127.0.0.1: one mon, one
+ * memstore OSD and radosgw (beast), with no auth, all state in one folder. The settings that
+ * matter are in shared/notes/ceph-rgw.md. Starts in a few seconds.
+ */
+export interface Rgw {
+  endpoint: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  dir: string;
+  pids: { mon: number; osd: number; rgw: number };
+  /** SIGKILL or SIGTERM radosgw alone (the mon and OSD keep the data). */
+  killGateway(signal?: NodeJS.Signals): void;
+  startGateway(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+const DAEMON_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
+
+export async function startRgw(options: { dir: string; memstoreBytes?: number; detached?: boolean }): Promise<Rgw> {
+  const dir = path.resolve(options.dir);
+  for (const d of ['mon', 'osd', 'rgw', 'run', 'log', 'crash']) await mkdir(path.join(dir, d), { recursive: true });
+  const [monPort, rgwPort] = await freePorts(2);
+  const monV1 = await freePortRange(1);
+  const osdMin = await freePortRange(16);
+  const conf = path.join(dir, 'ceph.conf');
+  const fsid = randomUUID();
+  const keyring = path.join(dir, 'keyring');
+  await writeFile(
+    conf,
+    `[global]
+fsid = ${fsid}
+mon host = [v2:127.0.0.1:${monPort},v1:127.0.0.1:${monV1}]
+auth cluster required = none
+auth service required = none
+auth client required = none
+ms mon client mode = crc secure
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon allow pool size one = true
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+public network = 127.0.0.1/32
+ms bind port min = ${osdMin}
+ms bind port max = ${osdMin + 15}
+run dir = ${dir}/run
+admin socket = ${dir}/run/$name.asok
+log file = ${dir}/log/$name.log
+crash dir = ${dir}/crash
+keyring = ${keyring}
+mon data avail crit = 0
+mon data avail warn = 0
+osd objectstore = memstore
+memstore device bytes = ${options.memstoreBytes ?? 1 << 30}
+[mon]
+mon data = ${dir}/mon/$cluster-$id
+paxos propose interval = 0.05
+paxos min wait = 0.01
+[osd]
+osd data = ${dir}/osd/$cluster-$id
+osd max object name len = 256
+osd max object namespace len = 64
+[client.rgw.a]
+rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
+rgw data = ${dir}/rgw
+rgw gc obj min wait = 30
+rgw gc processor period = 30
+rgw gc processor max time = 30
+[client.admin]
+admin socket =
+`,
+  );
+  const c = ['-c', conf];
+  await run('ceph-authtool', ['--create-keyring', keyring, '--gen-key', '-n', 'mon.', '--cap', 'mon', 'allow *']);
+  await run('ceph-authtool', [keyring, '--gen-key', '-n', 'client.admin', '--cap', 'mon', 'allow *', '--cap', 'osd', 'allow *', '--cap', 'mgr', 'allow *']);
+  const monmap = path.join(dir, 'monmap');
+  await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort},v1:127.0.0.1:${monV1}]`, monmap]);
+  await run('ceph-mon', [...c, '--mkfs', '-i', 'a', '--monmap', monmap, '--keyring', keyring]);
+
+  const daemon = (name: string, args: string[]) => {
+    const log = openSync(path.join(dir, 'log', `${name}.stdout`), 'a');
+    const child = spawn(args[0]!, [...c, ...args.slice(1)], { stdio: ['ignore', log, log], env: DAEMON_ENV, detached: options.detached ?? false });
+    closeSync(log);
+    if (options.detached) child.unref();
+    else {
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+    }
+    return child;
+  };
+  const mon = daemon('mon', ['ceph-mon', '-f', '-i', 'a']);
+  const osdUuid = randomUUID();
+  const { stdout: osdId } = await run('ceph', [...c, '--connect-timeout', '20', 'osd', 'new', osdUuid]);
+  const id = osdId.trim();
+  await mkdir(path.join(dir, 'osd', `ceph-${id}`), { recursive: true });
+  await run('ceph-osd', [...c, '-i', id, '--mkfs', '--osd-uuid', osdUuid]);
+  const osd = daemon('osd', ['ceph-osd', '-f', '-i', id]);
+  let rgw = daemon('rgw', ['radosgw', '-f', '-n', 'client.rgw.a']);
+
+  const accessKeyId = `LB${randomBytes(9).toString('hex').toUpperCase()}`;
+  const secretAccessKey = randomBytes(24).toString('base64url');
+  await run('radosgw-admin', [...c, 'user', 'create', '--uid=lifeboat', '--display-name=lifeboat', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`], { timeout: 60_000 });
+  const endpoint = `http://127.0.0.1:${rgwPort}`;
+  const waitGateway = async () => {
+    const deadline = Date.now() + 60_000;
+    while (!(await listening(rgwPort!))) {
+      if (rgw.exitCode !== null) throw new Error(`radosgw exited ${rgw.exitCode}: see ${dir}/log`);
+      if (Date.now() > deadline) throw new Error(`radosgw did not listen within 60 s: see ${dir}/log\n${tail(path.join(dir, 'log', 'client.rgw.a.log'))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await waitGateway();
+
+  const stopChild = (child: ChildProcess) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const force = setTimeout(() => child.kill('SIGKILL'), 5000);
+      child.once('exit', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  return {
+    endpoint,
+    region: 'default',
+    accessKeyId,
+    secretAccessKey,
+    dir,
+    pids: { mon: mon.pid!, osd: osd.pid!, rgw: rgw.pid! },
+    killGateway(signal = 'SIGKILL') {
+      rgw.kill(signal);
+    },
+    async startGateway() {
+      await stopChild(rgw);
+      rgw = daemon('rgw', ['radosgw', '-f', '-n', 'client.rgw.a']);
+      await waitGateway();
+    },
+    async stop() {
+      await stopChild(rgw);
+      await stopChild(osd);
+      await stopChild(mon);
+    },
+  };
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-8).join('\n');
+  } catch {
+    return '';
+  }
+}
