@@ -8,7 +8,7 @@ import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
 import { processExecutor, type Executor } from '../exec/executor.ts';
 import { createLogger } from '../log/logger.ts';
 import { Catalog } from '../store/catalog.ts';
-import { FsStore } from '../store/fs-store.ts';
+import { createStore } from '../store/create-store.ts';
 import type { BackupStore } from '../store/store.ts';
 
 export interface GlobalOptions {
@@ -30,7 +30,7 @@ export interface Context {
 export function createContext(options: GlobalOptions): Context {
   const config = loadConfig({ file: options.config });
   const log = createLogger(options.logLevel ?? config.log.level, { cluster: config.cluster, node: config.node });
-  const store = new FsStore(config.store.fs.dir);
+  const store = createStore(config.store);
   return {
     config,
     log,

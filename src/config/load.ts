@@ -6,7 +6,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, KeyError } from '../errors/errors.ts';
 import { parseRecipient } from '../crypto/age.ts';
-import { ConfigSchema, type Config, type ConfigInput } from './schema.ts';
+import { ConfigSchema, FsStoreSchema, type Config, type ConfigInput, type StoreConfig } from './schema.ts';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lifeboat/config.yaml';
 const ENV_PREFIX = 'LIFEBOAT_';
@@ -36,11 +36,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const file = configFileFor(options);
   const raw = file === undefined ? {} : readConfigFile(file);
   applyEnvOverrides(raw, env);
-  return resolveConfig(raw, file);
+  return resolveConfig(raw, file, env);
 }
 
 /** Validates an already-parsed document (env overrides applied) into the frozen Config. */
-export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config'): Config {
+export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config', env: NodeJS.ProcessEnv = {}): Config {
   const input = Value.Default(ConfigSchema, structuredClone(raw)) as ConfigInput;
   const first = Value.Errors(ConfigSchema, input).First();
   if (first) {
@@ -49,10 +49,45 @@ export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config
       hint: `fix it in ${sourceName}`,
     });
   }
-  return deepFreeze(finish(input));
+  return deepFreeze(finish(input, env));
 }
 
-function finish(input: ConfigInput): Config {
+function storeConfig(store: ConfigInput['store'], env: NodeJS.ProcessEnv): StoreConfig {
+  const { fs, s3 } = store;
+  if (fs && s3) throw new ConfigError('/store', 'configure one store: fs or s3, not both');
+  if (!s3) return { kind: 'fs', dir: (fs ?? (Value.Default(FsStoreSchema, {}) as { dir: string })).dir };
+  const secret = (fileField: 'accessKeyIdFile' | 'secretAccessKeyFile', valueField: 'accessKeyId' | 'secretAccessKey', envName: string) => {
+    const file = s3[fileField];
+    if (file !== undefined) {
+      const value = readField(file, `/store/s3/${fileField}`).trim();
+      if (value === '') throw new ConfigError(`/store/s3/${fileField}`, `${file} is empty`);
+      return value;
+    }
+    const value = s3[valueField] ?? env[envName];
+    if (value === undefined || value === '') {
+      throw new ConfigError(`/store/s3/${fileField}`, `no S3 credentials: set ${fileField}, ${valueField} or ${envName}`);
+    }
+    return value;
+  };
+  return {
+    kind: 's3',
+    endpoint: s3.endpoint,
+    region: s3.region,
+    bucket: s3.bucket,
+    prefix: s3.prefix,
+    forcePathStyle: s3.forcePathStyle,
+    caFile: s3.caFile,
+    credentials: {
+      accessKeyId: secret('accessKeyIdFile', 'accessKeyId', 'AWS_ACCESS_KEY_ID'),
+      secretAccessKey: secret('secretAccessKeyFile', 'secretAccessKey', 'AWS_SECRET_ACCESS_KEY'),
+    },
+    partSize: s3.partSizeMiB * 1024 * 1024,
+    queueSize: s3.queueSize,
+    maxAttempts: s3.maxAttempts,
+  };
+}
+
+function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
   const kitPath = (p: string) => path.join(input.kit.hostRoot, p);
   const recipients = input.encryption.recipients.map((r, i) =>
     parseRecipientField(r, `/encryption/recipients/${i}`),
@@ -76,7 +111,7 @@ function finish(input: ConfigInput): Config {
     node: input.node ?? hostname(),
     etcd: input.etcd,
     kit: input.kit,
-    store: { fs: input.store.fs ?? Value.Default(ConfigSchema.properties.store.properties.fs, {}) as { dir: string } },
+    store: storeConfig(input.store, env),
     compression: { algorithm, level },
     encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
     backup: input.backup,

@@ -67,12 +67,44 @@ export const KitSchema = Type.Object(
 
 export const FsStoreSchema = Type.Object(
   { dir: Type.String({ minLength: 1, default: '/var/lib/lifeboat/backups' }) },
-  { ...Strict, default: {} },
+  Strict,
+);
+
+export const S3StoreSchema = Type.Object(
+  {
+    /** `https://rgw.example.internal` for Ceph RGW or another S3; absent for AWS. */
+    endpoint: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+    region: Type.String({ minLength: 1, default: 'us-east-1' }),
+    bucket: Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$' }),
+    /** Prepended to every key; end it with `/`. */
+    prefix: Type.String({ default: '', pattern: '^$|^[^/].*/$' }),
+    /** RGW needs path-style addressing unless its DNS has wildcard bucket names. */
+    forcePathStyle: Type.Boolean({ default: true }),
+    /** PEM bundle for an endpoint behind a private CA. */
+    caFile: Type.Optional(NonEmpty),
+    /**
+     * Credentials, from files (a mounted Kubernetes Secret) or values; the values are better set
+     * from the environment (LIFEBOAT_STORE__S3__SECRET_ACCESS_KEY) than written here. Without
+     * either, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used.
+     */
+    accessKeyIdFile: Type.Optional(NonEmpty),
+    secretAccessKeyFile: Type.Optional(NonEmpty),
+    accessKeyId: Type.Optional(NonEmpty),
+    secretAccessKey: Type.Optional(NonEmpty),
+    /** Multipart part size; one upload holds at most queueSize x partSizeMiB in memory. */
+    partSizeMiB: Type.Integer({ minimum: 5, maximum: 512, default: 8 }),
+    queueSize: Type.Integer({ minimum: 1, maximum: 16, default: 4 }),
+    /** Attempts per request and per part for transient errors (5xx, timeouts, resets). */
+    maxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
+  },
+  Strict,
 );
 
 export const StoreSchema = Type.Object(
   {
+    /** The local directory store; the default when no store is configured. */
     fs: Type.Optional(FsStoreSchema),
+    s3: Type.Optional(S3StoreSchema),
   },
   { ...Strict, default: {} },
 );
@@ -151,13 +183,29 @@ export type ConfigInput = Static<typeof ConfigSchema>;
 export type CompressionAlgorithm = Static<typeof CompressionSchema>['algorithm'];
 export type LogLevel = Static<typeof LogSchema>['level'];
 
+export type StoreConfig =
+  | { readonly kind: 'fs'; readonly dir: string }
+  | {
+      readonly kind: 's3';
+      readonly endpoint: string | undefined;
+      readonly region: string;
+      readonly bucket: string;
+      readonly prefix: string;
+      readonly forcePathStyle: boolean;
+      readonly caFile: string | undefined;
+      readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+      readonly partSize: number;
+      readonly queueSize: number;
+      readonly maxAttempts: number;
+    };
+
 /** The validated, defaulted, frozen config the rest of the program sees. */
 export interface Config {
   readonly cluster: string;
   readonly node: string;
   readonly etcd: Readonly<Static<typeof EtcdSchema>>;
   readonly kit: Readonly<Static<typeof KitSchema>>;
-  readonly store: { readonly fs: Readonly<Static<typeof FsStoreSchema>> };
+  readonly store: StoreConfig;
   readonly compression: { readonly algorithm: CompressionAlgorithm; readonly level: number };
   readonly encryption: {
     /** recipients plus those from recipientsFile, validated. */

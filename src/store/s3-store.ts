@@ -53,7 +53,7 @@ export class S3Store implements BackupStore {
       region: options.region,
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       forcePathStyle: options.forcePathStyle,
-      credentials: options.credentials,
+      credentials: { ...options.credentials }, // the SDK annotates this object; config is frozen
       maxAttempts: options.maxAttempts,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',

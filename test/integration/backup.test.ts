@@ -72,14 +72,14 @@ async function backup(config: Config, store: BackupStore) {
 }
 
 test('a 3-member TLS etcd backs up, lists, verifies deeply, extracts, and restores every key', async () => {
-  const { config, store, catalog } = setup('main');
+  const { config, store, catalog, storeDir } = setup('main');
   const manifest = await backup(config, store);
   assert.equal(manifest.etcd.members.length, 3);
   assert.notEqual(manifest.etcd.memberId, manifest.etcd.leaderId, 'a follower is preferred');
   assert.ok(manifest.kit.files.some((f) => f.entry === 'kit/etc/kubernetes/pki/etcd/ca.key'));
   assert.ok(manifest.kit.files.some((f) => f.role === 'encryption-provider-config'));
   assert.deepEqual((await catalog.list()).map((b) => b.backupId), [manifest.backupId]);
-  assert.equal((await stat(path.join(config.store.fs.dir, manifest.archive.key))).mode & 0o777, 0o600);
+  assert.equal((await stat(path.join(storeDir, manifest.archive.key))).mode & 0o777, 0o600);
 
   const shallow = await verifyBackup({ store, decrypt: createDecryptStream, exec: processExecutor, log: quietLog }, manifest, { etcdutl: ETCDUTL });
   assert.equal(shallow.level, 'ciphertext');
@@ -116,9 +116,9 @@ test('a 3-member TLS etcd backs up, lists, verifies deeply, extracts, and restor
 });
 
 test('the stock age CLI and GNU tar unpack an archive; the snapshot passes etcdutl and its trailer check', async () => {
-  const { config, store } = setup('manual', { compression: { algorithm: 'zstd', level: 1 } });
+  const { config, store, storeDir } = setup('manual', { compression: { algorithm: 'zstd', level: 1 } });
   const manifest = await backup(config, store);
-  const archive = path.join(config.store.fs.dir, manifest.archive.key);
+  const archive = path.join(storeDir, manifest.archive.key);
   assert.equal(sha256(await readFile(archive)), manifest.archive.sha256);
   const out = path.join(work, 'manual');
   execFileSync('mkdir', ['-p', out]);
@@ -146,9 +146,9 @@ test('gzip and no compression both round-trip', async () => {
 });
 
 test('a corrupted byte, a wrong identity and a truncated archive each fail clearly, from the library and the CLI', async () => {
-  const { doc, config, store, catalog } = setup('damage');
+  const { doc, config, store, catalog, storeDir } = setup('damage');
   const manifest = await backup(config, store);
-  const file = path.join(config.store.fs.dir, manifest.archive.key);
+  const file = path.join(storeDir, manifest.archive.key);
   const pristine = await readFile(file);
   const deps = { store, decrypt: createDecryptStream, exec: processExecutor, log: quietLog };
   const configFile = await writeConfig(work, doc);

@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,6 +10,15 @@ import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.ts';
 import { StoreError } from '../../src/errors/errors.ts';
 import { startRgw } from '../../scripts/rig/rgw.ts';
 import { storeConformance } from '../support/store-conformance.ts';
+import { configDoc, configOf, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
+import { runBackup } from '../../src/backup/run.ts';
+import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
+import { Catalog } from '../../src/store/catalog.ts';
+import type { BackupStore, PutOptions } from '../../src/store/store.ts';
+import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
+import { startEtcd } from '../../scripts/rig/etcd.ts';
+import { populate } from '../../scripts/rig/populate.ts';
+import { createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 
 const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-rgw-'));
 const rgw = await startRgw({ dir: path.join(work, 'ceph') });
@@ -83,5 +92,94 @@ test('rgw: wrong credentials and a missing bucket fail at once with what to chec
       return true;
     });
     assert.ok(performance.now() - started < 3000, 'no retry storm');
+  }
+});
+
+test('rgw: lifeboat backup, list, verify and extract end to end through the CLI', async () => {
+  const hostRoot = path.join(work, 'host');
+  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
+  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
+  try {
+    const client = etcd.client();
+    try {
+      await populate(client, { keys: 300, valueBytes: [100, 20_000], seed: 11 });
+    } finally {
+      client.close();
+    }
+    const key = await generateIdentity();
+    const keyFile = path.join(work, 'key.txt');
+    await writeFile(keyFile, identityFileText(key.identity, key.recipient, new Date()), { mode: 0o600 });
+    const doc = configDoc(etcd, hostRoot, '/unused', [key.recipient]);
+    const config = await writeConfig(work, {
+      ...doc,
+      store: { s3: { endpoint: rgw.endpoint, region: rgw.region, bucket: BUCKET, prefix: 'e2e/', partSizeMiB: 5 } },
+    });
+    const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
+    const made = await runCli(['--config', config, 'backup'], env);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /committed: .* stored at s3:\/\/lifeboat-test\/e2e\//);
+    const list = await runCli(['--config', config, 'list', '--json'], env);
+    const [only] = JSON.parse(list.stdout) as { backupId: string; archive: { key: string } }[];
+    assert.ok(only);
+    const verified = await runCli(['--config', config, 'verify', 'latest', '--identity', keyFile], env);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.match(verified.stdout, /OK \(decrypted/);
+    const out = path.join(work, 'extracted');
+    const extracted = await runCli(['--config', config, 'extract', only.backupId, '--to', out, '--identity', keyFile], env);
+    assert.equal(extracted.code, 0, extracted.stderr);
+    for await (const _ of await new S3Store(options('e2e/')).get(only.archive.key)) {
+      // readable
+    }
+  } finally {
+    await etcd.stop();
+  }
+});
+
+test('rgw: radosgw killed mid-upload fails the backup cleanly; cleanup leaves nothing; the next backup succeeds', async () => {
+  const hostRoot = path.join(work, 'host-kill');
+  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
+  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd-kill') });
+  try {
+    const client = etcd.client();
+    try {
+      await populate(client, { keys: 400, valueBytes: [60_000, 100_000], seed: 12 });
+    } finally {
+      client.close();
+    }
+    const key = await generateIdentity();
+    const config = configOf(configDoc(etcd, hostRoot, '/unused', [key.recipient]));
+    const s3store = new S3Store(options('kill/', { maxAttempts: 2 }));
+    let passed = 0;
+    let killed = false;
+    const store: BackupStore = Object.assign(Object.create(s3store) as BackupStore, {
+      put: (k: string, body: Readable, o?: PutOptions) => {
+        body.on('data', (chunk: Buffer) => {
+          passed += chunk.length;
+          if (!killed && passed > 7 * 1024 * 1024) {
+            killed = true;
+            rgw.killGateway('SIGKILL');
+          }
+        });
+        return s3store.put(k, body, o);
+      },
+    });
+    const run = (s: BackupStore) => {
+      const source = new Etcd3SnapshotSource(config.etcd, quietLog);
+      return runBackup(
+        { store: s, etcd: source, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
+        { cluster: 'it', node: 'n', kit: config.kit, compression: { algorithm: 'none', level: 1 }, recipients: [key.recipient], progressIntervalSeconds: 60 },
+      ).finally(() => source.close());
+    };
+    await assert.rejects(run(store), StoreError);
+    assert.ok(killed);
+    await rgw.startGateway();
+    const catalog = new Catalog(s3store, 'it');
+    await catalog.cleanup(new Date(Date.now() + 60_000));
+    assert.deepEqual(await s3store.list(''), [], 'no object at all under the prefix');
+    assert.deepEqual((await s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: 'kill/' }))).Uploads ?? [], []);
+    const manifest = await run(s3store);
+    assert.deepEqual((await catalog.list()).map((m) => m.backupId), [manifest.backupId]);
+  } finally {
+    await etcd.stop();
   }
 });

@@ -30,7 +30,7 @@ test('an empty config is kubeadm defaults with the local directory store, frozen
   const c = resolveConfig({});
   assert.deepEqual(c.etcd.endpoints, ['https://127.0.0.1:2379']);
   assert.equal(c.etcd.tls.certFile, '/etc/kubernetes/pki/etcd/healthcheck-client.crt');
-  assert.equal(c.store.fs.dir, '/var/lib/lifeboat/backups');
+  assert.deepEqual(c.store, { kind: 'fs', dir: '/var/lib/lifeboat/backups' });
   assert.deepEqual(c.compression, { algorithm: 'zstd', level: 1 });
   assert.equal(c.kit.hostRoot, '/');
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.etcd.tls) && Object.isFrozen(c.etcd.endpoints));
@@ -50,7 +50,7 @@ test('YAML files load, and a broken one says where', () => {
   const ok = file('ok.yaml', 'cluster: prod\nstore:\n  fs:\n    dir: /backups\n');
   const c = loadConfig({ file: ok, env: {} });
   assert.equal(c.cluster, 'prod');
-  assert.equal(c.store.fs.dir, '/backups');
+  assert.deepEqual(c.store, { kind: 'fs', dir: '/backups' });
   configError(() => loadConfig({ file: file('bad.yaml', 'cluster: [\n'), env: {} }), '/', /line/);
   configError(() => loadConfig({ file: path.join(dir, 'absent.yaml'), env: {} }), '--config', /no such|ENOENT/);
 });
@@ -75,7 +75,7 @@ test('LIFEBOAT_* env vars override the file, by path', async () => {
   assert.deepEqual(c.etcd.endpoints, ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']);
   assert.equal(c.etcd.tls.caFile, '/x/ca.crt');
   assert.equal(c.etcd.discoverMembers, false);
-  assert.equal(c.store.fs.dir, '/srv/backups');
+  assert.deepEqual(c.store, { kind: 'fs', dir: '/srv/backups' });
   assert.deepEqual(c.encryption.recipients, [recipient]);
   configError(() => loadConfig({ env: { LIFEBOAT_ETCD__NOPE: '1' } }), 'LIFEBOAT_ETCD__NOPE', /not a setting/);
   configError(() => loadConfig({ env: { LIFEBOAT_ETCD__DIAL_TIMEOUT_MS: 'x' } }), 'LIFEBOAT_ETCD__DIAL_TIMEOUT_MS');
@@ -100,4 +100,23 @@ test('the cluster name defaults to clusterName from the kubeadm ClusterConfigura
   assert.equal(resolveConfig({ kit: { hostRoot: root } }).cluster, 'edge-7');
   assert.equal(resolveConfig({ kit: { hostRoot: root }, cluster: 'explicit' }).cluster, 'explicit');
   assert.equal(resolveConfig({ kit: { hostRoot: path.join(dir, 'nowhere') } }).cluster, 'kubernetes');
+});
+
+test('an S3 store takes credentials from files, values or AWS_* env, and names what is missing', () => {
+  const id = file('ak', 'AKID\n');
+  const secret = file('sk', 'SECRET\n');
+  const s3 = { endpoint: 'https://rgw.example:8443', bucket: 'backups', prefix: 'lifeboat/' };
+  const c = resolveConfig({ store: { s3: { ...s3, accessKeyIdFile: id, secretAccessKeyFile: secret } } });
+  assert.equal(c.store.kind, 's3');
+  if (c.store.kind !== 's3') return;
+  assert.deepEqual(c.store.credentials, { accessKeyId: 'AKID', secretAccessKey: 'SECRET' });
+  assert.equal(c.store.partSize, 8 * 1024 * 1024);
+  assert.equal(c.store.forcePathStyle, true);
+  const fromEnv = loadConfig({ env: { LIFEBOAT_STORE__S3__BUCKET: 'b-1', AWS_ACCESS_KEY_ID: 'A', AWS_SECRET_ACCESS_KEY: 'S' } });
+  assert.deepEqual(fromEnv.store.kind === 's3' && fromEnv.store.credentials, { accessKeyId: 'A', secretAccessKey: 'S' });
+  configError(() => resolveConfig({ store: { s3 } }), '/store/s3/accessKeyIdFile', /AWS_ACCESS_KEY_ID/);
+  configError(() => resolveConfig({ store: { s3: { ...s3, accessKeyIdFile: path.join(dir, 'nope') } } }), '/store/s3/accessKeyIdFile', /no such|ENOENT/);
+  configError(() => resolveConfig({ store: { s3: { ...s3, prefix: 'no-slash' } } }), '/store/s3/prefix');
+  configError(() => resolveConfig({ store: { s3: { ...s3, partSizeMiB: 1 } } }), '/store/s3/partSizeMiB');
+  configError(() => resolveConfig({ store: { fs: { dir: '/x' }, s3: { ...s3, accessKeyId: 'a', secretAccessKey: 'b' } } }), '/store', /not both/);
 });
