@@ -6,6 +6,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, KeyError } from '../errors/errors.ts';
 import { parseRecipient } from '../crypto/age.ts';
+import { validate as validCron } from 'node-cron';
 import { ConfigSchema, FsStoreSchema, type Config, type ConfigInput, type StoreConfig } from './schema.ts';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lifeboat/config.yaml';
@@ -52,20 +53,23 @@ export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config
   return deepFreeze(finish(input, env));
 }
 
-function storeConfig(store: ConfigInput['store'], env: NodeJS.ProcessEnv): StoreConfig {
+type StoreInput = ConfigInput['store'];
+
+/** One store section (`/store` or `/secondaryStore`): fs or s3, with S3 credentials resolved. */
+function storeConfig(store: StoreInput, env: NodeJS.ProcessEnv, field: string): StoreConfig {
   const { fs, s3 } = store;
-  if (fs && s3) throw new ConfigError('/store', 'configure one store: fs or s3, not both');
+  if (fs && s3) throw new ConfigError(field, 'configure one store: fs or s3, not both');
   if (!s3) return { kind: 'fs', dir: (fs ?? (Value.Default(FsStoreSchema, {}) as { dir: string })).dir };
   const secret = (fileField: 'accessKeyIdFile' | 'secretAccessKeyFile', valueField: 'accessKeyId' | 'secretAccessKey', envName: string) => {
     const file = s3[fileField];
     if (file !== undefined) {
-      const value = readField(file, `/store/s3/${fileField}`).trim();
-      if (value === '') throw new ConfigError(`/store/s3/${fileField}`, `${file} is empty`);
+      const value = readField(file, `${field}/s3/${fileField}`).trim();
+      if (value === '') throw new ConfigError(`${field}/s3/${fileField}`, `${file} is empty`);
       return value;
     }
     const value = s3[valueField] ?? env[envName];
     if (value === undefined || value === '') {
-      throw new ConfigError(`/store/s3/${fileField}`, `no S3 credentials: set ${fileField}, ${valueField} or ${envName}`);
+      throw new ConfigError(`${field}/s3/${fileField}`, `no S3 credentials: set ${fileField}, ${valueField} or ${envName}`);
     }
     return value;
   };
@@ -84,7 +88,22 @@ function storeConfig(store: ConfigInput['store'], env: NodeJS.ProcessEnv): Store
     partSize: s3.partSizeMiB * 1024 * 1024,
     queueSize: s3.queueSize,
     maxAttempts: s3.maxAttempts,
+    objectLock: s3.objectLock,
   };
+}
+
+function checkSchedules(schedules: ConfigInput['daemon']['schedules']): void {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: schedules.timezone });
+  } catch {
+    throw new ConfigError('/daemon/schedules/timezone', `"${schedules.timezone}" is not an IANA time zone (e.g. UTC, Europe/Berlin)`);
+  }
+  for (const name of ['backup', 'prune', 'drill'] as const) {
+    const expression = schedules[name];
+    if (expression !== 'off' && !validCron(expression)) {
+      throw new ConfigError(`/daemon/schedules/${name}`, `"${expression}" is not a cron expression (e.g. "0 * * * *" for hourly) or "off"`);
+    }
+  }
 }
 
 function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
@@ -106,16 +125,27 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
   if (algorithm === 'gzip' && level > 9) {
     throw new ConfigError('/compression/level', `gzip takes a level from 1 to 9, got ${level}`);
   }
+  checkSchedules(input.daemon.schedules);
+  const store = storeConfig(input.store, env, '/store');
+  const secondaryStore = input.secondaryStore && storeConfig(input.secondaryStore, env, '/secondaryStore');
+  if (secondaryStore && JSON.stringify(secondaryStore) === JSON.stringify(store)) {
+    throw new ConfigError('/secondaryStore', 'is the same store as /store; a second copy must go elsewhere');
+  }
   return {
     cluster: input.cluster ?? clusterNameFromKubeadm(kitPath(input.kit.clusterConfiguration)) ?? 'kubernetes',
     node: input.node ?? hostname(),
     etcd: input.etcd,
     kit: input.kit,
-    store: storeConfig(input.store, env),
+    store,
+    secondaryStore,
+    retention: input.retention,
     compression: { algorithm, level },
     encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
     backup: input.backup,
     tools: input.tools,
+    daemon: input.daemon,
+    api: input.api,
+    metrics: input.metrics,
     log: input.log,
   };
 }

@@ -96,6 +96,19 @@ export const S3StoreSchema = Type.Object(
     queueSize: Type.Integer({ minimum: 1, maximum: 16, default: 4 }),
     /** Attempts per request and per part for transient errors (5xx, timeouts, resets). */
     maxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
+    /**
+     * Write every archive and manifest with S3 Object Lock retention. The bucket must have been
+     * created with Object Lock enabled. Retention never deletes an object that is still locked.
+     */
+    objectLock: Type.Optional(
+      Type.Object(
+        {
+          mode: Type.Union([Type.Literal('GOVERNANCE'), Type.Literal('COMPLIANCE')]),
+          days: Type.Integer({ minimum: 1, maximum: 36500 }),
+        },
+        Strict,
+      ),
+    ),
   },
   Strict,
 );
@@ -105,6 +118,34 @@ export const StoreSchema = Type.Object(
     /** The local directory store; the default when no store is configured. */
     fs: Type.Optional(FsStoreSchema),
     s3: Type.Optional(S3StoreSchema),
+  },
+  { ...Strict, default: {} },
+);
+
+/** A second store (another bucket, zone or endpoint) that every committed backup is copied to. */
+export const SecondaryStoreSchema = Type.Object(
+  {
+    fs: Type.Optional(FsStoreSchema),
+    s3: Type.Optional(S3StoreSchema),
+  },
+  Strict,
+);
+
+/**
+ * Which backups to keep, like restic's `forget`: the newest `keepLast`, plus the newest backup
+ * of each of the last `hourly` hours, `daily` days, `weekly` ISO weeks and `monthly` months that
+ * have one (in `timezone`). A backup kept by any rule is kept. The newest backup and the newest
+ * verified backup are always kept, and an object still under Object Lock is never deleted.
+ */
+export const RetentionSchema = Type.Object(
+  {
+    keepLast: Type.Integer({ minimum: 1, maximum: 100_000, default: 3 }),
+    hourly: Type.Integer({ minimum: 0, maximum: 100_000, default: 24 }),
+    daily: Type.Integer({ minimum: 0, maximum: 100_000, default: 7 }),
+    weekly: Type.Integer({ minimum: 0, maximum: 100_000, default: 4 }),
+    monthly: Type.Integer({ minimum: 0, maximum: 100_000, default: 6 }),
+    /** Run retention after each successful backup (the daemon also has a prune schedule). */
+    afterBackup: Type.Boolean({ default: true }),
   },
   { ...Strict, default: {} },
 );
@@ -150,6 +191,96 @@ export const ToolsSchema = Type.Object(
   { ...Strict, default: {} },
 );
 
+/** An IANA time zone name, checked when the config is loaded. */
+const TimeZone = Type.String({ minLength: 1, default: 'UTC' });
+/** A cron expression (5 or 6 fields, node-cron syntax), or `off`; checked when the config is loaded. */
+const Cron = (fallback: string) => Type.String({ minLength: 1, default: fallback });
+
+const Listen = (port: number) =>
+  Type.Object(
+    {
+      host: Type.String({ minLength: 1, default: '0.0.0.0' }),
+      port: Type.Integer({ minimum: 0, maximum: 65535, default: port }),
+    },
+    { ...Strict, default: {} },
+  );
+
+export const DaemonSchema = Type.Object(
+  {
+    /** Job records and restore journals live here (a hostPath in the DaemonSet). */
+    stateDir: Type.String({ minLength: 1, default: '/var/lib/lifeboat/state' }),
+    schedules: Type.Object(
+      {
+        timezone: TimeZone,
+        /** Backups; the expected interval (for the staleness alert) is derived from it. */
+        backup: Cron('0 * * * *'),
+        /** Retention over the whole catalogue. */
+        prune: Cron('30 2 * * *'),
+        /** A restore drill of the newest backup; needs encryption.identityFile. */
+        drill: Cron('off'),
+      },
+      { ...Strict, default: {} },
+    ),
+    election: Type.Object(
+      {
+        /** The lease TTL: a dead leader is replaced within about this long. */
+        ttlSeconds: Type.Integer({ minimum: 2, maximum: 600, default: 15 }),
+        /** The etcd key prefix of the election, one per cluster. */
+        prefix: Type.String({ minLength: 1, default: '/lifeboat/election/' }),
+      },
+      { ...Strict, default: {} },
+    ),
+    /** How often the store cleanup (orphan archives, stale multipart uploads) runs. */
+    cleanupIntervalSeconds: Type.Integer({ minimum: 10, maximum: 7 * 86400, default: 3600 }),
+    /** On SIGTERM, how long the running job may take to finish before it is aborted. */
+    shutdownGraceSeconds: Type.Integer({ minimum: 0, maximum: 3600, default: 30 }),
+    /** Finished jobs remembered for GET /v1/jobs. */
+    jobHistory: Type.Integer({ minimum: 1, maximum: 10_000, default: 200 }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const ApiSchema = Type.Object(
+  {
+    listen: Listen(8443),
+    /** The API is HTTPS only. */
+    tls: Type.Object(
+      {
+        certFile: Type.String({ minLength: 1, default: '/etc/lifeboat/tls/tls.crt' }),
+        keyFile: Type.String({ minLength: 1, default: '/etc/lifeboat/tls/tls.key' }),
+        /** Client certificates signed by this CA authenticate (mTLS); without it only tokens do. */
+        clientCaFile: Type.Optional(NonEmpty),
+      },
+      { ...Strict, default: {} },
+    ),
+    /** `lifeboat token create` writes lines for it: `sha256:<hex> <role> <name>`. */
+    tokensFile: Type.Optional(NonEmpty),
+    /** Maps a client certificate's subject to a role; the first match wins. */
+    clientCertRoles: Type.Array(
+      Type.Object(
+        {
+          cn: Type.Optional(NonEmpty),
+          o: Type.Optional(NonEmpty),
+          role: Type.Union([Type.Literal('viewer'), Type.Literal('operator'), Type.Literal('restorer')]),
+        },
+        Strict,
+      ),
+      { default: [] },
+    ),
+    /** Failed authentications allowed per client address per minute, then 429. */
+    authFailuresPerMinute: Type.Integer({ minimum: 1, maximum: 10_000, default: 10 }),
+  },
+  { ...Strict, default: {} },
+);
+
+export const MetricsSchema = Type.Object(
+  {
+    /** Plain HTTP, no auth: GET /metrics (and /healthz, /readyz) for Prometheus and kubelet probes. */
+    listen: Listen(9464),
+  },
+  { ...Strict, default: {} },
+);
+
 export const LogSchema = Type.Object(
   {
     level: Type.Union(
@@ -169,10 +300,15 @@ export const ConfigSchema = Type.Object(
     etcd: EtcdSchema,
     kit: KitSchema,
     store: StoreSchema,
+    secondaryStore: Type.Optional(SecondaryStoreSchema),
+    retention: RetentionSchema,
     compression: CompressionSchema,
     encryption: EncryptionSchema,
     backup: BackupSchema,
     tools: ToolsSchema,
+    daemon: DaemonSchema,
+    api: ApiSchema,
+    metrics: MetricsSchema,
     log: LogSchema,
   },
   { ...Strict, default: {} },
@@ -197,7 +333,10 @@ export type StoreConfig =
       readonly partSize: number;
       readonly queueSize: number;
       readonly maxAttempts: number;
+      readonly objectLock: { readonly mode: 'GOVERNANCE' | 'COMPLIANCE'; readonly days: number } | undefined;
     };
+
+export type Role = 'viewer' | 'operator' | 'restorer';
 
 /** The validated, defaulted, frozen config the rest of the program sees. */
 export interface Config {
@@ -206,6 +345,8 @@ export interface Config {
   readonly etcd: Readonly<Static<typeof EtcdSchema>>;
   readonly kit: Readonly<Static<typeof KitSchema>>;
   readonly store: StoreConfig;
+  readonly secondaryStore: StoreConfig | undefined;
+  readonly retention: Readonly<Static<typeof RetentionSchema>>;
   readonly compression: { readonly algorithm: CompressionAlgorithm; readonly level: number };
   readonly encryption: {
     /** recipients plus those from recipientsFile, validated. */
@@ -214,5 +355,10 @@ export interface Config {
   };
   readonly backup: Readonly<Static<typeof BackupSchema>>;
   readonly tools: Readonly<Static<typeof ToolsSchema>>;
+  readonly daemon: DeepReadonly<Static<typeof DaemonSchema>>;
+  readonly api: DeepReadonly<Static<typeof ApiSchema>>;
+  readonly metrics: DeepReadonly<Static<typeof MetricsSchema>>;
   readonly log: { readonly level: LogLevel };
 }
+
+type DeepReadonly<T> = T extends (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
