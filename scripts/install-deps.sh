@@ -4,6 +4,8 @@
 #
 #   - Debian packages: age (the stock age CLI), etcd-server/etcd-client 3.4 (bookworm),
 #     ceph-mon, ceph-osd, radosgw and ceph-common (a real Ceph RGW for the S3 tests),
+#     prometheus (promtool and a real Prometheus for the alert and scrape tests), s3cmd (the
+#     shell pipeline the S3 benchmark compares against),
 #     zstd and tar (the manual-restore recipe).
 #   - etcd 3.5 with etcdutl from Debian trixie, unpacked into .cache/etcd-3.5/ without touching
 #     the system's apt configuration (the binaries only link libc, so they run on bookworm).
@@ -13,7 +15,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 need_apt=()
-for pkg in age etcd-server etcd-client zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common; do
+for pkg in age etcd-server etcd-client zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
