@@ -18,7 +18,15 @@ export type ErrorCode =
   | 'DESTINATION_NOT_EMPTY'
   | 'STORE_FAILED'
   | 'TOOL_FAILED'
-  | 'CANCELLED';
+  | 'CANCELLED'
+  | 'OBJECT_LOCKED'
+  | 'BACKUP_PROTECTED'
+  | 'NOT_LEADER'
+  | 'CONFLICT'
+  | 'BAD_REQUEST'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'RATE_LIMITED';
 
 export interface LifeboatErrorOptions {
   cause?: unknown;
@@ -143,6 +151,72 @@ export class ToolError extends LifeboatError {
 export class CancelledError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('CANCELLED', message, options);
+  }
+}
+
+/** An object is still under S3 Object Lock retention (or legal hold) and cannot be deleted yet. */
+export class ObjectLockedError extends LifeboatError {
+  readonly key: string;
+  readonly retainUntil: Date | undefined;
+  constructor(key: string, retainUntil: Date | undefined, message: string, options: LifeboatErrorOptions = {}) {
+    super('OBJECT_LOCKED', message, options);
+    this.key = key;
+    this.retainUntil = retainUntil;
+  }
+}
+
+/** A backup that retention must keep (the newest, or the newest verified) was asked to be deleted. */
+export class BackupProtectedError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('BACKUP_PROTECTED', message, options);
+  }
+}
+
+/** This instance is not the elected leader; `leader` names the one that is, when known. */
+export class NotLeaderError extends LifeboatError {
+  readonly leader: string | undefined;
+  constructor(leader: string | undefined, message: string, options: LifeboatErrorOptions = {}) {
+    super('NOT_LEADER', message, options);
+    this.leader = leader;
+  }
+}
+
+/** The request conflicts with the current state (a job already running, a reused key). */
+export class ConflictError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('CONFLICT', message, options);
+  }
+}
+
+/** An API request's body, params, query or headers are invalid; `field` names the culprit. */
+export class BadRequestError extends LifeboatError {
+  readonly field: string;
+  constructor(field: string, message: string, options: LifeboatErrorOptions = {}) {
+    super('BAD_REQUEST', message, options);
+    this.field = field;
+  }
+}
+
+/** No valid credentials (client certificate or bearer token) came with the request. */
+export class UnauthenticatedError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('UNAUTHENTICATED', message, options);
+  }
+}
+
+/** The caller is known but its role does not allow this. */
+export class ForbiddenError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('FORBIDDEN', message, options);
+  }
+}
+
+/** Too many failed authentications from one client; retry after `retryAfterSeconds`. */
+export class RateLimitedError extends LifeboatError {
+  readonly retryAfterSeconds: number;
+  constructor(retryAfterSeconds: number, message: string, options: LifeboatErrorOptions = {}) {
+    super('RATE_LIMITED', message, options);
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
