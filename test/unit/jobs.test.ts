@@ -1,0 +1,173 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CancelledError, ConflictError, StoreError } from '../../src/errors/errors.ts';
+import type { JobKind } from '../../src/jobs/job.ts';
+import { DirectoryJobJournal } from '../../src/jobs/journal.ts';
+import { JobRunner, type JobHandler } from '../../src/jobs/runner.ts';
+import { quietLog } from '../support/lifeboat.ts';
+
+const dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-jobs-'));
+test.after(() => rm(dir, { recursive: true, force: true }));
+let n = 0;
+
+/** A handler that waits until released, recording what ran and in which order. */
+function gate() {
+  const started: string[] = [];
+  const waiting: (() => void)[] = [];
+  const handler: JobHandler = async (ctx, params) => {
+    started.push(`${ctx.job.kind}:${JSON.stringify(params)}`);
+    ctx.phase('working');
+    ctx.progress(10, 100);
+    await new Promise<void>((resolve, reject) => {
+      waiting.push(resolve);
+      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true });
+    });
+    return { ok: true };
+  };
+  const releaseNext = async () => {
+    while (waiting.length === 0) await new Promise((r) => setTimeout(r, 1));
+    waiting.shift()!();
+  };
+  return { started, handler, releaseNext };
+}
+
+function runner(handlers: Partial<Record<JobKind, JobHandler>>, options: { stateDir?: string; history?: number } = {}) {
+  const stateDir = options.stateDir ?? path.join(dir, `state-${n++}`);
+  const fail: JobHandler = async () => {
+    throw new Error('no handler in this test');
+  };
+  const all = { backup: fail, verify: fail, drill: fail, prune: fail, cleanup: fail, replicate: fail, ...handlers };
+  return { stateDir, runner: new JobRunner({ handlers: all, journal: new DirectoryJobJournal(stateDir, quietLog), log: quietLog, history: options.history ?? 50 }) };
+}
+
+const api = { trigger: 'api' as const, requestedBy: 'alice' };
+
+test('jobs run one at a time in submission order; an equal request gets the queued or running job back', async () => {
+  const g = gate();
+  const { runner: r } = runner({ backup: g.handler, verify: g.handler });
+  const first = r.submit({ kind: 'backup', ...api });
+  assert.equal(first.created, true);
+  const verify = r.submit({ kind: 'verify', params: { backupId: 'x', deep: true }, ...api });
+  const again = r.submit({ kind: 'backup', trigger: 'schedule', requestedBy: 'schedule' });
+  assert.equal(again.created, false);
+  assert.equal(again.job.id, first.job.id);
+  const otherVerify = r.submit({ kind: 'verify', params: { backupId: 'x', deep: false }, ...api });
+  assert.equal(otherVerify.created, true, 'different params are a different job');
+
+  await g.releaseNext();
+  await g.releaseNext();
+  await g.releaseNext();
+  await r.settled();
+  assert.deepEqual(g.started, ['backup:{}', 'verify:{"backupId":"x","deep":true}', 'verify:{"backupId":"x","deep":false}']);
+  const done = r.get(first.job.id)!;
+  assert.equal(done.state, 'succeeded');
+  assert.equal(done.phase, 'done');
+  assert.deepEqual(done.result, { ok: true });
+  assert.deepEqual(done.progress, { bytesDone: 10, bytesTotal: 100 });
+  assert.ok(done.durationSeconds !== undefined && done.durationSeconds >= 0);
+  assert.deepEqual(r.list({ limit: 10 }).map((j) => j.id), [otherVerify.job.id, verify.job.id, first.job.id].sort().reverse());
+  assert.equal(r.list({ limit: 10, kind: 'verify' }).length, 2);
+  const next = r.submit({ kind: 'backup', ...api });
+  assert.equal(next.created, true, 'once finished, a new request makes a new job');
+  await g.releaseNext();
+  await r.settled();
+});
+
+test('an Idempotency-Key returns the job it made; reused for another request it is a conflict', async () => {
+  const g = gate();
+  const { runner: r } = runner({ backup: g.handler, verify: g.handler });
+  const a = r.submit({ kind: 'backup', idempotencyKey: 'k1', ...api });
+  await g.releaseNext();
+  await r.settled();
+  const b = r.submit({ kind: 'backup', idempotencyKey: 'k1', ...api });
+  assert.equal(b.created, false);
+  assert.equal(b.job.id, a.job.id);
+  assert.equal(b.job.state, 'succeeded');
+  assert.throws(() => r.submit({ kind: 'verify', params: { backupId: 'y' }, idempotencyKey: 'k1', ...api }), ConflictError);
+});
+
+test('a failing job records its code, message and hint; a plain Error is INTERNAL', async () => {
+  const { runner: r } = runner({
+    backup: async () => {
+      throw new StoreError('the bucket is gone', { hint: 'create it' });
+    },
+    prune: async () => {
+      throw new TypeError('oops');
+    },
+  });
+  const a = r.submit({ kind: 'backup', ...api });
+  const b = r.submit({ kind: 'prune', ...api });
+  await r.settled();
+  assert.deepEqual(r.get(a.job.id)!.error, { code: 'STORE_FAILED', message: 'the bucket is gone', hint: 'create it' });
+  assert.equal(r.get(a.job.id)!.state, 'failed');
+  assert.deepEqual(r.get(b.job.id)!.error, { code: 'INTERNAL', message: 'oops' });
+});
+
+test('after a crash, jobs left queued or running are marked failed, and finished ones are kept', async () => {
+  const g = gate();
+  const { runner: before, stateDir } = runner({ backup: g.handler, verify: g.handler, prune: async () => 'pruned' });
+  const pruned = before.submit({ kind: 'prune', ...api });
+  await new Promise((r) => setTimeout(r, 20));
+  const running = before.submit({ kind: 'backup', ...api });
+  const queued = before.submit({ kind: 'verify', params: { backupId: 'z' }, ...api });
+  while (before.get(running.job.id)!.phase !== 'working') await new Promise((r) => setTimeout(r, 1));
+  await new Promise((r) => setTimeout(r, 20)); // the journal writes land; then the process "dies"
+  await writeFile(path.join(stateDir, 'jobs', 'job-garbage.json'), '{not json');
+
+  const { runner: after } = runner({}, { stateDir });
+  const interrupted = await after.recover();
+  assert.deepEqual(interrupted.map((j) => j.id).sort(), [running.job.id, queued.job.id].sort());
+  const r1 = after.get(running.job.id)!;
+  assert.equal(r1.state, 'failed');
+  assert.equal(r1.error?.code, 'CANCELLED');
+  assert.match(r1.error?.message ?? '', /interrupted.*running in phase working/);
+  assert.equal(after.get(queued.job.id)!.state, 'failed');
+  assert.equal(after.get(pruned.job.id)!.state, 'succeeded');
+  assert.equal(after.get(pruned.job.id)!.result, 'pruned');
+  // And it stays so on the next start.
+  const { runner: third } = runner({}, { stateDir });
+  assert.deepEqual(await third.recover(), []);
+  assert.equal(third.get(running.job.id)!.state, 'failed');
+});
+
+test('drain lets the running job finish within the grace period, and cancels the queue', async () => {
+  const g = gate();
+  const { runner: r } = runner({ backup: g.handler, verify: g.handler });
+  const running = r.submit({ kind: 'backup', ...api });
+  const queued = r.submit({ kind: 'verify', params: { backupId: 'q' }, ...api });
+  while (r.get(running.job.id)!.state !== 'running') await new Promise((res) => setTimeout(res, 1));
+  const drained = r.drain(5000);
+  assert.throws(() => r.submit({ kind: 'prune', ...api }), ConflictError);
+  await g.releaseNext();
+  assert.equal(await drained, 'finished');
+  assert.equal(r.get(running.job.id)!.state, 'succeeded');
+  assert.equal(r.get(queued.job.id)!.error?.code, 'CANCELLED');
+});
+
+test('drain aborts the running job once the grace period is over, and waits for it', async () => {
+  const { runner: r } = runner({
+    backup: async (ctx) => {
+      await new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true }));
+    },
+  });
+  r.submit({ kind: 'backup', ...api });
+  await new Promise((res) => setTimeout(res, 10));
+  const job = r.list({ limit: 1 })[0]!;
+  assert.equal(await r.drain(30), 'aborted');
+  assert.equal(r.get(job.id)!.state, 'failed');
+  assert.equal(r.get(job.id)!.error?.code, new CancelledError('').code);
+});
+
+test('only the newest finished jobs are remembered, in memory and in the journal', async () => {
+  const { runner: r, stateDir } = runner({ prune: async () => undefined }, { history: 3 });
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    ids.push(r.submit({ kind: 'prune', ...api }).job.id);
+    await r.settled();
+  }
+  assert.deepEqual(r.list({ limit: 100 }).map((j) => j.id), ids.slice(3).reverse());
+  assert.deepEqual((await readdir(path.join(stateDir, 'jobs'))).sort(), ids.slice(3).map((id) => `${id}.json`).sort());
+});
