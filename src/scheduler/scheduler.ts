@@ -1,0 +1,86 @@
+import { createTask, type ScheduledTask } from 'node-cron';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { JobKind, JobRequest, Submitted } from '../jobs/job.ts';
+
+export interface SchedulerDeps {
+  schedules: Config['daemon']['schedules'];
+  /** How often the store cleanup runs, in seconds. */
+  cleanupIntervalSeconds: number;
+  /** The job runner's submit: every tick goes through the one owner of all work. */
+  submit: (request: JobRequest) => Submitted;
+  /** Only the leader runs scheduled work. */
+  isLeader: () => boolean;
+  log: Logger;
+}
+
+/** What each schedule submits. A drill is a deep verification of the newest backup. */
+const SCHEDULED: Record<'backup' | 'prune' | 'drill', { kind: JobKind; params: Record<string, unknown> }> = {
+  backup: { kind: 'backup', params: {} },
+  prune: { kind: 'prune', params: {} },
+  drill: { kind: 'drill', params: { backupId: 'latest' } },
+};
+
+/**
+ * Turns the configured cron schedules (in their time zone) and the cleanup interval into job
+ * submissions, on the leader only. A tick while the same job still runs gets that job back from
+ * the runner rather than a second run.
+ */
+export class Scheduler {
+  readonly #deps: SchedulerDeps;
+  readonly #tasks: ScheduledTask[] = [];
+  #cleanupTimer: NodeJS.Timeout | undefined;
+
+  constructor(deps: SchedulerDeps) {
+    this.#deps = deps;
+  }
+
+  start(): void {
+    const { schedules } = this.#deps;
+    for (const name of ['backup', 'prune', 'drill'] as const) {
+      const expression = schedules[name];
+      if (expression === 'off') continue;
+      const task = createTask(expression, () => this.tick(name), { timezone: schedules.timezone, name: `lifeboat-${name}` });
+      void task.start();
+      this.#tasks.push(task);
+      this.#deps.log.info({ schedule: name, cron: expression, timezone: schedules.timezone, next: task.getNextRun()?.toISOString() }, 'schedule armed');
+    }
+    this.#cleanupTimer = setInterval(() => this.cleanupTick(), this.#deps.cleanupIntervalSeconds * 1000);
+    this.#cleanupTimer.unref();
+  }
+
+  /** One tick of a schedule: submits its job if this instance leads. */
+  tick(name: keyof typeof SCHEDULED): Submitted | undefined {
+    if (!this.#deps.isLeader()) {
+      this.#deps.log.debug({ schedule: name }, 'not the leader; skipping the scheduled run');
+      return undefined;
+    }
+    const { kind, params } = SCHEDULED[name];
+    return this.#submit({ kind, params, trigger: 'schedule', requestedBy: 'schedule' });
+  }
+
+  cleanupTick(): Submitted | undefined {
+    if (!this.#deps.isLeader()) return undefined;
+    return this.#submit({ kind: 'cleanup', trigger: 'schedule', requestedBy: 'schedule' });
+  }
+
+  /** The next run of each armed schedule, for `lifeboat status`. */
+  nextRuns(): Record<string, string | undefined> {
+    return Object.fromEntries(this.#tasks.map((t) => [t.name?.replace(/^lifeboat-/, '') ?? t.id, t.getNextRun()?.toISOString()]));
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#cleanupTimer);
+    await Promise.all(this.#tasks.splice(0).map((t) => t.destroy()));
+  }
+
+  #submit(request: JobRequest): Submitted | undefined {
+    try {
+      return this.#deps.submit(request);
+    } catch (err) {
+      // The runner refuses only while shutting down.
+      this.#deps.log.warn({ kind: request.kind, err: (err as Error).message }, 'scheduled job not submitted');
+      return undefined;
+    }
+  }
+}
