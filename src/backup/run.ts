@@ -28,6 +28,15 @@ export interface BackupDeps {
   encrypt: (recipients: readonly string[]) => Transform;
   log: Logger;
   now: () => Date;
+  /** Told of each phase and of the snapshot bytes as they pass (the daemon's job record). */
+  report?: BackupReporter;
+}
+
+export interface BackupReporter {
+  phase(name: 'member-chosen' | 'kit-collected' | 'streaming' | 'committing' | 'committed'): void;
+  /** Snapshot bytes read so far, of `total` (database + trailer). */
+  progress(bytesDone: number, total: number): void;
+  backupId(id: string): void;
 }
 
 export interface BackupSettings {
@@ -59,13 +68,16 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
 
+  const report = deps.report;
   const member = await etcd.chooseMember();
+  report?.phase('member-chosen');
   log.info({ phase: 'member-chosen', endpoint: member.endpoint, member: member.memberName, revision: member.revision, dbSize: member.dbSize, version: member.version, durationMs: elapsed() }, 'chose the etcd member to snapshot');
 
   const kit = await collectKit(settings.kit);
   const kitBytes = kit.files.reduce((n, f) => n + f.size, 0);
   log.info({ phase: 'kit-collected', files: kit.files.length, bytes: kitBytes, missing: kit.missing.map((m) => m.path), durationMs: elapsed() }, 'read the recovery kit');
   for (const m of kit.missing) log.warn({ path: m.path, role: m.role, reason: m.reason }, 'optional kit file missing; recorded in the manifest');
+  report?.phase('kit-collected');
 
   const snapshot = await etcd.openSnapshot(member, signal);
   const createdAt = deps.now();
@@ -84,9 +96,13 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   };
   const key = archiveKey(settings.cluster, id, settings.compression.algorithm);
   log.info({ phase: 'snapshot-started', backupId: id, key, dbSize: snapshot.dbSize, store: store.description, durationMs: elapsed() }, 'streaming the snapshot into the archive');
+  report?.backupId(id);
+  report?.phase('streaming');
 
   const checker = new SnapshotChecker(snapshot.dbSize);
-  const archive = archiveChunks({ manifest, kit: kit.contents, snapshot: checkedSnapshot(snapshot.chunks, checker) });
+  const total = snapshot.dbSize + TRAILER_BYTES;
+  const counted = report ? tap(checkedSnapshot(snapshot.chunks, checker), () => report.progress(checker.bytes, total)) : checkedSnapshot(snapshot.chunks, checker);
+  const archive = archiveChunks({ manifest, kit: kit.contents, snapshot: counted });
   const source = Readable.from(coalesce(archive, WRITE_BLOCK), { objectMode: false });
   const compressor = createCompressor(settings.compression);
   const stored = new DigestStream();
@@ -95,7 +111,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   const streamStart = performance.now();
   const progress = setInterval(() => {
     const seconds = (performance.now() - streamStart) / 1000;
-    log.info({ phase: 'streaming', backupId: id, snapshotBytes: checker.bytes, dbSize: snapshot.dbSize, percent: Math.floor((100 * checker.bytes) / Math.max(1, snapshot.dbSize + TRAILER_BYTES)), storedBytes: stored.bytes, mibPerSecond: round1(checker.bytes / MiB / seconds) }, 'backup in progress');
+    log.info({ phase: 'streaming', backupId: id, snapshotBytes: checker.bytes, dbSize: snapshot.dbSize, percent: Math.floor((100 * checker.bytes) / Math.max(1, total)), storedBytes: stored.bytes, mibPerSecond: round1(checker.bytes / MiB / seconds) }, 'backup in progress');
   }, settings.progressIntervalSeconds * 1000);
   progress.unref();
 
@@ -116,6 +132,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
     if (!object || object.size !== stored.bytes || put.value.size !== stored.bytes) {
       throw new IntegrityError(`stored archive ${key} is ${object?.size ?? 'missing'} bytes, expected ${stored.bytes}`);
     }
+    report?.phase('committing');
     log.info({ phase: 'archive-stored', backupId: id, snapshotBytes: checker.bytes, storedBytes: stored.bytes, ratio: round1(checker.bytes / Math.max(1, stored.bytes)), seconds: round1(seconds), mibPerSecond: round1(checker.bytes / MiB / seconds), durationMs: elapsed() }, 'archive stored and checked');
 
     const committed: StoredManifest = {
@@ -132,6 +149,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
     };
     await store.put(manifestKey(settings.cluster, id), Readable.from([Buffer.from(manifestJson(committed))]));
     log.info({ phase: 'committed', backupId: id, revision: member.revision, storedBytes: stored.bytes, durationMs: elapsed() }, 'backup committed');
+    report?.phase('committed');
     return committed;
   } catch (err) {
     if (archiveWritten) {
@@ -150,6 +168,13 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
 function rootCause(results: PromiseSettledResult<unknown>[]): unknown {
   const reasons = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
   return reasons.find((r) => r instanceof LifeboatError) ?? reasons.find((r) => (r as NodeJS.ErrnoException)?.code !== 'ERR_STREAM_PREMATURE_CLOSE') ?? reasons[0];
+}
+
+async function* tap(chunks: AsyncIterable<Buffer>, see: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of chunks) {
+    yield chunk;
+    see();
+  }
 }
 
 function round1(n: number): number {

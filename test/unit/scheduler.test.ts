@@ -24,7 +24,7 @@ test('ticks submit their job on the leader only, through the runner', () => {
   const { scheduler, submitted } = harness(leader, {});
   assert.equal(scheduler.tick('backup'), undefined);
   assert.equal(scheduler.cleanupTick(), undefined);
-  assert.deepEqual(submitted, []);
+  assert.equal(submitted.length, 0);
   leader.now = true;
   scheduler.tick('backup');
   scheduler.tick('drill');
