@@ -143,6 +143,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
     backup: input.backup,
     tools: input.tools,
+    drill: input.drill,
     daemon: input.daemon,
     api: input.api,
     metrics: input.metrics,

@@ -187,7 +187,23 @@ export const BackupSchema = Type.Object(
 );
 
 export const ToolsSchema = Type.Object(
-  { etcdutl: Type.String({ minLength: 1, default: 'etcdutl' }) },
+  {
+    etcdutl: Type.String({ minLength: 1, default: 'etcdutl' }),
+    /** The etcd server binary, for restore drills (a throwaway member on loopback). */
+    etcd: Type.String({ minLength: 1, default: 'etcd' }),
+    kubeadm: Type.String({ minLength: 1, default: 'kubeadm' }),
+  },
+  { ...Strict, default: {} },
+);
+
+/** Restore drills: restore a backup into a throwaway etcd and check it. */
+export const DrillSchema = Type.Object(
+  {
+    /** Scratch space for the decrypted snapshot and the restored data dir (about 2x the database). */
+    scratchDir: Type.Optional(NonEmpty),
+    /** How long the throwaway etcd may take to become healthy. */
+    startTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
+  },
   { ...Strict, default: {} },
 );
 
@@ -306,6 +322,7 @@ export const ConfigSchema = Type.Object(
     encryption: EncryptionSchema,
     backup: BackupSchema,
     tools: ToolsSchema,
+    drill: DrillSchema,
     daemon: DaemonSchema,
     api: ApiSchema,
     metrics: MetricsSchema,
@@ -355,6 +372,7 @@ export interface Config {
   };
   readonly backup: Readonly<Static<typeof BackupSchema>>;
   readonly tools: Readonly<Static<typeof ToolsSchema>>;
+  readonly drill: Readonly<Static<typeof DrillSchema>>;
   readonly daemon: DeepReadonly<Static<typeof DaemonSchema>>;
   readonly api: DeepReadonly<Static<typeof ApiSchema>>;
   readonly metrics: DeepReadonly<Static<typeof MetricsSchema>>;
