@@ -144,6 +144,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     backup: input.backup,
     tools: input.tools,
     drill: input.drill,
+    restore: input.restore,
     daemon: input.daemon,
     api: input.api,
     metrics: input.metrics,

@@ -221,6 +221,25 @@ const Listen = (port: number) =>
     { ...Strict, default: {} },
   );
 
+/** Restores on this node (in place, or into a fresh kubeadm control plane). Paths are under kit.hostRoot. */
+export const RestoreSchema = Type.Object(
+  {
+    manifestsDir: Type.String({ minLength: 1, default: '/etc/kubernetes/manifests' }),
+    /** etcd's data dir; `auto` reads it from the etcd static pod manifest, else /var/lib/etcd. */
+    etcdDataDir: Type.String({ minLength: 1, default: 'auto' }),
+    /** Added to the backup's revision on restore, at least this much (see the runbook). */
+    minRevisionBump: Type.Integer({ minimum: 1000, maximum: 1e15, default: 1_000_000 }),
+    /** How long to wait for etcd and the apiserver to stop or become healthy. */
+    etcdWaitSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 120 }),
+    apiserverWaitSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 300 }),
+    /** After a restore, delete control-plane Node objects of hosts not in the new member set (else only report them). */
+    deleteStaleNodes: Type.Boolean({ default: false }),
+    /** This host's address for a fresh control plane (apiserver advertise address, etcd URLs); default: from the plan's member. */
+    advertiseAddress: Type.Optional(NonEmpty),
+  },
+  { ...Strict, default: {} },
+);
+
 export const DaemonSchema = Type.Object(
   {
     /** Job records and restore journals live here (a hostPath in the DaemonSet). */
@@ -323,6 +342,7 @@ export const ConfigSchema = Type.Object(
     backup: BackupSchema,
     tools: ToolsSchema,
     drill: DrillSchema,
+    restore: RestoreSchema,
     daemon: DaemonSchema,
     api: ApiSchema,
     metrics: MetricsSchema,
@@ -373,6 +393,7 @@ export interface Config {
   readonly backup: Readonly<Static<typeof BackupSchema>>;
   readonly tools: Readonly<Static<typeof ToolsSchema>>;
   readonly drill: Readonly<Static<typeof DrillSchema>>;
+  readonly restore: Readonly<Static<typeof RestoreSchema>>;
   readonly daemon: DeepReadonly<Static<typeof DaemonSchema>>;
   readonly api: DeepReadonly<Static<typeof ApiSchema>>;
   readonly metrics: DeepReadonly<Static<typeof MetricsSchema>>;
