@@ -119,7 +119,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   try {
     const [produced, put] = await Promise.allSettled([
       pipeline(stages, signal ? { signal } : {}),
-      store.put(key, stored, signal ? { signal } : {}),
+      store.put(key, stored, { retain: true, ...(signal ? { signal } : {}) }),
     ]);
     if (produced.status === 'rejected' || put.status === 'rejected') {
       throw rootCause([produced, put]);
@@ -147,7 +147,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
       },
       completedAt: deps.now().toISOString(),
     };
-    await store.put(manifestKey(settings.cluster, id), Readable.from([Buffer.from(manifestJson(committed))]));
+    await store.put(manifestKey(settings.cluster, id), Readable.from([Buffer.from(manifestJson(committed))]), { retain: true });
     log.info({ phase: 'committed', backupId: id, revision: member.revision, storedBytes: stored.bytes, durationMs: elapsed() }, 'backup committed');
     report?.phase('committed');
     return committed;

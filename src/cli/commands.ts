@@ -2,9 +2,10 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { runBackup } from '../backup/run.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
-import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
+import { CancelledError, ConfigError, DestinationNotEmptyError, StoreError, describeError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
-import { verifyBackup } from '../verify/verify.ts';
+import { failedRecord, passedRecord, type VerificationRecord } from '../verify/record.ts';
+import { verifyBackup, type VerifyReport } from '../verify/verify.ts';
 import { createContext, loadIdentities, requireIdentities, snapshotSource, type Context, type GlobalOptions } from './context.ts';
 
 function globals(cmd: Command): GlobalOptions {
@@ -63,16 +64,16 @@ Example:
 
   program
     .command('list')
-    .description('List the committed backups of this cluster, newest first.')
-    .option('--json', 'print the stored manifests as a JSON array')
+    .description('List the committed backups of this cluster, newest first, with the last check of each (VERIFIED: its level and time, FAILED when it failed, - if never checked).')
+    .option('--json', 'print the stored manifests as a JSON array, each with its last check as "verification" (null if never checked)')
     .addHelpText('after', '\nExample:\n  lifeboat list --config /etc/lifeboat/config.yaml')
     .action(async (options: { json?: boolean }, cmd: Command) => {
       const ctx = createContext(globals(cmd));
-      const backups = await ctx.catalog.list();
-      if (options.json) return printJson(backups);
-      if (backups.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
-      const rows = backups.map((b) => [b.backupId, b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), b.node, b.etcd.memberName]);
-      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'NODE', 'MEMBER'], rows);
+      const entries = await ctx.catalog.entries();
+      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null })));
+      if (entries.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
+      const rows = entries.map(({ manifest: b, verification }) => [b.backupId, b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), b.node, b.etcd.memberName]);
+      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'NODE', 'MEMBER'], rows);
     });
 
   program
@@ -88,7 +89,7 @@ Example:
   program
     .command('verify')
     .argument('<id>', 'a backup id, or "latest"')
-    .description('Check a backup. Without an identity: the stored archive\'s size and sha256 against the manifest. With one: decrypt it and check every kit file, the snapshot\'s sha256 trailer, and run `etcdutl snapshot status`.')
+    .description('Check a backup. Without an identity: the stored archive\'s size and sha256 against the manifest. With one: decrypt it and check every kit file, the snapshot\'s sha256 trailer, and run `etcdutl snapshot status`. The result, passed or failed, is recorded beside the backup (see `lifeboat list`); retention always keeps the newest backup whose last check passed.')
     .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile); enables the deep check')
     .option('--json', 'print the report as JSON')
     .addHelpText('after', '\nExamples:\n  lifeboat verify latest\n  lifeboat verify 20261124T033000.123Z-r12345 --identity /root/lifeboat-key.txt')
@@ -96,12 +97,31 @@ Example:
       const ctx = createContext(globals(cmd));
       const identities = await loadIdentities(ctx, options.identity);
       const stored = await ctx.catalog.resolve(id);
-      const report = await verifyBackup(
-        { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
-        stored,
-        { etcdutl: ctx.config.tools.etcdutl, ...(identities ? { identities } : {}) },
-      );
-      if (options.json) return printJson(report);
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      let report: VerifyReport;
+      try {
+        report = await verifyBackup(
+          { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
+          stored,
+          { etcdutl: ctx.config.tools.etcdutl, ...(identities ? { identities } : {}) },
+        );
+      } catch (err) {
+        if (!(err instanceof CancelledError)) {
+          const record = failedRecord(stored.backupId, identities ? 'deep' : 'ciphertext', new Date(), seconds(), err);
+          await ctx.catalog.recordVerification(record).catch((recordErr: unknown) =>
+            ctx.log.error({ phase: 'verify', backupId: stored.backupId, err: describeError(recordErr) }, 'could not record the failed verification'),
+          );
+        }
+        throw err;
+      }
+      let record: VerificationRecord;
+      try {
+        record = await ctx.catalog.recordVerification(passedRecord(report.backupId, report.level, new Date(), seconds()));
+      } catch (err) {
+        throw new StoreError(`backup ${report.backupId} passed verification, but the result could not be recorded: ${describeError(err)}`, { cause: err, hint: 'check the store, then run `lifeboat verify` again' });
+      }
+      if (options.json) return printJson({ ...report, verification: record });
       if (report.level === 'ciphertext') {
         print(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
       } else {
@@ -160,6 +180,13 @@ async function removeLeftovers(ctx: Context) {
   const result = await ctx.catalog.cleanup(olderThan);
   ctx.log.info({ phase: 'cleanup', orphans: result.orphans, incomplete: result.incomplete }, 'removed what failed backups left behind');
   return result;
+}
+
+/** The VERIFIED column: `deep 2026-11-24T03:00Z`, `FAILED deep 2026-11-24T03:00Z`, or `-`. */
+export function formatVerified(record: VerificationRecord | undefined): string {
+  if (!record) return '-';
+  const when = `${record.at.slice(0, 16)}Z`;
+  return `${record.result === 'failed' ? 'FAILED ' : ''}${record.level} ${when}`;
 }
 
 function printTable(header: string[], rows: string[][]): void {

@@ -1,27 +1,59 @@
+import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { parseStoredManifest, type StoredManifest } from '../archive/manifest.ts';
-import { NotFoundError } from '../errors/errors.ts';
-import { assertBackupId, backupsPrefix, manifestKey, parseKey } from './layout.ts';
-import type { BackupStore } from './store.ts';
+import { ArchiveError, NotFoundError, ObjectLockedError } from '../errors/errors.ts';
+import { parseVerificationRecord, verificationRecordJson, type VerificationRecord } from '../verify/record.ts';
+import { assertBackupId, backupPrefix, backupsPrefix, manifestKey, parseKey, verificationKey, type ParsedKey } from './layout.ts';
+import { isLocked, type BackupStore, type ObjectInfo } from './store.ts';
 
 export interface CleanupResult {
-  /** Archives without a manifest, deleted. */
+  /** Objects of backups without a manifest, deleted: archives, and verification records. */
   orphans: string[];
+  /**
+   * Archives without a manifest that are still under Object Lock: left, to be removed by a later
+   * cleanup once the lock ends. Present only when there are some.
+   */
+  locked?: string[];
   /** Writes that never completed (temp files, multipart uploads), removed. */
   incomplete: number;
 }
 
+/** A committed backup and the record of its last check, if it was ever checked. */
+export interface CatalogEntry {
+  manifest: StoredManifest;
+  verification?: VerificationRecord;
+}
+
+/** Why a backup cannot be deleted yet: the object of it that is locked the longest. */
+export interface BackupLock {
+  key: string;
+  /** The latest retain-until date of the backup's objects; absent for a legal hold alone. */
+  retainUntil?: Date;
+  legalHold?: boolean;
+}
+
+export interface CatalogOptions {
+  /** The clock that decides whether a retention has expired. */
+  now?: () => Date;
+}
+
+/** Store requests a catalogue has in flight at once when it reads many objects. */
+const READ_CONCURRENCY = 8;
+
 /**
  * The committed backups of one cluster in one store. A backup exists only if its manifest
- * object does: the manifest is written last and commits the backup.
+ * object does: the manifest is written last and commits the backup. Beside it the catalogue
+ * keeps the record of each backup's last check (verification.json).
  */
 export class Catalog {
   readonly #store: BackupStore;
   readonly #cluster: string;
+  readonly #now: () => Date;
 
-  constructor(store: BackupStore, cluster: string) {
+  constructor(store: BackupStore, cluster: string, options: CatalogOptions = {}) {
     this.#store = store;
     this.#cluster = cluster;
+    this.#now = options.now ?? (() => new Date());
   }
 
   /** Committed backups, newest first. */
@@ -33,7 +65,20 @@ export class Catalog {
       .map((k) => k!.id)
       .sort()
       .reverse();
-    return Promise.all(ids.map((id) => this.get(id)));
+    return mapLimit(ids, READ_CONCURRENCY, (id) => this.get(id));
+  }
+
+  /** Committed backups with the record of their last check, newest first. */
+  async entries(): Promise<CatalogEntry[]> {
+    const objects = await this.#store.list(backupsPrefix(this.#cluster));
+    const parsed = objects.map((o) => parseKey(o.key)).filter((k): k is ParsedKey => k !== undefined);
+    const recorded = new Set(parsed.filter((k) => k.kind === 'verification').map((k) => k.id));
+    const ids = parsed.filter((k) => k.kind === 'manifest').map((k) => k.id).sort().reverse();
+    return mapLimit(ids, READ_CONCURRENCY, async (id) => {
+      const manifest = await this.get(id);
+      const verification = recorded.has(id) ? await this.verification(id) : undefined;
+      return verification ? { manifest, verification } : { manifest };
+    });
   }
 
   async get(id: string): Promise<StoredManifest> {
@@ -60,10 +105,84 @@ export class Catalog {
     return newest;
   }
 
+  /** The record of the last check of backup `id`; undefined if it was never checked. */
+  async verification(id: string): Promise<VerificationRecord | undefined> {
+    const key = verificationKey(this.#cluster, assertBackupId(id));
+    let body;
+    try {
+      body = await this.#store.get(key);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
+    const record = parseVerificationRecord(await text(body), key);
+    if (record.backupId !== id) {
+      throw new ArchiveError(`verification record ${key} is of backup ${record.backupId}, not ${id}`, { hint: `run \`lifeboat verify ${id}\` to rewrite it` });
+    }
+    return record;
+  }
+
+  /**
+   * Stores `record` as the last check of its backup, which must be committed. When it failed,
+   * the time and level of the last check that passed carry over from the previous record; a
+   * previous record that cannot be read is replaced. Returns what was stored.
+   */
+  async recordVerification(record: VerificationRecord): Promise<VerificationRecord> {
+    const id = assertBackupId(record.backupId);
+    if (!(await this.#store.stat(manifestKey(this.#cluster, id)))) {
+      throw new NotFoundError(`no backup ${id} in cluster ${this.#cluster} (${this.#store.description}) to record a verification for`);
+    }
+    const { lastPassedAt: _at, lastPassedLevel: _level, ...check } = record;
+    let stored: VerificationRecord;
+    if (record.result === 'passed') {
+      stored = { ...check, lastPassedAt: record.at, lastPassedLevel: record.level };
+    } else {
+      const previous = await this.verification(id).catch((err: unknown) => {
+        if (err instanceof ArchiveError) return undefined;
+        throw err;
+      });
+      const passed = previous?.result === 'passed' ? { at: previous.at, level: previous.level } : previous?.lastPassedAt && previous.lastPassedLevel ? { at: previous.lastPassedAt, level: previous.lastPassedLevel } : undefined;
+      stored = passed ? { ...check, lastPassedAt: passed.at, lastPassedLevel: passed.level } : check;
+    }
+    await this.#store.put(verificationKey(this.#cluster, id), Readable.from([Buffer.from(verificationRecordJson(stored))]));
+    return stored;
+  }
+
+  /**
+   * Whether backup `id` is still under Object Lock (retention in the future, or a legal hold on
+   * its archive, its manifest or, with a bucket default retention, its verification record):
+   * then the lock that holds it longest; else undefined.
+   */
+  async lockOf(id: string): Promise<BackupLock | undefined> {
+    return this.#lockOf(await this.#objectsOf(id));
+  }
+
+  /**
+   * Deletes backup `id` completely. Refuses with ObjectLockedError, deleting nothing, while any
+   * of its objects is locked (see lockOf). Otherwise deletes the manifest first (so the backup stops
+   * being listed at once), then the archive, then the verification record: a failure part way
+   * leaves at worst an uncommitted archive, which cleanup removes, and a retry finishes it.
+   */
+  async deleteBackup(id: string): Promise<void> {
+    const objects = await this.#objectsOf(id);
+    if (objects.length === 0) throw new NotFoundError(`no backup ${id} in cluster ${this.#cluster} (${this.#store.description})`);
+    const lock = await this.#lockOf(objects);
+    if (lock) {
+      const until = lock.retainUntil && lock.retainUntil > this.#now() ? `under Object Lock retention until ${lock.retainUntil.toISOString()}` : '';
+      const held = lock.legalHold ? 'under an Object Lock legal hold' : '';
+      throw new ObjectLockedError(lock.key, lock.retainUntil, `backup ${id} is ${[until, held].filter(Boolean).join(' and ')} (${lock.key}); it can be deleted once that ends`);
+    }
+    const order: Record<string, number> = { manifest: 0, archive: 1, verification: 2 };
+    const keys = objects.sort((a, b) => order[a.kind]! - order[b.kind]!).map((o) => o.key);
+    for (const key of keys) await this.#store.delete(key);
+  }
+
   /**
    * Deletes archives that have no manifest and are older than `olderThan` (a backup that died
    * before committing), and incomplete writes older than that. A backup running right now is
-   * younger than the threshold and is left alone.
+   * younger than the threshold and is left alone. An orphan still under Object Lock is left
+   * (and reported) until its retention ends. Verification records of backups that no longer
+   * exist are deleted too.
    */
   async cleanup(olderThan: Date): Promise<CleanupResult> {
     const prefix = backupsPrefix(this.#cluster);
@@ -71,13 +190,58 @@ export class Catalog {
     const objects = await this.#store.list(prefix);
     const committed = new Set(objects.map((o) => parseKey(o.key)).filter((k) => k?.kind === 'manifest').map((k) => k!.id));
     const orphans: string[] = [];
+    const locked: string[] = [];
     for (const o of objects) {
       const parsed = parseKey(o.key);
-      if (parsed?.kind === 'archive' && !committed.has(parsed.id) && o.modified < olderThan) {
-        await this.#store.delete(o.key);
-        orphans.push(o.key);
+      if (!parsed || committed.has(parsed.id)) continue;
+      if (parsed.kind === 'verification' || (parsed.kind === 'archive' && o.modified < olderThan)) {
+        try {
+          await this.#store.delete(o.key);
+          orphans.push(o.key);
+        } catch (err) {
+          if (!(err instanceof ObjectLockedError)) throw err;
+          locked.push(o.key);
+        }
       }
     }
-    return { orphans, incomplete };
+    return { orphans, ...(locked.length > 0 ? { locked } : {}), incomplete };
   }
+
+  /** The objects this layout makes for backup `id`, as they are now. */
+  async #objectsOf(id: string): Promise<(ObjectInfo & { kind: ParsedKey['kind'] })[]> {
+    const objects = await this.#store.list(backupPrefix(this.#cluster, assertBackupId(id)));
+    return objects.flatMap((o) => {
+      const parsed = parseKey(o.key);
+      return parsed && parsed.id === id ? [{ ...o, kind: parsed.kind }] : [];
+    });
+  }
+
+  async #lockOf(objects: (ObjectInfo & { kind: ParsedKey['kind'] })[]): Promise<BackupLock | undefined> {
+    const now = this.#now();
+    const infos = await mapLimit(objects, READ_CONCURRENCY, (o) => this.#store.stat(o.key));
+    let lock: BackupLock | undefined;
+    for (const info of infos) {
+      if (!info || !isLocked(info, now)) continue;
+      const retainUntil = info.retainUntil && info.retainUntil > now ? info.retainUntil : undefined;
+      const later = retainUntil && (!lock?.retainUntil || retainUntil > lock.retainUntil);
+      const legalHold = (lock?.legalHold ?? false) || info.legalHold === true;
+      if (!lock || later) lock = { key: info.key, ...(retainUntil ? { retainUntil } : {}) };
+      if (legalHold) lock.legalHold = true;
+    }
+    return lock;
+  }
+}
+
+/** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }

@@ -13,7 +13,8 @@ const TEMP_MARK = '.tmp-';
 /**
  * A directory as a store. Keys map to files below `root`. Writes go to a temp file beside the
  * target (mode 0600), are fsynced, renamed into place, and the directory is fsynced, so a key
- * is either absent or complete, even across a power cut.
+ * is either absent or complete, even across a power cut. A directory has no Object Lock: `retain`
+ * is ignored, and `stat` reports no retention.
  */
 export class FsStore implements BackupStore {
   readonly description: string;

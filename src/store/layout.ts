@@ -6,6 +6,7 @@ import { UnsafePathError } from '../errors/errors.ts';
  *
  *   <cluster>/backups/<id>/archive.tar.<zst|gz>.age   the encrypted archive, written first
  *   <cluster>/backups/<id>/manifest.json              the commit marker, written last
+ *   <cluster>/backups/<id>/verification.json          the last check, rewritten by each verify
  *
  * A backup id sorts by creation time and carries the etcd revision:
  * `20261124T033000.123Z-r12345`.
@@ -14,8 +15,9 @@ const ID_RE = /^(\d{8}T\d{6}\.\d{3}Z)-r(\d{1,20})$/;
 const CLUSTER_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const ARCHIVE_RE = /^archive\.tar(\.zst|\.gz)?\.age$/;
 const MANIFEST = 'manifest.json';
+const VERIFICATION = 'verification.json';
 
-export type ObjectKind = 'archive' | 'manifest';
+export type ObjectKind = 'archive' | 'manifest' | 'verification';
 
 /** Every store refuses a key that is not a clean relative path: no `..`, `.`, empty parts or NULs. */
 export function assertObjectKey(key: string): string {
@@ -89,13 +91,19 @@ export function manifestKey(cluster: string, id: string): string {
   return `${backupPrefix(cluster, id)}${MANIFEST}`;
 }
 
-/** The inverse of archiveKey/manifestKey; undefined for any key this layout does not make. */
+/** The record of the last verification of a backup (../verify/record.ts). */
+export function verificationKey(cluster: string, id: string): string {
+  return `${backupPrefix(cluster, id)}${VERIFICATION}`;
+}
+
+/** The inverse of archiveKey/manifestKey/verificationKey; undefined for any key this layout does not make. */
 export function parseKey(key: string): ParsedKey | undefined {
   const parts = key.split('/');
   if (parts.length !== 4) return undefined;
   const [cluster, backups, id, name] = parts as [string, string, string, string];
   if (!CLUSTER_RE.test(cluster) || backups !== 'backups' || !parseBackupId(id)) return undefined;
   if (name === MANIFEST) return { cluster, id, kind: 'manifest' };
+  if (name === VERIFICATION) return { cluster, id, kind: 'verification' };
   const m = ARCHIVE_RE.exec(name);
   if (!m) return undefined;
   const ext = m[1] ?? '';

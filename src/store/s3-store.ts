@@ -8,13 +8,19 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  PutObjectRetentionCommand,
   S3Client,
   S3ServiceException,
+  type HeadObjectCommandOutput,
+  type PutObjectCommandInput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { CancelledError, LifeboatError, NotFoundError, StoreError } from '../errors/errors.ts';
+import { CancelledError, LifeboatError, NotFoundError, ObjectLockedError, StoreError } from '../errors/errors.ts';
 import { assertObjectKey } from './layout.ts';
-import type { BackupStore, ObjectInfo, PutOptions } from './store.ts';
+import { isLocked, type BackupStore, type ObjectInfo, type PutOptions } from './store.ts';
+
+const DAY_MS = 86_400_000;
 
 export interface S3StoreOptions {
   /** e.g. `https://rgw.example:443`; absent for AWS itself. */
@@ -33,6 +39,11 @@ export interface S3StoreOptions {
   queueSize: number;
   /** Attempts per request (and per part) for transient errors: 5xx, timeouts, resets. */
   maxAttempts: number;
+  /**
+   * Object Lock retention for backup objects (puts with `retain`): this mode, until `days` after
+   * the write. The bucket must have been created with Object Lock enabled.
+   */
+  objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; days: number } | undefined;
 }
 
 /**
@@ -40,6 +51,19 @@ export interface S3StoreOptions {
  * part), which keeps memory at queueSize x partSize and aborts the multipart upload on failure;
  * an object appears only when the upload completes. Checksums are sent only when an operation
  * requires them: Ceph Pacific's RGW refuses aws-chunked bodies with trailing checksums.
+ *
+ * Object Lock (`objectLock`, for puts with `retain`): the upload carries the lock mode and
+ * retain-until date, and a CRC32 checksum per request (AWS requires Content-MD5 or a checksum on
+ * uploads with Object Lock; lib-storage buffers each part, so the checksum goes in a header,
+ * never an aws-chunked trailer, and memory stays at queueSize x partSize). Pacific's RGW ignores
+ * the lock headers of CreateMultipartUpload, so after every retained put the stored version is
+ * checked with HeadObject and, if it lacks the retention, gets it with PutObjectRetention; a
+ * version that cannot be locked is deleted and the put fails.
+ *
+ * Delete removes every version and delete marker of the key (Object Lock implies a versioned
+ * bucket, where a plain DeleteObject only adds a delete marker that hides the object). A version
+ * still under retention or legal hold is not deleted: ObjectLockedError. GOVERNANCE retention is
+ * never bypassed.
  */
 export class S3Store implements BackupStore {
   readonly description: string;
@@ -67,9 +91,13 @@ export class S3Store implements BackupStore {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{ size: number }> {
     const Key = this.#key(key);
+    const lock = options.retain ? this.#options.objectLock : undefined;
+    const retainUntil = lock ? new Date(Date.now() + lock.days * DAY_MS) : undefined;
+    const params: PutObjectCommandInput = { Bucket: this.#options.bucket, Key, Body: body };
+    if (lock && retainUntil) Object.assign(params, { ObjectLockMode: lock.mode, ObjectLockRetainUntilDate: retainUntil, ChecksumAlgorithm: 'CRC32' });
     const upload = new Upload({
       client: this.#client,
-      params: { Bucket: this.#options.bucket, Key, Body: body },
+      params,
       queueSize: this.#options.queueSize,
       partSize: this.#options.partSize,
       leavePartsOnError: false,
@@ -80,16 +108,46 @@ export class S3Store implements BackupStore {
       if (options.signal?.aborted) throw new CancelledError(`upload of ${key} cancelled`);
       await upload.done();
     } catch (err) {
-      const wrapped = options.signal?.aborted ? new CancelledError(`upload of ${key} cancelled`) : this.#wrap(err, `write ${key}`);
+      const wrapped = options.signal?.aborted ? new CancelledError(`upload of ${key} cancelled`) : this.#wrap(err, `write ${key}`, lock ? { InvalidRequest: this.#objectLockHint() } : {});
       if (!body.destroyed) body.destroy(wrapped);
       throw wrapped;
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
     // CompleteMultipartUpload's answer is unreliable on RGW (empty ETag); HeadObject is not.
-    const info = await this.stat(key);
-    if (!info) throw new StoreError(`${this.description}: ${key} is missing right after its upload completed`);
-    return { size: info.size };
+    const head = await this.#head(key);
+    if (!head) throw new StoreError(`${this.description}: ${key} is missing right after its upload completed`);
+    if (lock && retainUntil) await this.#ensureRetention(key, head, lock.mode, retainUntil);
+    return { size: head.ContentLength ?? 0 };
+  }
+
+  /**
+   * Makes sure the version just written carries `retainUntil` (RGW drops the lock headers of a
+   * multipart upload). A version that cannot be locked is deleted, and the put fails.
+   */
+  async #ensureRetention(key: string, head: HeadObjectCommandOutput, mode: 'GOVERNANCE' | 'COMPLIANCE', retainUntil: Date): Promise<void> {
+    // Some stores keep the date to the second; a second less is the same retention.
+    const applied = (h: HeadObjectCommandOutput | undefined) => h?.ObjectLockRetainUntilDate !== undefined && h.ObjectLockRetainUntilDate.getTime() >= retainUntil.getTime() - 1000;
+    if (applied(head)) return;
+    const VersionId = head.VersionId;
+    try {
+      await this.#client.send(new PutObjectRetentionCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}), Retention: { Mode: mode, RetainUntilDate: retainUntil } }));
+      const again = await this.#head(key, VersionId);
+      if (!applied(again)) {
+        throw new StoreError(`${this.description}: ${key} was stored, but the store did not keep its Object Lock retention`, {
+          hint: `${this.#objectLockHint()}; these credentials need s3:GetObjectRetention and s3:PutObjectRetention`,
+        });
+      }
+    } catch (err) {
+      const wrapped = this.#wrap(err, `lock ${key}`, { InvalidRequest: this.#objectLockHint() });
+      // Best effort: an unlocked version is deletable; cleanup removes what remains.
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}) })).catch(() => undefined);
+      throw wrapped;
+    }
+  }
+
+  #objectLockHint(): string {
+    return `store.s3.objectLock is set: bucket ${this.#options.bucket} must have been created with Object Lock enabled (else remove store.s3.objectLock)`;
   }
 
   async get(key: string): Promise<Readable> {
@@ -103,9 +161,14 @@ export class S3Store implements BackupStore {
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
+    const res = await this.#head(key);
+    return res ? objectInfo(key, res) : undefined;
+  }
+
+  /** HeadObject of the current version (or of `versionId`); undefined when there is none. */
+  async #head(key: string, versionId?: string): Promise<HeadObjectCommandOutput | undefined> {
     try {
-      const res = await this.#client.send(new HeadObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) }));
-      return { key, size: res.ContentLength ?? 0, modified: res.LastModified ?? new Date(0) };
+      return await this.#client.send(new HeadObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(versionId ? { VersionId: versionId } : {}) }));
     } catch (err) {
       const wrapped = this.#wrap(err, `stat ${key}`);
       if (wrapped instanceof NotFoundError) return undefined;
@@ -131,12 +194,49 @@ export class S3Store implements BackupStore {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /**
+   * Deletes every version and delete marker of `key`, oldest first, each by its VersionId, so
+   * what is visible does not change until the last one goes (an unversioned bucket lists one
+   * version, `null`). A version that cannot be deleted is looked at with HeadObject: if it is
+   * under retention or legal hold, ObjectLockedError naming the key and the date; else the
+   * store's error.
+   */
   async delete(key: string): Promise<void> {
+    const Key = this.#key(key);
+    const hints = { AccessDenied: `deleting needs s3:ListBucketVersions and s3:DeleteObjectVersion on bucket ${this.#options.bucket}` };
+    const versions: { VersionId: string; modified: number; marker: boolean }[] = [];
+    let KeyMarker: string | undefined;
+    let VersionIdMarker: string | undefined;
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) }));
+      do {
+        const res = await this.#client.send(new ListObjectVersionsCommand({ Bucket: this.#options.bucket, Prefix: Key, KeyMarker, VersionIdMarker }));
+        for (const [list, marker] of [[res.Versions ?? [], false], [res.DeleteMarkers ?? [], true]] as const) {
+          for (const v of list) {
+            if (v.Key === Key && v.VersionId !== undefined) versions.push({ VersionId: v.VersionId, modified: v.LastModified?.getTime() ?? 0, marker });
+          }
+        }
+        KeyMarker = res.IsTruncated ? res.NextKeyMarker : undefined;
+        VersionIdMarker = res.IsTruncated ? res.NextVersionIdMarker : undefined;
+      } while (KeyMarker);
     } catch (err) {
-      const wrapped = this.#wrap(err, `delete ${key}`);
-      if (!(wrapped instanceof NotFoundError)) throw wrapped;
+      throw this.#wrap(err, `delete ${key}`, hints);
+    }
+    // Oldest first; on a tie, a version before the delete marker that followed it.
+    versions.sort((a, b) => a.modified - b.modified || Number(a.marker) - Number(b.marker));
+    for (const v of versions) {
+      try {
+        await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key, VersionId: v.VersionId }));
+      } catch (err) {
+        const wrapped = this.#wrap(err, `delete ${key}`, hints);
+        if (wrapped instanceof NotFoundError) continue;
+        const head = v.marker ? undefined : await this.#head(key, v.VersionId).catch(() => undefined);
+        const info = head ? objectInfo(key, head) : undefined;
+        if (info && isLocked(info, new Date())) {
+          const why = [info.retainUntil && info.retainUntil > new Date() ? `under ${head?.ObjectLockMode ?? 'Object Lock'} retention until ${info.retainUntil.toISOString()}` : '', info.legalHold ? 'under a legal hold' : ''].filter(Boolean).join(' and ');
+          throw new ObjectLockedError(key, info.retainUntil, `${this.description}: ${key} is ${why}; it cannot be deleted until ${info.legalHold ? 'the hold is lifted' : 'then'}`, { cause: err });
+        }
+        throw wrapped;
+      }
     }
   }
 
@@ -161,8 +261,8 @@ export class S3Store implements BackupStore {
     return removed;
   }
 
-  /** Maps SDK errors by their stable S3 error codes, with what to check next. */
-  #wrap(err: unknown, what: string): Error {
+  /** Maps SDK errors by their stable S3 error codes, with what to check next (`extraHints` first). */
+  #wrap(err: unknown, what: string, extraHints: Record<string, string> = {}): Error {
     if (err instanceof LifeboatError) return err;
     const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
     const code = err instanceof Error ? err.name : String(err);
@@ -170,6 +270,8 @@ export class S3Store implements BackupStore {
     if (code === 'NoSuchKey' || code === 'NotFound' || (status === 404 && code !== 'NoSuchBucket')) {
       return new NotFoundError(`${where}: no such object`);
     }
+    const tls = tlsProblem(err, this.#options.caFile);
+    if (tls) return new StoreError(`${where}: TLS: ${tls.problem} (${tls.code})`, { cause: err, hint: tls.hint });
     const hints: Record<string, string> = {
       NoSuchBucket: `create bucket ${this.#options.bucket}, or fix store.s3.bucket`,
       InvalidAccessKeyId: 'check the access key (store.s3 credentials)',
@@ -177,8 +279,48 @@ export class S3Store implements BackupStore {
       AccessDenied: `check that these credentials may use bucket ${this.#options.bucket}`,
       RequestTimeTooSkewed: "check this node's clock (NTP)",
     };
-    const hint = hints[code] ?? (status !== undefined && status >= 500 ? 'the store failed after retries; check its health' : undefined);
+    const hint = extraHints[code] ?? hints[code] ?? (status !== undefined && status >= 500 ? 'the store failed after retries; check its health' : undefined);
     const message = err instanceof Error ? err.message : String(err);
     return new StoreError(`${where}: ${code}${status ? ` (HTTP ${status})` : ''}${message && message !== code ? `: ${message}` : ''}`, { cause: err, ...(hint ? { hint } : {}) });
   }
+}
+
+/** What HeadObject says of an object, Object Lock included. */
+function objectInfo(key: string, res: HeadObjectCommandOutput): ObjectInfo {
+  return {
+    key,
+    size: res.ContentLength ?? 0,
+    modified: res.LastModified ?? new Date(0),
+    ...(res.ObjectLockRetainUntilDate ? { retainUntil: res.ObjectLockRetainUntilDate } : {}),
+    ...(res.ObjectLockLegalHoldStatus === 'ON' ? { legalHold: true } : {}),
+  };
+}
+
+const UNTRUSTED_CA = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT']);
+
+/**
+ * A TLS failure to the endpoint, by Node's stable certificate error code (on the error or its
+ * causes): what is wrong, and what to check. Undefined for any other error.
+ */
+function tlsProblem(err: unknown, caFile: string | undefined): { code: string; problem: string; hint: string } | undefined {
+  let code: string | undefined;
+  for (let e = err, depth = 0; e instanceof Error && depth < 4 && code === undefined; e = e.cause, depth += 1) {
+    const c = (e as NodeJS.ErrnoException).code;
+    if (typeof c === 'string' && (UNTRUSTED_CA.has(c) || c === 'CERT_HAS_EXPIRED' || c === 'CERT_NOT_YET_VALID' || c === 'ERR_TLS_CERT_ALTNAME_INVALID')) code = c;
+  }
+  if (code === undefined) return undefined;
+  const who = "the endpoint's certificate";
+  if (UNTRUSTED_CA.has(code)) {
+    return {
+      code,
+      problem: `${who} is not signed by a trusted CA`,
+      hint: caFile
+        ? `check that caFile ${caFile} holds the CA that signed it (PEM)`
+        : 'set s3.caFile of this store (store or secondaryStore) to the PEM bundle of the CA that signed it',
+    };
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return { code, problem: `${who} does not name this host`, hint: 'use an endpoint host name that the certificate lists in its subjectAltName' };
+  }
+  return { code, problem: `${who} is ${code === 'CERT_HAS_EXPIRED' ? 'expired' : 'not valid yet'}`, hint: "renew the endpoint's certificate, or check this node's clock (NTP)" };
 }

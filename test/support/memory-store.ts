@@ -1,14 +1,39 @@
 import type { Readable } from 'node:stream';
 import { Readable as NodeReadable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import { NotFoundError } from '../../src/errors/errors.ts';
+import { NotFoundError, ObjectLockedError } from '../../src/errors/errors.ts';
 import { assertObjectKey } from '../../src/store/layout.ts';
-import type { BackupStore, ObjectInfo, PutOptions } from '../../src/store/store.ts';
+import { isLocked, type BackupStore, type ObjectInfo, type PutOptions } from '../../src/store/store.ts';
 
-/** An in-memory BackupStore, for unit tests of what sits on top of a store. */
+export interface MemoryLock {
+  retainUntil?: Date;
+  legalHold?: boolean;
+}
+
+export interface MemoryStoreOptions {
+  /** Like store.s3.objectLock: puts with `retain` are locked for this many days. */
+  retentionDays?: number;
+  /** The clock for retention; default the real one. */
+  now?: () => Date;
+}
+
+/**
+ * An in-memory BackupStore, for unit tests of what sits on top of a store. It keeps Object Lock
+ * the way S3 does: a locked object (retention in the future, or a legal hold) is not deleted, and
+ * `delete` fails with ObjectLockedError; `stat` reports the lock.
+ */
 export class MemoryStore implements BackupStore {
   readonly description = 'memory:';
-  readonly objects = new Map<string, { body: Buffer; modified: Date }>();
+  readonly objects = new Map<string, { body: Buffer; modified: Date; lock?: MemoryLock }>();
+  readonly options: MemoryStoreOptions;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.options = options;
+  }
+
+  now(): Date {
+    return this.options.now?.() ?? new Date();
+  }
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<{ size: number }> {
     assertObjectKey(key);
@@ -17,7 +42,10 @@ export class MemoryStore implements BackupStore {
     try {
       const bytes = await buffer(body);
       if (options.signal?.aborted) throw new Error('aborted');
-      this.objects.set(key, { body: bytes, modified: new Date() });
+      const days = this.options.retentionDays;
+      const now = this.now();
+      const lock = options.retain && days !== undefined ? { retainUntil: new Date(now.getTime() + days * 86_400_000) } : undefined;
+      this.objects.set(key, { body: bytes, modified: now, ...(lock ? { lock } : {}) });
       return { size: bytes.length };
     } catch (err) {
       if (!body.destroyed) body.destroy(err as Error);
@@ -25,6 +53,13 @@ export class MemoryStore implements BackupStore {
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** Puts Object Lock retention and/or a legal hold on an existing object (replacing its lock). */
+  lock(key: string, lock: MemoryLock): void {
+    const o = this.objects.get(key);
+    if (!o) throw new NotFoundError(`memory: ${key}: no such object`);
+    o.lock = { ...lock };
   }
 
   async get(key: string): Promise<Readable> {
@@ -35,7 +70,7 @@ export class MemoryStore implements BackupStore {
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
     const o = this.objects.get(key);
-    return o ? { key, size: o.body.length, modified: o.modified } : undefined;
+    return o ? { key, size: o.body.length, modified: o.modified, ...o.lock } : undefined;
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
@@ -43,6 +78,10 @@ export class MemoryStore implements BackupStore {
   }
 
   async delete(key: string): Promise<void> {
+    const lock = this.objects.get(key)?.lock;
+    if (lock && isLocked(lock, this.now())) {
+      throw new ObjectLockedError(key, lock.retainUntil, `memory: ${key} is locked${lock.retainUntil ? ` until ${lock.retainUntil.toISOString()}` : ''}${lock.legalHold ? ' (legal hold)' : ''}`);
+    }
     this.objects.delete(key);
   }
 

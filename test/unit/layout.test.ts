@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey } from '../../src/store/layout.ts';
+import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey, verificationKey } from '../../src/store/layout.ts';
 import { UnsafePathError } from '../../src/errors/errors.ts';
 
 test('backup ids sort by time and round-trip', () => {
@@ -21,6 +21,8 @@ test('keys round-trip through parseKey for every compression', () => {
   assert.equal(archiveKey('prod-eu', id, 'zstd'), `prod-eu/backups/${id}/archive.tar.zst.age`);
   assert.equal(manifestKey('prod-eu', id), `prod-eu/backups/${id}/manifest.json`);
   assert.deepEqual(parseKey(manifestKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'manifest' });
+  assert.equal(verificationKey('prod-eu', id), `prod-eu/backups/${id}/verification.json`);
+  assert.deepEqual(parseKey(verificationKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'verification' });
 });
 
 test('foreign and hostile keys and ids are refused', () => {
@@ -28,6 +30,8 @@ test('foreign and hostile keys and ids are refused', () => {
   for (const key of [
     `prod/backups/${id}/archive.tar.bz2.age`,
     `prod/backups/${id}/manifest.json.tmp-1`,
+    `prod/backups/${id}/verification.json.tmp-1`,
+    `prod/backups/${id}/verification.jso`,
     `prod/other/${id}/manifest.json`,
     `Prod/backups/${id}/manifest.json`,
     `prod/backups/../manifest.json`,
@@ -40,4 +44,5 @@ test('foreign and hostile keys and ids are refused', () => {
     assert.throws(() => assertBackupId(bad), UnsafePathError, bad);
   }
   assert.throws(() => archiveKey('../x', id, 'zstd'), UnsafePathError);
+  assert.throws(() => verificationKey('prod', '../x'), UnsafePathError);
 });

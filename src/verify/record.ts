@@ -1,0 +1,84 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { ArchiveError, LifeboatError } from '../errors/errors.ts';
+
+/**
+ * The record of the last check of one backup, kept beside it in the store
+ * (`<cluster>/backups/<id>/verification.json`, see ../store/layout.ts) and rewritten by every
+ * check: the outcome of that check, plus when the backup last passed one. It holds no secret:
+ * ids, levels, times, and an error's stable code and message.
+ *
+ * "Verified" (what retention protects as the newest verified backup) means: the last check
+ * passed. A backup whose last check failed is not verified, even if an earlier one passed.
+ */
+const Timestamp = Type.String({ pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/.source, description: 'RFC 3339, UTC' });
+
+export const VerificationLevelSchema = Type.Union([
+  /** The stored archive's size and sha256 against the manifest, without decrypting. */
+  Type.Literal('ciphertext'),
+  /** Decrypted, every kit file and the snapshot checked, `etcdutl snapshot status` run. */
+  Type.Literal('deep'),
+  /** Restored into a throwaway etcd and checked. */
+  Type.Literal('drill'),
+]);
+export type VerificationLevel = Static<typeof VerificationLevelSchema>;
+
+export const VerificationRecordSchema = Type.Object(
+  {
+    backupId: Type.String({ minLength: 1 }),
+    level: VerificationLevelSchema,
+    result: Type.Union([Type.Literal('passed'), Type.Literal('failed')]),
+    /** When the check finished. */
+    at: Timestamp,
+    durationSeconds: Type.Number({ minimum: 0 }),
+    /** Why it failed: the error's stable code and its one-line message. Only when failed. */
+    error: Type.Optional(Type.Object({ code: Type.String({ minLength: 1 }), message: Type.String() }, { additionalProperties: false })),
+    /** The last check that passed, this one included; absent if none ever did. */
+    lastPassedAt: Type.Optional(Timestamp),
+    lastPassedLevel: Type.Optional(VerificationLevelSchema),
+  },
+  { additionalProperties: false },
+);
+export type VerificationRecord = Static<typeof VerificationRecordSchema>;
+
+/** Parses a stored record; ArchiveError naming `key` and the field when it is not one. */
+export function parseVerificationRecord(text: string, key: string): VerificationRecord {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new ArchiveError(`verification record ${key} is not JSON: ${(err as Error).message}`, { hint: 'run `lifeboat verify` on the backup again to rewrite it' });
+  }
+  const first = Value.Errors(VerificationRecordSchema, doc).First();
+  if (first) {
+    throw new ArchiveError(`verification record ${key} is invalid at ${first.path || '/'}: ${first.message}`, {
+      hint: 'run `lifeboat verify` on the backup again to rewrite it',
+    });
+  }
+  return doc as VerificationRecord;
+}
+
+export function verificationRecordJson(record: VerificationRecord): string {
+  return `${JSON.stringify(record, null, 2)}\n`;
+}
+
+/** A record of a check that passed. */
+export function passedRecord(backupId: string, level: VerificationLevel, at: Date, durationSeconds: number): VerificationRecord {
+  return { backupId, level, result: 'passed', at: at.toISOString(), durationSeconds: round3(durationSeconds) };
+}
+
+/** A record of a check that failed with `err` (its stable code when it is a LifeboatError). */
+export function failedRecord(backupId: string, level: VerificationLevel, at: Date, durationSeconds: number, err: unknown): VerificationRecord {
+  const code = err instanceof LifeboatError ? err.code : 'UNEXPECTED';
+  const message = err instanceof Error ? err.message : String(err);
+  return { backupId, level, result: 'failed', at: at.toISOString(), durationSeconds: round3(durationSeconds), error: { code, message } };
+}
+
+/** Whether the last check of a backup passed: what retention calls verified. */
+export function isVerified(record: VerificationRecord | undefined): boolean {
+  return record?.result === 'passed';
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}

@@ -1,0 +1,29 @@
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { manifestJson, type StoredManifest } from '../../src/archive/manifest.ts';
+import { archiveKey, formatBackupId, manifestKey } from '../../src/store/layout.ts';
+import type { BackupStore } from '../../src/store/store.ts';
+import { sampleManifest, sha256 } from './fixtures.ts';
+
+/**
+ * A committed backup as `runBackup` leaves it, without etcd: a stand-in archive (random bytes,
+ * its real size and sha256 in the manifest), then the manifest, both written with `retain`.
+ */
+export async function putBackup(store: BackupStore, cluster: string, createdAt: Date, options: { revision?: string; archiveBytes?: number; retain?: boolean } = {}): Promise<StoredManifest> {
+  const id = formatBackupId(createdAt, options.revision ?? String(createdAt.getTime() % 1_000_000));
+  const archive = randomBytes(options.archiveBytes ?? 1024);
+  const key = archiveKey(cluster, id, 'none');
+  const retain = options.retain ?? true;
+  await store.put(key, Readable.from([archive]), { retain });
+  const base = sampleManifest(100, [], id);
+  const manifest: StoredManifest = {
+    ...base,
+    cluster,
+    createdAt: createdAt.toISOString(),
+    snapshot: { ...base.snapshot, sha256: sha256('snapshot'), dbSha256: sha256('db') },
+    archive: { key, size: archive.length, sha256: sha256(archive), compression: { algorithm: 'none', level: 1 }, encryption: { format: 'age', recipients: ['age1test'] } },
+    completedAt: createdAt.toISOString(),
+  };
+  await store.put(manifestKey(cluster, id), Readable.from([Buffer.from(manifestJson(manifest))]), { retain });
+  return manifest;
+}
