@@ -75,6 +75,13 @@ export const EtcdFactsSchema = Type.Object({
   raftTerm: Uint64,
   clusterId: Uint64,
   members: Type.Array(MemberSchema),
+  /**
+   * Keys at `revision`, counted on the same member right after its Status (a count-only range).
+   * Optional: manifests written before it was recorded lack it. A restore drill checks it.
+   */
+  keyCount: Type.Optional(Size),
+  /** Of those, the keys under `/registry/` (Kubernetes' objects). */
+  registryKeyCount: Type.Optional(Size),
 });
 export type EtcdFacts = Static<typeof EtcdFactsSchema>;
 

@@ -118,6 +118,7 @@ export class Etcd3SnapshotSource implements SnapshotSource {
     const s = chosen.status;
     const self = members.find((m) => m.id === s.header.member_id);
     if (failures.length > 0) this.#log.warn({ unreachable: failures }, 'some etcd endpoints did not answer');
+    const counts = await this.#count(chosen.endpoint, s.header.revision);
     return {
       memberId: s.header.member_id,
       memberName: self?.name ?? '',
@@ -130,7 +131,27 @@ export class Etcd3SnapshotSource implements SnapshotSource {
       raftTerm: s.raftTerm,
       clusterId: s.header.cluster_id,
       members,
+      ...counts,
     };
+  }
+
+  /**
+   * The keys at `revision` on this member, all and under `/registry/`: two count-only ranges,
+   * which walk etcd's in-memory index and send no key or value (cost: see countKeys). A failure
+   * here (the revision compacted in between, a slow member) only leaves the counts out of the
+   * manifest, with a warning: a restore drill then checks that keys exist instead of their
+   * exact number.
+   */
+  async #count(endpoint: string, revision: string): Promise<Pick<EtcdFacts, 'keyCount' | 'registryKeyCount'>> {
+    const started = performance.now();
+    try {
+      const counts = await countKeys(this.#client(endpoint), revision, this.#deadline());
+      this.#log.debug({ phase: 'keys-counted', endpoint, revision, ...counts, durationMs: Math.round(performance.now() - started) }, 'counted the keys at the snapshot revision');
+      return counts;
+    } catch (err) {
+      this.#log.warn({ endpoint, revision, err: firstLine(err), durationMs: Math.round(performance.now() - started) }, 'could not count the keys at the snapshot revision; the manifest will lack the key counts');
+      return {};
+    }
   }
 
   async #members(endpoint: string): Promise<Member[]> {
@@ -188,6 +209,29 @@ export class Etcd3SnapshotSource implements SnapshotSource {
     for (const client of this.#clients.values()) client.close();
     this.#clients.clear();
   }
+}
+
+/** The `/registry/` prefix: every Kubernetes object lives under it. */
+export const REGISTRY_PREFIX = '/registry/';
+
+/**
+ * Counts the keys at `revision` (all, and under `/registry/`) with count-only, serializable
+ * ranges: the member answers from its own store, at exactly that revision.
+ *
+ * Cost, measured with etcd 3.5.16 on 2 cores (570 MiB database, 300,000 keys): about 100-130 ms
+ * per count and 210-280 ms for both at once (Status: about 1 ms); a prefix holding a ninth of
+ * the keys counts in about 10 ms, so the cost grows with the keys counted. etcd walks its
+ * in-memory index under a read lock, which holds back writes applied on that member meanwhile:
+ * on a single member, with counts run back to back, puts went from 0.7 ms to 58 ms median and
+ * 326 ms p99. One backup counts once. The backup prefers a follower, whose apply delay does
+ * not hold back commits.
+ */
+export async function countKeys(client: Etcd3, revision: string, options?: { deadline: Date }): Promise<{ keyCount: number; registryKeyCount: number }> {
+  const [keyCount, registryKeyCount] = await Promise.all([
+    client.getAll().revision(revision).serializable(true).options(options).count(),
+    client.getAll().prefix(REGISTRY_PREFIX).revision(revision).serializable(true).options(options).count(),
+  ]);
+  return { keyCount, registryKeyCount };
 }
 
 function dropped(endpoint: string, received: number, err: unknown): Error {

@@ -4,7 +4,9 @@ import type { EtcdFacts } from '../archive/manifest.ts';
 export interface SnapshotSource {
   /**
    * Asks every reachable member for its Status and picks the one to snapshot: healthy (no
-   * errors, not a learner), a follower before the leader, then the newest revision.
+   * errors, not a learner), a follower before the leader, then the newest revision. Right after
+   * its Status, counts that member's keys at exactly that revision (`keyCount`,
+   * `registryKeyCount`); when counting fails the facts lack the counts.
    */
   chooseMember(): Promise<EtcdFacts>;
   /** Starts the snapshot from that member; resolves once the first bytes (and the size) arrive. */

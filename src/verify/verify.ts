@@ -55,9 +55,7 @@ export async function verifyBackup(deps: VerifyDeps, stored: StoredManifest, opt
   const key = stored.archive.key;
   const identities = options.identities ?? [];
   if (identities.length === 0) {
-    const digest = new DigestStream();
-    await pipeline(await deps.store.get(key), digest, new Writable({ write: (_c, _e, cb) => cb() }));
-    const actual = { size: digest.bytes, sha256: digest.digest() };
+    const actual = await ciphertextDigest(deps.store, key);
     checkCiphertext(stored, actual);
     deps.log.info({ phase: 'verified', backupId: stored.backupId, level: 'ciphertext', bytes: actual.size, durationMs: Math.round(performance.now() - started) }, 'archive matches its manifest');
     return { backupId: stored.backupId, level: 'ciphertext', archive: { key, ...actual } };
@@ -90,6 +88,13 @@ export async function verifyBackup(deps: VerifyDeps, stored: StoredManifest, opt
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The size and sha256 of a stored object, read once from the store; no identity needed. */
+export async function ciphertextDigest(store: BackupStore, key: string): Promise<{ size: number; sha256: string }> {
+  const digest = new DigestStream();
+  await pipeline(await store.get(key), digest, new Writable({ write: (_c, _e, cb) => cb() }));
+  return { size: digest.bytes, sha256: digest.digest() };
 }
 
 export async function snapshotStatus(exec: Executor, etcdutl: string, file: string): Promise<SnapshotStatus> {

@@ -1,0 +1,471 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { readFile, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { StoredManifest } from '../archive/manifest.ts';
+import { checkCiphertext, readArchive, type ArchiveReport } from '../archive/reader.ts';
+import {
+  CancelledError,
+  ConfigError,
+  IntegrityError,
+  LifeboatError,
+  ToolError,
+} from '../errors/errors.ts';
+import type { Executor, ProcessExit, RunningProcess } from '../exec/executor.ts';
+import { acceptsConnections, freePorts } from '../exec/ports.ts';
+import type { BackupStore } from '../store/store.ts';
+import { etcd3Probe } from './etcd3-probe.ts';
+import { makeScratch, recordEtcd, sweepScratch } from './scratch.ts';
+import { ciphertextDigest } from './verify.ts';
+
+/**
+ * A restore drill proves a backup restorable by restoring it:
+ *
+ * 1. download and decrypt the archive, 2. checking every hash on the way (readArchive) while
+ *    the snapshot streams into a private scratch dir (mode 0700) — the archive is read once;
+ * 3. `etcdutl snapshot restore` into the scratch dir;
+ * 4. start a throwaway etcd on 127.0.0.1, plain HTTP, on two ports free at that moment, and wait
+ *    until it has a leader;
+ * 5. check its revision against the manifest's, and its key counts at the manifest's revision
+ *    against the manifest's `keyCount` and `registryKeyCount` (older manifests lack them: then
+ *    keys must exist), and that keys under `/registry/` exist;
+ * 6. stop that etcd and remove the whole scratch dir, on success, failure and abort alike.
+ *    Should this process be killed outright, the next drill removes what it left (scratch.ts).
+ *
+ * The throwaway member has its own name, cluster token and loopback URLs, so it can never talk
+ * to the real cluster. Disk: about twice the database (the snapshot is deleted once restored,
+ * so the peak is the snapshot plus the restored copy) plus etcd's 64 MiB WAL. Memory in this
+ * process stays bounded as in readArchive; the throwaway etcd maps the database.
+ */
+export interface DrillDeps {
+  store: BackupStore;
+  /** An age decryptor for these identities. */
+  decrypt: (identities: readonly string[]) => Transform;
+  exec: Executor;
+  log: Logger;
+  /** Talks to the throwaway etcd at `endpoint`; the etcd3 client unless a test swaps it. */
+  connect?: (endpoint: string) => DrillProbe;
+}
+
+/** What a drill asks of the throwaway etcd. The etcd3 implementation is ./etcd3-probe.ts. */
+export interface DrillProbe {
+  status(deadline: Date): Promise<{ revision: string; hasLeader: boolean }>;
+  /** Keys at `revision`: all of them, and those under `/registry/`. */
+  counts(revision: string, deadline: Date): Promise<{ keyCount: number; registryKeyCount: number }>;
+  close(): void;
+}
+
+export interface DrillOptions {
+  identities: readonly string[];
+  /** The etcdutl binary (3.5+). */
+  etcdutl: string;
+  /** The etcd server binary. */
+  etcd: string;
+  /** Where the private scratch dir is made; the OS temp dir by default. */
+  scratchDir?: string;
+  /** How long the throwaway etcd may take to have a leader. */
+  startTimeoutSeconds: number;
+  signal?: AbortSignal;
+}
+
+export const DRILL_STEPS = ['archive', 'restore', 'start', 'check', 'cleanup'] as const;
+export type DrillStep = (typeof DRILL_STEPS)[number];
+
+export interface DrillReport {
+  backupId: string;
+  level: 'drill';
+  archive: { key: string; size: number; sha256: string };
+  kitFiles: number;
+  /** The restored etcd's revision (at least the manifest's). */
+  revision: string;
+  /** Keys in the restored etcd at the manifest's revision. */
+  keyCount: number;
+  /** Of those, under `/registry/`. */
+  registryKeyCount: number;
+  /** From the manifest; the counts are absent in manifests written before they were recorded. */
+  expected: { revision: string; keyCount?: number; registryKeyCount?: number };
+  /** Seconds per step. */
+  timings: Record<DrillStep, number>;
+  durationSeconds: number;
+}
+
+/** SIGTERM, then SIGKILL after this long. */
+const STOP_GRACE_MS = 10_000;
+const CALL_TIMEOUT_MS = 5_000;
+const REGISTRY = '/registry/';
+/** etcd preallocates a 64 MiB WAL segment; with some room for the rest. */
+const ETCD_OVERHEAD_BYTES = 128 << 20;
+
+export async function runDrill(deps: DrillDeps, stored: StoredManifest, options: DrillOptions): Promise<DrillReport> {
+  const { log } = deps;
+  const backupId = stored.backupId;
+  const started = performance.now();
+  const timings: Record<DrillStep, number> = { archive: 0, restore: 0, start: 0, check: 0, cleanup: 0 };
+  const connect = deps.connect ?? etcd3Probe;
+  const signal = options.signal;
+  const checkAbort = () => {
+    if (signal?.aborted) throw new CancelledError(`the drill of backup ${backupId} was cancelled`);
+  };
+  /** Runs one step and logs one line with its duration. */
+  const step = async <T>(name: DrillStep, work: () => Promise<T>, fields: (result: T) => Record<string, unknown>, message: string): Promise<T> => {
+    checkAbort();
+    const t0 = performance.now();
+    const result = await work();
+    timings[name] = seconds(performance.now() - t0);
+    log.info({ phase: `drill-${name}`, backupId, ...fields(result), durationMs: Math.round(performance.now() - t0) }, message);
+    return result;
+  };
+
+  checkAbort();
+  const scratchRoot = options.scratchDir ?? tmpdir();
+  await sweepScratch(scratchRoot, log);
+  await checkSpace(scratchRoot, stored);
+  let dir: string;
+  try {
+    dir = await makeScratch(scratchRoot);
+  } catch (err) {
+    throw new ConfigError('/drill/scratchDir', `cannot make a scratch dir in ${scratchRoot}: ${errnoOf(err)}`);
+  }
+  const snapshotFile = path.join(dir, 'snapshot.db');
+  const dataDir = path.join(dir, 'data');
+  const logFile = path.join(dir, 'etcd.log');
+  let child: RunningProcess | undefined;
+  let probe: DrillProbe | undefined;
+  let report: DrillReport;
+  log.info({ phase: 'drill-started', backupId, revision: stored.etcd.revision, dbSize: stored.etcd.dbSize, scratch: dir }, 'restore drill started');
+
+  try {
+    // 1 + 2: one read of the archive, every hash checked, the snapshot written as it streams.
+    const archive = await step(
+      'archive',
+      () => readAndCheck(deps, stored, options.identities, snapshotFile, signal),
+      (r) => ({ bytes: r.ciphertext.size, kitFiles: r.kitFiles, snapshotBytes: r.snapshot.size }),
+      'archive decrypted, every hash checked, snapshot written to scratch',
+    );
+
+    // 3: etcdutl snapshot restore, as a member of its own on loopback.
+    const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
+    const clientUrl = `http://127.0.0.1:${clientPort}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    await step(
+      'restore',
+      async () => {
+        await restore(deps.exec, options.etcdutl, { snapshotFile, dataDir, peerUrl, backupId }, signal);
+        // The restored data dir holds its own copy; this halves the peak disk use.
+        await rm(snapshotFile, { force: true });
+      },
+      () => ({ dataDir }),
+      'snapshot restored with etcdutl',
+    );
+
+    // 4: the throwaway etcd, until it has a leader.
+    probe = await step(
+      'start',
+      async () => {
+        child = await deps.exec.start(options.etcd, etcdArgs(dataDir, clientUrl, peerUrl), { output: logFile });
+        await recordEtcd(dir, child.pid);
+        return waitHealthy({ child, connect, clientPort, clientUrl, logFile, etcd: options.etcd, timeoutSeconds: options.startTimeoutSeconds, checkAbort });
+      },
+      () => ({ pid: child?.pid, clientUrl }),
+      'throwaway etcd is up and has a leader',
+    );
+
+    // 5: revision and key counts against the manifest.
+    const found = await step(
+      'check',
+      () => check(probe!, stored),
+      (f) => ({ revision: f.revision, keyCount: f.keyCount, registryKeyCount: f.registryKeyCount, expected: expectedOf(stored) }),
+      'restored etcd matches the manifest',
+    );
+
+    report = {
+      backupId,
+      level: 'drill',
+      archive: { key: stored.archive.key, ...archive.ciphertext },
+      kitFiles: archive.kitFiles,
+      ...found,
+      expected: expectedOf(stored),
+      timings,
+      durationSeconds: 0,
+    };
+  } catch (err) {
+    const line = { phase: 'drill-failed', backupId, code: (err as LifeboatError).code, err: (err as Error).message, durationMs: Math.round(performance.now() - started) };
+    if (err instanceof CancelledError) log.warn(line, 'restore drill cancelled');
+    else log.error(line, 'restore drill failed');
+    throw err;
+  } finally {
+    // 6: on success, failure and abort alike.
+    const t0 = performance.now();
+    const pid = (child as RunningProcess | undefined)?.pid;
+    try {
+      probe?.close();
+    } catch {
+      // a client that failed to close holds nothing we need
+    }
+    await (child as RunningProcess | undefined)?.stop(STOP_GRACE_MS);
+    try {
+      await rm(dir, { recursive: true, force: true });
+    } catch (err) {
+      log.error({ phase: 'drill-cleanup', backupId, scratch: dir, err: errnoOf(err) }, 'could not remove the drill scratch dir; remove it by hand');
+    }
+    timings.cleanup = seconds(performance.now() - t0);
+    log.info({ phase: 'drill-cleanup', backupId, pid, scratch: dir, durationMs: Math.round(performance.now() - t0) }, 'throwaway etcd stopped and scratch dir removed');
+  }
+  report.durationSeconds = seconds(performance.now() - started);
+  log.info({ phase: 'drill-passed', backupId, revision: report.revision, keyCount: report.keyCount, registryKeyCount: report.registryKeyCount, durationMs: Math.round(performance.now() - started) }, 'restore drill passed');
+  return report;
+}
+
+/** The manifest's expectations. */
+function expectedOf(stored: StoredManifest): DrillReport['expected'] {
+  const { revision, keyCount, registryKeyCount } = stored.etcd;
+  return { revision, ...(keyCount === undefined ? {} : { keyCount }), ...(registryKeyCount === undefined ? {} : { registryKeyCount }) };
+}
+
+/** Fails early, naming the setting, when the scratch file system cannot hold the restore. */
+async function checkSpace(root: string, stored: StoredManifest): Promise<void> {
+  let free: number;
+  try {
+    const fs = await statfs(root);
+    free = fs.bavail * fs.bsize;
+  } catch (err) {
+    throw new ConfigError('/drill/scratchDir', `cannot use ${root} for scratch: ${errnoOf(err)}`);
+  }
+  const needed = 2 * stored.snapshot.size + ETCD_OVERHEAD_BYTES;
+  if (free < needed) {
+    throw new ConfigError('/drill/scratchDir', `a drill of backup ${stored.backupId} needs about ${mib(needed)} MiB free in ${root} (the snapshot and its restored copy), but only ${mib(free)} MiB is free`, {
+      hint: 'point drill.scratchDir at a larger file system',
+    });
+  }
+}
+
+/**
+ * Reads the archive once through readArchive (ciphertext, age, inner manifest, kit files,
+ * snapshot sha256 and trailer) and writes the snapshot to `file` (mode 0600) as it streams.
+ * When reading fails for a reason that is not already an integrity error (age authentication,
+ * a malformed archive), the stored object is hashed to tell a changed object (IntegrityError)
+ * from a wrong key or a bad write: only this failure path reads the archive a second time.
+ */
+async function readAndCheck(deps: DrillDeps, stored: StoredManifest, identities: readonly string[], file: string, signal: AbortSignal | undefined): Promise<ArchiveReport> {
+  const encrypted = await deps.store.get(stored.archive.key);
+  const onAbort = () => encrypted.destroy(new CancelledError(`the drill of backup ${stored.backupId} was cancelled`));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await readArchive(encrypted, stored, deps.decrypt(identities), async (entry, body) => {
+      if (entry.role !== 'snapshot') {
+        for await (const _ of body) {
+          // the reader hashes it
+        }
+        return;
+      }
+      try {
+        await pipeline(Readable.from(body), createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+      } catch (err) {
+        if (err instanceof LifeboatError) throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (typeof code === 'string' && code.startsWith('E')) {
+          throw new ConfigError('/drill/scratchDir', `cannot write the snapshot to ${file}: ${code}`, { hint: 'point drill.scratchDir at a writable file system with room for twice the database' });
+        }
+        throw err;
+      }
+    });
+  } catch (err) {
+    if (err instanceof IntegrityError || err instanceof CancelledError || err instanceof ConfigError) throw err;
+    if (signal?.aborted) throw new CancelledError(`the drill of backup ${stored.backupId} was cancelled`, { cause: err });
+    let actual: { size: number; sha256: string };
+    try {
+      actual = await ciphertextDigest(deps.store, stored.archive.key);
+    } catch {
+      throw err;
+    }
+    try {
+      checkCiphertext(stored, actual);
+    } catch (mismatch) {
+      if (mismatch instanceof IntegrityError) {
+        throw new IntegrityError(mismatch.message, { cause: err, hint: 'this backup cannot be restored; take a new one, and find out what changed the stored object' });
+      }
+      throw mismatch;
+    }
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+async function restore(
+  exec: Executor,
+  etcdutl: string,
+  where: { snapshotFile: string; dataDir: string; peerUrl: string; backupId: string },
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const args = [
+    'snapshot', 'restore', where.snapshotFile,
+    '--name', DRILL_MEMBER,
+    '--initial-cluster', `${DRILL_MEMBER}=${where.peerUrl}`,
+    '--initial-cluster-token', `lifeboat-drill-${randomBytes(6).toString('hex')}`,
+    '--initial-advertise-peer-urls', where.peerUrl,
+    '--data-dir', where.dataDir,
+  ];
+  try {
+    await exec.run(etcdutl, args, { timeoutMs: 3_600_000, ...(signal ? { signal } : {}) });
+  } catch (err) {
+    if (err instanceof ToolError && err.hint === undefined) {
+      throw new ToolError(`${err.message} (restoring backup ${where.backupId}, whose hashes all matched)`, {
+        cause: err,
+        hint: 'check that tools.etcdutl is etcdutl 3.5 or later and that drill.scratchDir has room',
+      });
+    }
+    throw err;
+  }
+}
+
+const DRILL_MEMBER = 'drill';
+
+function etcdArgs(dataDir: string, clientUrl: string, peerUrl: string): string[] {
+  return [
+    `--name=${DRILL_MEMBER}`,
+    `--data-dir=${dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${DRILL_MEMBER}=${peerUrl}`,
+    // No --listen-metrics-urls: no listener beyond these two.
+    '--logger=zap',
+    '--log-outputs=stderr',
+  ];
+}
+
+interface WaitArgs {
+  child: RunningProcess;
+  connect: (endpoint: string) => DrillProbe;
+  clientPort: number;
+  clientUrl: string;
+  logFile: string;
+  etcd: string;
+  timeoutSeconds: number;
+  checkAbort: () => void;
+}
+
+/**
+ * Waits for the port to accept connections (a gRPC client that fails to connect backs off for
+ * seconds), then for Status to report a leader. An exit or the deadline is a ToolError that
+ * quotes etcd's own last error.
+ */
+async function waitHealthy(w: WaitArgs): Promise<DrillProbe> {
+  let exit: ProcessExit | undefined;
+  void w.child.exited.then((e) => (exit = e));
+  const deadline = Date.now() + w.timeoutSeconds * 1000;
+  let probe: DrillProbe | undefined;
+  try {
+    for (;;) {
+      w.checkAbort();
+      if (exit) {
+        throw new ToolError(`${w.etcd} exited (${exit.signal ?? `code ${exit.code}`}) before it served the restored data: ${await lastError(w.logFile)}`, {
+          hint: 'check that tools.etcd is etcd 3.4 or later and can run on this host',
+        });
+      }
+      if (Date.now() > deadline) {
+        throw new ToolError(`${w.etcd} did not become healthy within ${w.timeoutSeconds} s: ${await lastError(w.logFile)}`, {
+          hint: 'a big database takes longer: raise drill.startTimeoutSeconds',
+        });
+      }
+      if (await acceptsConnections('127.0.0.1', w.clientPort)) {
+        probe ??= w.connect(w.clientUrl);
+        try {
+          const status = await probe.status(new Date(Math.min(deadline, Date.now() + 2000)));
+          if (status.hasLeader) return probe;
+        } catch {
+          // not serving yet
+          probe.close();
+          probe = undefined;
+        }
+      }
+      await sleep(100);
+    }
+  } catch (err) {
+    probe?.close();
+    throw err;
+  }
+}
+
+async function check(probe: DrillProbe, stored: StoredManifest): Promise<{ revision: string; keyCount: number; registryKeyCount: number }> {
+  const expected = expectedOf(stored);
+  const deadline = () => new Date(Date.now() + CALL_TIMEOUT_MS);
+  let status: { revision: string };
+  let counts: { keyCount: number; registryKeyCount: number };
+  try {
+    status = await probe.status(deadline());
+  } catch (err) {
+    throw new ToolError(`the throwaway etcd did not answer Status: ${firstLine(err)}`, { cause: err });
+  }
+  if (BigInt(status.revision) < BigInt(expected.revision)) {
+    throw new IntegrityError(`the restored etcd is at revision ${status.revision}, older than the manifest's ${expected.revision}`);
+  }
+  try {
+    counts = await probe.counts(expected.revision, deadline());
+  } catch (err) {
+    throw new ToolError(`the throwaway etcd could not count its keys at revision ${expected.revision}: ${firstLine(err)}`, { cause: err });
+  }
+  const at = `at revision ${expected.revision}`;
+  if (expected.keyCount !== undefined && counts.keyCount !== expected.keyCount) {
+    throw new IntegrityError(`the restored etcd holds ${counts.keyCount} keys ${at}, but the manifest says ${expected.keyCount}`);
+  }
+  if (expected.registryKeyCount !== undefined && counts.registryKeyCount !== expected.registryKeyCount) {
+    throw new IntegrityError(`the restored etcd holds ${counts.registryKeyCount} keys under ${REGISTRY} ${at}, but the manifest says ${expected.registryKeyCount}`);
+  }
+  if (counts.keyCount === 0) throw new IntegrityError(`the restored etcd holds no keys ${at}`);
+  if (counts.registryKeyCount === 0) {
+    throw new IntegrityError(`the restored etcd holds no keys under ${REGISTRY} ${at}: this backup holds no Kubernetes objects`, {
+      hint: 'check that etcd.endpoints name the cluster\'s own etcd',
+    });
+  }
+  return { revision: status.revision, ...counts };
+}
+
+/** etcd's last error from its zap JSON log, else its last line. */
+async function lastError(logFile: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(logFile, 'utf8');
+  } catch {
+    return 'no log';
+  }
+  const lines = text.trim().split('\n').filter(Boolean);
+  for (const line of lines.slice(-20).reverse()) {
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string; error?: string };
+      if (entry.level === 'fatal' || entry.level === 'panic' || entry.level === 'error') {
+        return cap(entry.error ? `${entry.msg ?? ''}: ${entry.error}` : (entry.msg ?? line));
+      }
+    } catch {
+      // not JSON: etcd failed before its logger was set up
+    }
+  }
+  return cap(lines.at(-1) ?? 'no output');
+}
+
+function cap(s: string): string {
+  return s.length > 300 ? `${s.slice(0, 300)}…` : s;
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+}
+
+function errnoOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? String(err);
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms) / 1000;
+}
+
+function mib(bytes: number): number {
+  return Math.ceil(bytes / (1 << 20));
+}

@@ -1,0 +1,19 @@
+import { Etcd3 } from 'etcd3';
+import { countKeys } from '../etcd/etcd3-source.ts';
+import type { DrillProbe } from './drill.ts';
+
+/**
+ * The drill's view of its throwaway etcd, through etcd3: plain HTTP on loopback, one host. The
+ * counts are count-only ranges (no key or value crosses the wire).
+ */
+export function etcd3Probe(endpoint: string): DrillProbe {
+  const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+  return {
+    async status(deadline) {
+      const status = await client.maintenance.status({ deadline });
+      return { revision: status.header.revision, hasLeader: status.leader !== '0' };
+    },
+    counts: (revision, deadline) => countKeys(client, revision, { deadline }),
+    close: () => client.close(),
+  };
+}
