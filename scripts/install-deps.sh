@@ -6,7 +6,8 @@
 #     ceph-mon, ceph-osd, radosgw and ceph-common (a real Ceph RGW for the S3 tests),
 #     prometheus (promtool and a real Prometheus for the alert and scrape tests), s3cmd (the
 #     shell pipeline the S3 benchmark compares against),
-#     zstd and tar (the manual-restore recipe).
+#     zstd and tar (the manual-restore recipe), libcap2-bin (the Dockerfile test checks its setcap),
+#     and kubernetes-client when no kubectl is installed (the deploy/ tests render with it).
 #   - etcd 3.5 with etcdutl from Debian trixie, unpacked into .cache/etcd-3.5/ without touching
 #     the system's apt configuration (the binaries only link libc, so they run on bookworm).
 #   - npm packages (npm ci), which include Node 24 as a dev dependency.
@@ -15,9 +16,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 need_apt=()
-for pkg in age etcd-server etcd-client zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd; do
+for pkg in age etcd-server etcd-client zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd libcap2-bin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# kubectl renders deploy/ in the tests; any recent one will do (Debian's kubernetes-client if none).
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   apt-get update -qq

@@ -1,0 +1,958 @@
+/**
+ * The shipping artefacts: deploy/ (Kustomize base, overlays, Secret templates) and the Dockerfile.
+ *
+ * - Every kustomization renders with the real `kubectl kustomize`.
+ * - Every rendered object passes the Kubernetes OpenAPI schemas (kubernetes-models and
+ *   @kubernetes-models/prometheus-operator: types, formats, required fields), and has no field
+ *   the schema does not know (the same models' TypeScript types, checked by the compiler).
+ * - The security-critical fields, the probes and resources, the mounts each config path needs.
+ * - The Dockerfile lints clean; what it copies exists and builds; its runtime user is not root.
+ * - The kernel behaviour the backup DaemonSet's securityContext relies on: uid 65532 reads the
+ *   root-only kit and etcd key only through node's file capability, and only without
+ *   no_new_privs (allowPrivilegeEscalation: false would set it).
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmod, chown, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import ts from 'typescript';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { Value } from '@sinclair/typebox/value';
+import { validate as validateDockerfile } from 'dockerfile-utils';
+import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { Secret } from 'kubernetes-models/v1/Secret';
+import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
+import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import type { IVolume } from 'kubernetes-models/v1/Volume';
+import { ConfigSchema } from '../../src/config/schema.ts';
+import { applyEnvOverrides } from '../../src/config/load.ts';
+import { generateIdentity } from '../../src/crypto/age.ts';
+import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
+import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
+
+const run = promisify(execFile);
+const DEPLOY = path.join(REPO, 'deploy');
+const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
+  version: string;
+  scripts: Record<string, string>;
+  license: string;
+  bin: Record<string, string>;
+  dependencies: Record<string, string>;
+};
+
+/** Measured (README.md, shared notes): a backup peaks at about 150 MiB RSS, an S3 backup at 200 MiB. */
+const MEASURED_BACKUP_PEAK_MIB = 150;
+const S3_BOUND_MIB = 200;
+/** The non-root user of the image and the backup DaemonSet. */
+const UID = 65532;
+/** node with cap_dac_read_search=ep (Dockerfile); the backup DaemonSet starts the daemon with it. */
+const CAPPED_NODE = '/usr/local/libexec/lifeboat/node';
+const IMAGE = 'ghcr.io/lifeboat-backup/lifeboat';
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
+
+interface Rendered {
+  dir: string;
+  objects: K8sObject[];
+}
+
+/** Every directory under deploy/ with a kustomization.yaml: the install, the base, each overlay, the Secret templates. */
+function kustomizations(): string[] {
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    if (existsSync(path.join(dir, 'kustomization.yaml'))) found.push(path.relative(REPO, dir));
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(dir, e.name));
+  };
+  walk(DEPLOY);
+  return found.sort();
+}
+
+async function render(dir: string): Promise<Rendered> {
+  let stdout: string;
+  try {
+    ({ stdout } = await run('kubectl', ['kustomize', path.join(REPO, dir)], { maxBuffer: 32 << 20 }));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: install one (any kubectl since 1.14 has kustomize built in)', { cause: err });
+    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
+  }
+  const objects = parseAllDocuments(stdout).map((d) => {
+    if (d.errors.length > 0) throw new Error(`${dir}: ${d.errors[0]!.message}`);
+    return d.toJS() as K8sObject;
+  }).filter((o) => o !== null);
+  return { dir, objects };
+}
+
+const byKind = (r: Rendered, kind: string) => r.objects.filter((o) => o.kind === kind);
+function one(r: Rendered, kind: string, name?: string): K8sObject {
+  const found = byKind(r, kind).filter((o) => name === undefined || o.metadata.name === name);
+  assert.equal(found.length, 1, `${r.dir}: expected one ${kind}${name ? ` ${name}` : ''}, found ${found.length}`);
+  return found[0]!;
+}
+const daemonSet = (r: Rendered) => one(r, 'DaemonSet', 'lifeboat') as unknown as Required<IDaemonSet> & K8sObject;
+const podSpec = (r: Rendered) => daemonSet(r).spec!.template.spec!;
+const mainContainer = (r: Rendered): IContainer => podSpec(r).containers.find((c) => c.name === 'lifeboat')!;
+
+const rendered = new Map<string, Rendered>();
+const r = (dir: string) => {
+  const got = rendered.get(dir);
+  assert.ok(got, `${dir} was not rendered`);
+  return got;
+};
+const OVERLAYS = ['deploy/overlays/restore', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw'];
+/** Everything that runs the daemon: the install, the base and each overlay. */
+const WORKLOADS = ['deploy', 'deploy/base', ...OVERLAYS];
+
+before(async () => {
+  for (const rd of await Promise.all(kustomizations().map(render))) rendered.set(rd.dir, rd);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Schema validation
+
+/** The kinds deploy/ may contain, each with its OpenAPI model and the TypeScript type of it. */
+const MODELS: Record<string, { validate: (o: K8sObject) => void; module: string; type: string }> = {
+  'v1/Namespace': { validate: (o) => new Namespace(o as never).validate(), module: 'kubernetes-models/v1/Namespace', type: 'INamespace' },
+  'v1/ServiceAccount': { validate: (o) => new ServiceAccount(o as never).validate(), module: 'kubernetes-models/v1/ServiceAccount', type: 'IServiceAccount' },
+  'v1/ConfigMap': { validate: (o) => new ConfigMap(o as never).validate(), module: 'kubernetes-models/v1/ConfigMap', type: 'IConfigMap' },
+  'v1/Secret': { validate: (o) => new Secret(o as never).validate(), module: 'kubernetes-models/v1/Secret', type: 'ISecret' },
+  'v1/Service': { validate: (o) => new Service(o as never).validate(), module: 'kubernetes-models/v1/Service', type: 'IService' },
+  'apps/v1/DaemonSet': { validate: (o) => new DaemonSet(o as never).validate(), module: 'kubernetes-models/apps/v1/DaemonSet', type: 'IDaemonSet' },
+  'networking.k8s.io/v1/NetworkPolicy': { validate: (o) => new NetworkPolicy(o as never).validate(), module: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy', type: 'INetworkPolicy' },
+  'rbac.authorization.k8s.io/v1/ClusterRole': { validate: (o) => new ClusterRole(o as never).validate(), module: 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole', type: 'IClusterRole' },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { validate: (o) => new ClusterRoleBinding(o as never).validate(), module: 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding', type: 'IClusterRoleBinding' },
+  'monitoring.coreos.com/v1/PrometheusRule': { validate: (o) => new PrometheusRule(o as never).validate(), module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule', type: 'IPrometheusRule' },
+  'monitoring.coreos.com/v1/ServiceMonitor': { validate: (o) => new ServiceMonitor(o as never).validate(), module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', type: 'IServiceMonitor' },
+};
+
+/**
+ * Rook publishes no schema package. The fields of its CephObjectStoreUser CRD that this overlay
+ * may use, and the one it must set; anything else is a typo.
+ */
+function checkCephObjectStoreUser(o: K8sObject): void {
+  assert.equal(o.apiVersion, 'ceph.rook.io/v1');
+  assert.deepEqual(Object.keys(o).sort(), ['apiVersion', 'kind', 'metadata', 'spec']);
+  const spec = o.spec as Record<string, unknown>;
+  const known = ['store', 'displayName', 'clusterNamespace', 'quotas', 'capabilities', 'keys'];
+  for (const k of Object.keys(spec)) assert.ok(known.includes(k), `CephObjectStoreUser spec.${k} is not a field of the CRD`);
+  assert.equal(typeof spec.store, 'string', 'spec.store (the CephObjectStore) is required');
+}
+
+/**
+ * Unknown fields: the OpenAPI models do not reject them, so every object is also checked by the
+ * TypeScript compiler against the same models' interfaces, as an object literal (excess property
+ * checks reach every nested object and array element).
+ */
+function unknownFieldErrors(objects: { label: string; object: K8sObject }[]): string[] {
+  const file = path.join(REPO, 'test/integration/deploy-objects.generated.ts');
+  const aliases = new Map<string, string>();
+  const header: string[] = [];
+  const body: string[] = [];
+  const ranges: { start: number; label: string }[] = [];
+  for (const { label, object } of objects) {
+    const model = MODELS[`${object.apiVersion}/${object.kind}`];
+    if (!model) continue;
+    let alias = aliases.get(model.module);
+    if (alias === undefined) {
+      alias = `T${aliases.size}`;
+      aliases.set(model.module, alias);
+      header.push(`import type { ${model.type} as ${alias} } from '${model.module}';`);
+    }
+    ranges.push({ start: body.length, label });
+    body.push(...`export const o${ranges.length}: ${alias} = ${JSON.stringify(object, null, 1)};`.split('\n'));
+  }
+  const source = [...header, ...body].join('\n');
+  const options: ts.CompilerOptions = {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+  };
+  const host = ts.createCompilerHost(options);
+  const { fileExists, readFile: read, getSourceFile } = host;
+  host.fileExists = (f) => f === file || fileExists.call(host, f);
+  host.readFile = (f) => (f === file ? source : read.call(host, f));
+  host.getSourceFile = (f, lang, ...rest) => (f === file ? ts.createSourceFile(f, source, lang) : getSourceFile.call(host, f, lang, ...rest));
+  const program = ts.createProgram([file], options, host);
+  return ts.getPreEmitDiagnostics(program, program.getSourceFile(file)).map((d) => {
+    const line = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start).line - header.length : -1;
+    const owner = ranges.findLast((x) => x.start <= line)?.label ?? '(imports)';
+    return `${owner}: ${ts.flattenDiagnosticMessageText(d.messageText, '; ')}`;
+  });
+}
+
+describe('kustomize', () => {
+  test('the install, the base, every overlay and the Secret templates render', () => {
+    const dirs = kustomizations();
+    for (const expected of ['deploy', 'deploy/base', 'deploy/secrets', ...OVERLAYS]) assert.ok(dirs.includes(expected), `${expected}/kustomization.yaml`);
+    for (const dir of dirs) assert.ok(r(dir).objects.length > 0, `${dir} rendered nothing`);
+    // deploy/ is the base.
+    assert.deepEqual(r('deploy').objects, r('deploy/base').objects);
+  });
+
+  test('every rendered object passes the Kubernetes OpenAPI schema and has no unknown field', () => {
+    const all: { label: string; object: K8sObject }[] = [];
+    for (const [dir, { objects }] of rendered) {
+      for (const object of objects) {
+        const label = `${dir}: ${object.kind}/${object.metadata?.name}`;
+        if (object.kind === 'CephObjectStoreUser') {
+          checkCephObjectStoreUser(object);
+          continue;
+        }
+        const model = MODELS[`${object.apiVersion}/${object.kind}`];
+        assert.ok(model, `${label}: no schema for ${object.apiVersion} ${object.kind}; add its model to MODELS`);
+        assert.doesNotThrow(() => model.validate(object), (err: Error) => assert.fail(`${label}: ${err.message}`));
+        all.push({ label, object });
+      }
+    }
+    assert.deepEqual(unknownFieldErrors(all), []);
+  });
+
+  test('the schema checks catch a misspelt field, a wrong type and a bad quantity', () => {
+    const ds = structuredClone(daemonSet(r('deploy')));
+    const c = ds.spec!.template.spec!.containers[0] as unknown as Record<string, unknown>;
+    c.volumeMount = c.volumeMounts;
+    const errors = unknownFieldErrors([{ label: 'mutant', object: ds }]);
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0]!, /mutant: .*'"?volumeMount"?' does not exist in type 'IContainer'/);
+    const typed = structuredClone(daemonSet(r('deploy')));
+    (typed.spec!.template.spec as unknown as Record<string, unknown>).hostNetwork = 'yes';
+    assert.throws(() => MODELS['apps/v1/DaemonSet']!.validate(typed), /hostNetwork must be boolean/);
+    const quantity = structuredClone(daemonSet(r('deploy')));
+    quantity.spec!.template.spec!.containers[0]!.resources!.limits!.memory = '512 MiB';
+    assert.throws(() => MODELS['apps/v1/DaemonSet']!.validate(quantity), /quantity/);
+  });
+
+  test('every namespaced object is in the lifeboat namespace, with the same labels', () => {
+    const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+    for (const [dir, { objects }] of rendered) {
+      // deploy/prometheus only lets the base include the PrometheusRule; the base sets the namespace.
+      if (dir === 'deploy/prometheus') continue;
+      for (const o of objects) {
+        if (!clusterScoped.has(o.kind)) assert.equal(o.metadata.namespace, 'lifeboat', `${dir}: ${o.kind}/${o.metadata.name}`);
+        assert.equal(o.metadata.labels?.['app.kubernetes.io/name'], 'lifeboat', `${dir}: ${o.kind}/${o.metadata.name} labels`);
+      }
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Security-critical fields
+
+const caps = (c: { securityContext?: IContainer['securityContext'] }) => ({
+  add: [...(c.securityContext?.capabilities?.add ?? [])].sort(),
+  drop: [...(c.securityContext?.capabilities?.drop ?? [])],
+});
+const volume = (rd: Rendered, name: string): IVolume => {
+  const v = podSpec(rd).volumes?.find((x) => x.name === name);
+  assert.ok(v, `${rd.dir}: volume ${name}`);
+  return v;
+};
+/** mountPath → { volume, readOnly } of a container. */
+function mounts(rd: Rendered, c: IContainer) {
+  return (c.volumeMounts ?? []).map((m) => ({ path: m.mountPath, readOnly: m.readOnly === true, volume: volume(rd, m.name), subPath: m.subPath }));
+}
+/** The mount a container path lives on (the longest mountPath that contains it). */
+function mountOf(rd: Rendered, c: IContainer, file: string) {
+  return mounts(rd, c)
+    .filter((m) => file === m.path || file.startsWith(`${m.path}/`))
+    .sort((a, b) => b.path.length - a.path.length)[0];
+}
+
+describe('the backup DaemonSet', () => {
+  const NON_ROOT = ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw'];
+
+  test('runs on every control-plane node, on the host network, with the taints tolerated', () => {
+    for (const dir of WORKLOADS) {
+      const spec = podSpec(r(dir));
+      assert.deepEqual(spec.nodeSelector, { 'node-role.kubernetes.io/control-plane': '' }, dir);
+      for (const key of ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']) {
+        assert.ok(
+          spec.tolerations?.some((t) => t.key === key && t.operator === 'Exists' && t.effect === 'NoSchedule'),
+          `${dir}: tolerates ${key}:NoSchedule`,
+        );
+      }
+      assert.equal(spec.hostNetwork, true, `${dir}: hostNetwork, for etcd on 127.0.0.1:2379`);
+      assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet', dir);
+    }
+  });
+
+  test('its daemon is not root: uid 65532, no root filesystem writes, seccomp, one read-only capability', () => {
+    for (const dir of NON_ROOT) {
+      const rd = r(dir);
+      const pod = podSpec(rd);
+      assert.equal(pod.securityContext?.runAsNonRoot, true, dir);
+      assert.equal(pod.securityContext?.runAsUser, UID, dir);
+      assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', dir);
+      assert.equal(pod.containers.length, 1, `${dir}: one container`);
+      const c = mainContainer(rd);
+      const sc = c.securityContext!;
+      assert.equal(sc.runAsNonRoot, true, dir);
+      assert.equal(sc.runAsUser, UID, dir);
+      assert.notEqual(sc.runAsUser, 0, dir);
+      assert.equal(sc.runAsGroup, UID, dir);
+      assert.equal(sc.privileged, false, dir);
+      assert.equal(sc.readOnlyRootFilesystem, true, dir);
+      assert.equal(sc.seccompProfile?.type, 'RuntimeDefault', dir);
+      assert.deepEqual(caps(c), { add: ['DAC_READ_SEARCH'], drop: ['ALL'] }, dir);
+      // Escalation is allowed only because the kernel needs it to grant node's file capability,
+      // and only for the binary that has it (the test at the end shows both).
+      assert.equal(c.command?.[0], CAPPED_NODE, dir);
+      assert.equal(sc.allowPrivilegeEscalation, true, dir);
+    }
+  });
+
+  test('the init container is root for chown only: three capabilities, no escalation, only /var/lib/lifeboat', () => {
+    for (const dir of WORKLOADS) {
+      const rd = r(dir);
+      const inits = podSpec(rd).initContainers ?? [];
+      assert.deepEqual(inits.map((c) => c.name), ['state-dir'], dir);
+      const init = inits[0]!;
+      assert.equal(init.securityContext?.runAsUser, 0, dir);
+      assert.equal(init.securityContext?.allowPrivilegeEscalation, false, dir);
+      assert.equal(init.securityContext?.privileged, false, dir);
+      assert.equal(init.securityContext?.readOnlyRootFilesystem, true, dir);
+      assert.deepEqual(caps(init), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] }, dir);
+      const m = mounts(rd, init);
+      assert.deepEqual(m.map((x) => [x.path, x.volume.hostPath?.path]), [['/var/lib/lifeboat', '/var/lib/lifeboat']], dir);
+      assert.match(init.command!.join(' '), new RegExp(`chown -R ${UID}:${UID} /var/lib/lifeboat`), dir);
+    }
+  });
+
+  test('mounts the kit and the etcd client certificates read-only; writes only its own directory and /tmp', () => {
+    for (const dir of NON_ROOT) {
+      const rd = r(dir);
+      const m = mounts(rd, mainContainer(rd));
+      const kit = m.find((x) => x.path === '/etc/kubernetes')!;
+      assert.deepEqual(kit.volume.hostPath, { path: '/etc/kubernetes', type: 'Directory' }, dir);
+      assert.equal(kit.readOnly, true, `${dir}: /etc/kubernetes is read-only`);
+      // The etcd client certificate and key of the config live on it.
+      for (const f of ['/etc/kubernetes/pki/etcd/ca.crt', '/etc/kubernetes/pki/etcd/healthcheck-client.key']) {
+        assert.equal(mountOf(rd, mainContainer(rd), f)?.path, '/etc/kubernetes', `${dir}: ${f}`);
+      }
+      const writable = m.filter((x) => !x.readOnly).map((x) => x.path).sort();
+      const expected = dir === 'deploy/overlays/drill' ? ['/tmp', '/var/lib/lifeboat', '/var/lib/lifeboat-drill'] : ['/tmp', '/var/lib/lifeboat'];
+      assert.deepEqual(writable, expected, `${dir}: writable mounts`);
+      const hostPaths = (podSpec(rd).volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath!.path).sort();
+      assert.deepEqual(hostPaths, ['/etc/kubernetes', '/var/lib/lifeboat'], `${dir}: hostPath volumes`);
+      for (const x of m.filter((y) => y.volume.secret)) assert.equal(x.readOnly, true, `${dir}: Secret at ${x.path} read-only`);
+      for (const x of m.filter((y) => !y.readOnly)) {
+        if (x.volume.emptyDir) assert.ok(x.volume.emptyDir.sizeLimit, `${dir}: emptyDir ${x.path} has a sizeLimit`);
+      }
+      // Secret files: group 65532 (fsGroup), 0440.
+      assert.equal(podSpec(rd).securityContext?.fsGroup, UID, dir);
+      for (const v of (podSpec(rd).volumes ?? []).filter((y) => y.secret)) assert.equal(v.secret!.defaultMode, 0o440, `${dir}: ${v.name} mode`);
+    }
+  });
+
+  test('has no Kubernetes API access: no token, no RBAC', () => {
+    for (const dir of ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw']) {
+      const rd = r(dir);
+      assert.equal(podSpec(rd).automountServiceAccountToken, false, dir);
+      assert.equal(podSpec(rd).serviceAccountName, 'lifeboat', dir);
+      assert.equal(one(rd, 'ServiceAccount', 'lifeboat').automountServiceAccountToken, false, dir);
+      for (const kind of ['Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding']) assert.deepEqual(byKind(rd, kind), [], `${dir}: no ${kind}`);
+    }
+  });
+
+  test('probes /healthz and /readyz on the metrics port, which is metrics.listen', () => {
+    for (const dir of WORKLOADS) {
+      const c = mainContainer(r(dir));
+      const port = (name: string) => c.ports?.find((p) => p.name === name)?.containerPort;
+      assert.equal(port('metrics'), 9464, dir);
+      assert.equal(port('https'), 8443, dir);
+      assert.deepEqual(c.startupProbe?.httpGet, { path: '/healthz', port: 'metrics' }, dir);
+      assert.deepEqual(c.livenessProbe?.httpGet, { path: '/healthz', port: 'metrics' }, dir);
+      assert.deepEqual(c.readinessProbe?.httpGet, { path: '/readyz', port: 'metrics' }, dir);
+      const config = daemonConfig(r(dir));
+      assert.equal(config.metrics.listen.port, port('metrics'), `${dir}: metrics.listen.port`);
+      assert.equal(config.api.listen.port, port('https'), `${dir}: api.listen.port`);
+    }
+  });
+
+  test('requests the measured peak memory, and limits it', () => {
+    for (const dir of WORKLOADS) {
+      const res = mainContainer(r(dir)).resources!;
+      const request = mib(res.requests!.memory!);
+      const limit = mib(res.limits!.memory!);
+      assert.ok(request >= S3_BOUND_MIB, `${dir}: memory request ${request} MiB covers the ${S3_BOUND_MIB} MiB S3 peak`);
+      assert.ok(request <= 2 * S3_BOUND_MIB, `${dir}: memory request ${request} MiB is not far above the measured peak`);
+      assert.ok(limit >= 2 * MEASURED_BACKUP_PEAK_MIB && limit >= request, `${dir}: memory limit ${limit} MiB`);
+      if (dir === 'deploy/overlays/drill') assert.ok(limit >= 2048 + 512, `${dir}: room for the throwaway etcd`);
+      else assert.ok(limit <= 1024, `${dir}: the memory bound is a product claim; the limit holds it (${limit} MiB)`);
+      assert.ok(res.requests!.cpu, `${dir}: a CPU request`);
+      assert.ok(res.limits!.cpu, `${dir}: a CPU limit keeps a backup from taking every core from etcd`);
+    }
+  });
+
+  test('runs the image of this version, and serves the config of its ConfigMap', () => {
+    for (const dir of WORKLOADS) {
+      const spec = podSpec(r(dir));
+      for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) assert.equal(c.image, `${IMAGE}:${PKG.version}`, `${dir}: ${c.name}`);
+      const c = mainContainer(r(dir));
+      assert.deepEqual(c.args, ['serve', '--config', '/etc/lifeboat/config.yaml'], dir);
+      assert.deepEqual(c.command?.slice(1), ['--max-semi-space-size=1', '/app/dist/cli/main.js'], `${dir}: the bin's Node flags`);
+      assert.ok(c.env?.some((e) => e.name === 'LIFEBOAT_NODE' && e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName'), `${dir}: node name`);
+    }
+  });
+});
+
+function mib(q: string | number): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?$/.exec(String(q));
+  assert.ok(m, `quantity ${q}`);
+  const n = Number(m[1]);
+  const unit = { Ki: 1 / 1024, Mi: 1, Gi: 1024, k: 1000 / 2 ** 20, M: 1e6 / 2 ** 20, G: 1e9 / 2 ** 20 }[m[2] ?? ''] ?? 1 / 2 ** 20;
+  return n * unit;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config the pod runs with
+
+type DaemonConfigShape = {
+  metrics: { listen: { port: number } };
+  api: { listen: { port: number }; tls: { certFile: string; keyFile: string; clientCaFile?: string }; tokensFile?: string };
+  encryption: { recipientsFile?: string; identityFile?: string };
+  store: { fs?: { dir: string }; s3?: { accessKeyIdFile?: string; secretAccessKeyFile?: string; endpoint?: string } };
+  daemon: { stateDir: string; schedules: { drill: string } };
+  drill: { scratchDir?: string };
+  etcd: { tls: { caFile: string; certFile: string; keyFile: string } };
+};
+
+/** The pod's config: its ConfigMap's config.yaml, the container's LIFEBOAT_* env applied, defaults filled, validated. */
+function daemonConfig(rd: Rendered): DaemonConfigShape {
+  const configVolume = volume(rd, 'config');
+  const cm = one(rd, 'ConfigMap', configVolume.configMap!.name) as unknown as { data: Record<string, string> };
+  const doc = parse(cm.data['config.yaml']!) as Record<string, unknown>;
+  const env: Record<string, string> = {};
+  for (const e of mainContainer(rd).env ?? []) {
+    // Values the kubelet fills in at run time get a stand-in of the right shape.
+    env[e.name] = e.value ?? (e.valueFrom?.secretKeyRef?.key === 'Endpoint' ? 'http://rook-ceph-rgw-my-store.rook-ceph.svc' : 'cp-1');
+  }
+  applyEnvOverrides(doc, env);
+  const input = Value.Default(ConfigSchema, structuredClone(doc));
+  const first = Value.Errors(ConfigSchema, input).First();
+  assert.equal(first, undefined, `${rd.dir}: config ${first?.path}: ${first?.message}`);
+  return input as DaemonConfigShape;
+}
+
+/** The Secret templates by name. */
+function templates(): Map<string, K8sObject & { stringData?: Record<string, string>; data?: Record<string, string>; type?: string }> {
+  return new Map(byKind(r('deploy/secrets'), 'Secret').map((s) => [s.metadata.name, s]));
+}
+
+describe('config and mounts', () => {
+  test('every file the config names is mounted: a Secret key, or a host path', () => {
+    for (const dir of WORKLOADS) {
+      const rd = r(dir);
+      const config = daemonConfig(rd);
+      const c = mainContainer(rd);
+      const files: [string, string | undefined][] = [
+        ['encryption.recipientsFile', config.encryption.recipientsFile],
+        ['encryption.identityFile', config.encryption.identityFile],
+        ['api.tls.certFile', config.api.tls.certFile],
+        ['api.tls.keyFile', config.api.tls.keyFile],
+        ['api.tls.clientCaFile', config.api.tls.clientCaFile],
+        ['api.tokensFile', config.api.tokensFile],
+        ['store.s3.accessKeyIdFile', config.store.s3?.accessKeyIdFile],
+        ['store.s3.secretAccessKeyFile', config.store.s3?.secretAccessKeyFile],
+        ['etcd.tls.caFile', config.etcd.tls.caFile],
+        ['etcd.tls.certFile', config.etcd.tls.certFile],
+        ['etcd.tls.keyFile', config.etcd.tls.keyFile],
+      ];
+      assert.ok(config.encryption.recipientsFile && config.api.tokensFile, `${dir}: recipients and tokens are configured`);
+      for (const [field, file] of files) {
+        if (file === undefined) continue;
+        const m = mountOf(rd, c, file);
+        assert.ok(m, `${dir}: ${field} ${file} is on no mount`);
+        assert.equal(m.readOnly, true, `${dir}: ${field} is on a read-only mount`);
+        if (m.volume.hostPath) {
+          assert.equal(m.volume.hostPath.path, '/etc/kubernetes', `${dir}: ${field}`);
+          continue;
+        }
+        const secret = m.volume.secret;
+        assert.ok(secret, `${dir}: ${field} comes from a Secret`);
+        assert.notEqual(secret.optional, true, `${dir}: ${field} is configured, so its Secret is not optional`);
+        const rel = path.posix.relative(m.path, file);
+        const key = secret.items ? secret.items.find((i) => i.path === rel)?.key : rel;
+        assert.ok(key, `${dir}: ${field}: no item of ${secret.secretName} becomes ${rel}`);
+        if (secret.secretName!.startsWith('rook-ceph-object-user-')) {
+          assert.ok(['AccessKey', 'SecretKey'].includes(key), `${dir}: ${field} from Rook's key ${key}`);
+        } else {
+          const t = templates().get(secret.secretName!);
+          assert.ok(t, `${dir}: ${field}: deploy/secrets/ has no template of ${secret.secretName}`);
+          assert.ok(Object.keys({ ...t.data, ...t.stringData }).includes(key), `${dir}: ${field}: the template of ${secret.secretName} has no key ${key}`);
+        }
+      }
+    }
+  });
+
+  test('state and the directory store are on the host, so they outlive the pod', () => {
+    for (const dir of WORKLOADS) {
+      const rd = r(dir);
+      const config = daemonConfig(rd);
+      for (const [field, p] of [['daemon.stateDir', config.daemon.stateDir], ['store.fs.dir', config.store.fs?.dir]] as const) {
+        if (p === undefined) continue;
+        const m = mountOf(rd, mainContainer(rd), p);
+        assert.equal(m?.volume.hostPath?.path, '/var/lib/lifeboat', `${dir}: ${field} ${p} on the host`);
+        assert.equal(m?.readOnly, false, `${dir}: ${field} writable`);
+      }
+    }
+  });
+
+  test('every Secret the pod mounts has a template, and the templates hold no key', () => {
+    const t = templates();
+    for (const dir of WORKLOADS) {
+      for (const v of (podSpec(r(dir)).volumes ?? []).filter((x) => x.secret)) {
+        if (v.secret!.secretName!.startsWith('rook-ceph-object-user-')) continue;
+        assert.ok(t.has(v.secret!.secretName!), `${dir}: template for ${v.secret!.secretName}`);
+      }
+    }
+    for (const [name, s] of t) {
+      const values = Object.values({ ...s.stringData });
+      assert.ok(values.length > 0 && s.data === undefined, `${name}: stringData placeholders only`);
+      for (const v of values) {
+        assert.doesNotMatch(v, /^age1[0-9a-z]{20,}|AGE-SECRET-KEY-1|BEGIN [A-Z ]*PRIVATE KEY-----\n[A-Za-z0-9+/]{20}|sha256:[0-9a-f]{64}/m, `${name} holds a real-looking key`);
+      }
+    }
+    assert.equal(t.get('lifeboat-api-tls')?.type, 'kubernetes.io/tls');
+  });
+
+  test('the Ceph RGW config is the base config with store.s3 for store.fs, and Rook\'s Secret by its name rule', () => {
+    const base = parse(readFileSync(path.join(DEPLOY, 'base/config.yaml'), 'utf8')) as Record<string, unknown>;
+    const ceph = parse(readFileSync(path.join(DEPLOY, 'overlays/ceph-rgw/config.yaml'), 'utf8')) as Record<string, unknown>;
+    assert.ok((base.store as Record<string, unknown>).fs && (ceph.store as Record<string, unknown>).s3);
+    delete base.store;
+    delete ceph.store;
+    assert.deepEqual(ceph, base);
+    const rd = r('deploy/overlays/ceph-rgw');
+    const user = one(rd, 'CephObjectStoreUser');
+    const rookSecret = `rook-ceph-object-user-${(user.spec as { store: string }).store}-${user.metadata.name}`;
+    assert.equal(volume(rd, 's3-credentials').secret?.secretName, rookSecret);
+    const endpoint = mainContainer(rd).env?.find((e) => e.name === 'LIFEBOAT_STORE__S3__ENDPOINT');
+    assert.deepEqual(endpoint?.valueFrom?.secretKeyRef, { name: rookSecret, key: 'Endpoint' });
+    const config = daemonConfig(rd);
+    assert.equal(config.store.fs, undefined);
+    assert.ok(config.store.s3?.endpoint);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Overlays
+
+describe('the restore overlay', () => {
+  test('is root with three capabilities, no escalation, and plain node', () => {
+    const rd = r('deploy/overlays/restore');
+    const c = mainContainer(rd);
+    const sc = c.securityContext!;
+    assert.equal(sc.runAsUser, 0);
+    assert.equal(sc.runAsNonRoot, false);
+    assert.equal(podSpec(rd).securityContext?.runAsNonRoot, false);
+    assert.equal(sc.allowPrivilegeEscalation, false);
+    assert.equal(sc.privileged, false);
+    assert.equal(sc.readOnlyRootFilesystem, true);
+    assert.equal(sc.seccompProfile?.type, 'RuntimeDefault');
+    assert.deepEqual(caps(c), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] });
+    // The capped binary would not even start without DAC_READ_SEARCH in the bounding set.
+    assert.equal(c.command?.[0], 'node');
+  });
+
+  test('mounts etcd\'s data dir and the static pod manifests read-write, the identity read-only', () => {
+    const rd = r('deploy/overlays/restore');
+    const m = mounts(rd, mainContainer(rd));
+    const writable = m.filter((x) => !x.readOnly).map((x) => [x.path, x.volume.hostPath?.path ?? 'emptyDir']).sort();
+    assert.deepEqual(writable, [
+      ['/etc/kubernetes/manifests', '/etc/kubernetes/manifests'],
+      ['/tmp', 'emptyDir'],
+      ['/var/lib/etcd', '/var/lib/etcd'],
+      ['/var/lib/lifeboat', '/var/lib/lifeboat'],
+    ]);
+    assert.equal(m.find((x) => x.path === '/etc/kubernetes')?.readOnly, true, 'the rest of /etc/kubernetes stays read-only');
+    const identity = m.find((x) => x.path === '/etc/lifeboat/identity')!;
+    assert.equal(identity.readOnly, true);
+    assert.equal(identity.volume.secret?.secretName, 'lifeboat-identity');
+    assert.equal(daemonConfig(rd).encryption.identityFile, '/etc/lifeboat/identity/identity.txt');
+  });
+
+  test('grants exactly the Node reads and deletes of the stale-node cleanup, to the lifeboat ServiceAccount', () => {
+    const rd = r('deploy/overlays/restore');
+    const role = one(rd, 'ClusterRole') as unknown as { metadata: { name: string }; rules: unknown[] };
+    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'delete'] }]);
+    const binding = one(rd, 'ClusterRoleBinding') as unknown as { roleRef: { name: string }; subjects: unknown[] };
+    assert.equal(binding.roleRef.name, role.metadata.name);
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'lifeboat', namespace: 'lifeboat' }]);
+    assert.equal(podSpec(rd).automountServiceAccountToken, true);
+    assert.deepEqual(byKind(rd, 'Role'), []);
+  });
+});
+
+describe('the drill overlay', () => {
+  test('adds the identity read-only, a drill schedule and scratch space, and stays non-root', () => {
+    const rd = r('deploy/overlays/drill');
+    const config = daemonConfig(rd);
+    assert.notEqual(config.daemon.schedules.drill, 'off');
+    assert.equal(config.encryption.identityFile, '/etc/lifeboat/identity/identity.txt');
+    const scratch = mountOf(rd, mainContainer(rd), config.drill.scratchDir!);
+    assert.ok(scratch?.volume.emptyDir?.sizeLimit, 'drill.scratchDir on a bounded emptyDir');
+    assert.equal(mainContainer(rd).securityContext?.runAsUser, UID);
+  });
+});
+
+describe('monitoring objects', () => {
+  test('the PrometheusRule is deploy/prometheus/prometheusrule.yaml, referenced, not copied', () => {
+    const file = parse(readFileSync(path.join(DEPLOY, 'prometheus/prometheusrule.yaml'), 'utf8')) as K8sObject;
+    for (const dir of WORKLOADS) {
+      const rule = one(r(dir), 'PrometheusRule');
+      assert.equal(rule.metadata.name, file.metadata.name, dir);
+      assert.deepEqual(rule.spec, file.spec, dir);
+    }
+    const copies: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.ya?ml$/.test(e.name) && /^kind:\s*PrometheusRule\s*$/m.test(readFileSync(p, 'utf8'))) copies.push(path.relative(DEPLOY, p));
+      }
+    };
+    walk(DEPLOY);
+    assert.deepEqual(copies, ['prometheus/prometheusrule.yaml']);
+  });
+
+  test('the Service, ServiceMonitor and NetworkPolicy select the pods and name their ports', () => {
+    for (const dir of WORKLOADS) {
+      const rd = r(dir);
+      const podLabels = daemonSet(rd).spec!.template.metadata!.labels!;
+      const selects = (sel: Record<string, string> | undefined, labels: Record<string, string>) =>
+        !!sel && Object.keys(sel).length > 0 && Object.entries(sel).every(([k, v]) => labels[k] === v);
+      const svc = one(rd, 'Service', 'lifeboat') as unknown as { metadata: { labels: Record<string, string> }; spec: { selector: Record<string, string>; ports: { name: string; port: number; targetPort: string }[] } };
+      assert.ok(selects(svc.spec.selector, podLabels), `${dir}: Service selects the pods`);
+      const portNames = (mainContainer(rd).ports ?? []).map((p) => p.name);
+      for (const p of svc.spec.ports) assert.ok(portNames.includes(p.targetPort), `${dir}: Service port ${p.name}`);
+      const sm = one(rd, 'ServiceMonitor') as unknown as { spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string; honorLabels?: boolean }[] } };
+      assert.ok(selects(sm.spec.selector.matchLabels, svc.metadata.labels), `${dir}: ServiceMonitor selects the Service`);
+      assert.deepEqual(sm.spec.endpoints.map((e) => [e.port, e.path, e.honorLabels]), [['metrics', '/metrics', true]], dir);
+      assert.ok(svc.spec.ports.some((p) => p.name === 'metrics'), dir);
+      const np = one(rd, 'NetworkPolicy') as unknown as { spec: { podSelector: { matchLabels: Record<string, string> }; ingress: { ports: { port: number }[] }[] } };
+      assert.ok(selects(np.spec.podSelector.matchLabels, podLabels), `${dir}: NetworkPolicy selects the pods`);
+      const allowed = np.spec.ingress.flatMap((i) => i.ports.map((p) => p.port)).sort();
+      assert.deepEqual(allowed, [8443, 9464], dir);
+    }
+  });
+
+  test('deploy/README.md documents every Secret, overlay and added capability', () => {
+    const readme = readFileSync(path.join(DEPLOY, 'README.md'), 'utf8');
+    for (const name of templates().keys()) assert.ok(readme.includes(name), `README names ${name}`);
+    for (const o of OVERLAYS) assert.ok(readme.includes(o.replace(/^deploy\//, '')), `README covers ${o}`);
+    for (const dir of WORKLOADS) {
+      const spec = podSpec(r(dir));
+      for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
+        for (const cap of c.securityContext?.capabilities?.add ?? []) assert.ok(readme.includes(cap), `README explains ${cap}`);
+      }
+    }
+    assert.match(readme, /allowPrivilegeEscalation: true/);
+    assert.match(readme, /runAsUser: 0/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Dockerfile
+
+const DOCKERFILE = readFileSync(path.join(REPO, 'Dockerfile'), 'utf8');
+const dockerfile: Dockerfile = DockerfileParser.parse(DOCKERFILE);
+/** ARG defaults declared before the first FROM. */
+const globalArgs = new Map<string, string>();
+for (const a of dockerfile.getInitialARGs()) {
+  const p = a.getProperty();
+  if (p?.getValue()) globalArgs.set(p.getName(), p.getValue()!);
+}
+const expand = (s: string) => s.replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a: string | undefined, b: string | undefined) => globalArgs.get((a ?? b)!) ?? `\${${a ?? b}}`);
+const stages = dockerfile.getFROMs().map((f, i) => ({
+  index: i,
+  // registry/name and tag, with the ARG defaults filled in
+  image: expand(f.getImage() ?? '').replace(/:[^:/]+$/, ''),
+  tag: expand(f.getImage() ?? '').match(/:([^:/]+)$/)?.[1] ?? '',
+  name: f.getBuildStage(),
+  instructions: dockerfile.getInstructions().filter((ins) => {
+    const next = dockerfile.getFROMs()[i + 1];
+    return ins.getRange().start.line > f.getRange().start.line && (!next || ins.getRange().start.line < next.getRange().start.line);
+  }),
+}));
+const finalStage = stages.at(-1)!;
+const args = (ins: Instruction) => ins.getArguments().map((a) => a.getValue());
+const flagValue = (ins: Instruction, name: string) => (ins as unknown as { getFlags(): { getName(): string; getValue(): string | null }[] }).getFlags().find((f) => f.getName() === name)?.getValue() ?? undefined;
+/** The JSON (exec form) array of CMD, ENTRYPOINT or HEALTHCHECK CMD. */
+const execForm = (ins: Instruction) => {
+  const text = ins.getTextContent();
+  const json = text.slice(text.indexOf('['));
+  return JSON.parse(json.replace(/\\\n/g, '')) as string[];
+};
+
+describe('Dockerfile', () => {
+  test('lints clean (dockerfile-utils) and keeps the usual rules', () => {
+    const diagnostics = validateDockerfile(DOCKERFILE);
+    assert.deepEqual(diagnostics.map((d) => `line ${d.range.start.line + 1}: ${d.message}`), []);
+    for (const ins of dockerfile.getInstructions()) {
+      const kw = ins.getKeyword();
+      const line = ins.getRange().start.line + 1;
+      assert.equal(ins.getInstruction(), kw, `line ${line}: upper-case instructions`);
+      assert.notEqual(kw, 'ADD', `line ${line}: COPY, not ADD`);
+      assert.notEqual(kw, 'MAINTAINER', `line ${line}: a LABEL, not MAINTAINER`);
+      if (kw === 'RUN') {
+        const text = ins.getTextContent();
+        if (/apt-get install/.test(text)) {
+          assert.match(text, /apt-get install -y --no-install-recommends/, `line ${line}: apt-get install -y --no-install-recommends`);
+          assert.match(text, /apt-get update/, `line ${line}: apt-get update in the same RUN`);
+          assert.match(text, /rm -rf \/var\/lib\/apt\/lists\/\*/, `line ${line}: apt lists removed in the same RUN`);
+        }
+        assert.doesNotMatch(text, /\|/, `line ${line}: no pipes (their failures would pass)`);
+        assert.doesNotMatch(text, /\bsudo\b|curl|wget/, `line ${line}: no sudo, nothing fetched outside the package managers`);
+      }
+      if (kw === 'WORKDIR') assert.ok(path.posix.isAbsolute(args(ins)[0]!), `line ${line}: absolute WORKDIR`);
+    }
+    for (const kw of ['CMD', 'ENTRYPOINT', 'HEALTHCHECK', 'USER']) {
+      assert.equal(finalStage.instructions.filter((i) => i.getKeyword() === kw).length, 1, `one ${kw} in the runtime stage`);
+    }
+  });
+
+  test('pins every base image: Node 24 slim, etcd 3.5.10 or later', () => {
+    for (const s of stages) {
+      assert.ok(s.tag && s.tag !== 'latest' && !s.tag.includes('${'), `stage ${s.index}: ${s.image} has a pinned tag (${s.tag})`);
+    }
+    const node = stages.filter((s) => s.image === 'node');
+    assert.equal(node.length, 3, 'build, deps and runtime on the same Node image');
+    for (const s of node) assert.match(s.tag, /^24\.\d+\.\d+-bookworm-slim$/);
+    assert.equal(new Set(node.map((s) => s.tag)).size, 1);
+    assert.equal(finalStage.image, 'node');
+    const etcd = stages.find((s) => s.name === 'etcd')!;
+    assert.equal(etcd.image, 'gcr.io/etcd-development/etcd');
+    const [major, minor, patch] = etcd.tag.replace(/^v/, '').split('.').map(Number);
+    assert.ok(major === 3 && (minor! > 5 || (minor === 5 && patch! >= 10)), `etcd ${etcd.tag}: restores need --bump-revision and --mark-compacted (3.5.10+)`);
+  });
+
+  test('runs as uid 65532, labels by OCI conventions, checks /healthz, and starts the daemon', () => {
+    const user = finalStage.instructions.find((i) => i.getKeyword() === 'USER')!;
+    assert.equal(args(user)[0], `${UID}:${UID}`, 'the runtime user is not root');
+    const labels = new Map<string, string>();
+    for (const l of finalStage.instructions.filter((i) => i.getKeyword() === 'LABEL')) {
+      for (const p of (l as unknown as { getProperties(): { getName(): string; getValue(): string }[] }).getProperties()) labels.set(p.getName(), p.getValue());
+    }
+    for (const k of ['title', 'description', 'version', 'licenses', 'source', 'url', 'documentation', 'vendor', 'base.name']) {
+      assert.ok(labels.get(`org.opencontainers.image.${k}`), `label org.opencontainers.image.${k}`);
+    }
+    assert.equal(labels.get('org.opencontainers.image.version'), PKG.version);
+    assert.equal(labels.get('org.opencontainers.image.licenses'), PKG.license);
+    const health = execForm(finalStage.instructions.find((i) => i.getKeyword() === 'HEALTHCHECK')!);
+    assert.equal(health[0], 'node');
+    assert.match(health.join(' '), /http:\/\/127\.0\.0\.1:9464\/healthz/);
+    assert.deepEqual(execForm(finalStage.instructions.find((i) => i.getKeyword() === 'ENTRYPOINT')!), ['node', ...NODE_FLAGS, `/app/${PKG.bin.lifeboat}`]);
+    assert.deepEqual(execForm(finalStage.instructions.find((i) => i.getKeyword() === 'CMD')!), ['serve', '--config', '/etc/lifeboat/config.yaml']);
+    const exposed = finalStage.instructions.filter((i) => i.getKeyword() === 'EXPOSE').flatMap(args).sort();
+    assert.deepEqual(exposed, ['8443', '9464']);
+  });
+
+  test('gives exactly the DaemonSet\'s node binary the read-search capability, and leaves no setuid program', () => {
+    const run = finalStage.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent()).join('\n');
+    const setcaps = [...run.matchAll(/setcap (\S+) (\S+)/g)].map((m) => [m[1], m[2]]);
+    assert.deepEqual(setcaps, [['cap_dac_read_search=ep', CAPPED_NODE]]);
+    assert.match(run, new RegExp(`cp /usr/local/bin/node ${CAPPED_NODE}`), 'a copy: /usr/local/bin/node itself stays without capabilities');
+    assert.match(run, /find \/ -xdev -type f -perm \/6000 -exec chmod a-s \{\} \+/);
+    assert.match(run, /apt-get purge -y --auto-remove libcap2-bin/);
+  });
+
+  test('copies only what exists: sources in the context, and what the build stages make', async () => {
+    const copies = dockerfile.getInstructions().filter((i) => i.getKeyword() === 'COPY');
+    const ignore = dockerignore();
+    for (const c of copies.filter((i) => flagValue(i, 'from') === undefined)) {
+      const a = args(c);
+      for (const src of a.slice(0, -1)) {
+        const rel = src.replace(/\/$/, '');
+        assert.ok(existsSync(path.join(REPO, rel)), `COPY ${src}: not in the repository`);
+        assert.equal(ignore(rel), false, `COPY ${src}: excluded by .dockerignore`);
+      }
+    }
+    for (const p of ['node_modules', 'dist', '.cache', '.git', 'test', 'deploy', 'Dockerfile']) assert.equal(ignore(p), true, `.dockerignore keeps ${p} out of the context`);
+    // From the etcd image: the two tools, under the names tools.etcdutl and tools.etcd default to.
+    const fromEtcd = copies.filter((i) => flagValue(i, 'from') === 'etcd').flatMap((i) => args(i));
+    assert.deepEqual(fromEtcd, ['/usr/local/bin/etcdutl', '/usr/local/bin/etcd', '/usr/local/bin/']);
+    // The build stage compiles as `npm run build` does.
+    const buildRun = stages.find((s) => s.name === 'build')!.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent());
+    const script = PKG.scripts.build!;
+    assert.match(script, /^tsc /);
+    assert.ok(buildRun.some((t) => t.includes(`node node_modules/typescript/bin/${script}`)), `the build stage runs ${script}`);
+    const fromBuild = copies.filter((i) => flagValue(i, 'from') === 'build').map(args);
+    assert.deepEqual(fromBuild, [['/src/dist', '/app/dist']]);
+    const fromDeps = copies.filter((i) => flagValue(i, 'from') === 'deps').map(args);
+    assert.deepEqual(fromDeps, [['/src/node_modules', '/app/node_modules']]);
+    // The build stage's output, made the way the build stage makes it, laid out as in /app.
+    const app = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-image-'));
+    try {
+      await buildLikeTheImage(app);
+      const version = execFileSync(process.execPath, [...NODE_FLAGS, path.join(app, PKG.bin.lifeboat!), '--version'], { encoding: 'utf8' });
+      assert.equal(version.trim(), PKG.version);
+      // The runtime has the production dependencies only: every package the build imports is one.
+      const missing = [...(await bareImports(path.join(app, 'dist')))].filter((p) => !(p in PKG.dependencies));
+      assert.deepEqual(missing, [], 'imported by dist/ but not a production dependency');
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  });
+});
+
+/** `npm run build` (tsc -p tsconfig.build.json) into `<app>/dist`, with package.json and node_modules beside it. */
+async function buildLikeTheImage(app: string): Promise<void> {
+  const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
+  try {
+    await run(process.execPath, [tsc, '-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(app, 'dist')], { cwd: REPO });
+  } catch (err) {
+    throw new Error(`the image's build step fails: ${(err as { stdout?: string }).stdout ?? (err as Error).message}`, { cause: err });
+  }
+  await copyFile(path.join(REPO, 'package.json'), path.join(app, 'package.json'));
+  await symlink(path.join(REPO, 'node_modules'), path.join(app, 'node_modules'));
+}
+
+async function bareImports(dir: string): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile() || !e.name.endsWith('.js')) continue;
+    const text = await readFile(path.join(e.parentPath, e.name), 'utf8');
+    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g)) {
+      const spec = (m[1] ?? m[2])!;
+      if (spec.startsWith('.') || spec.startsWith('node:')) continue;
+      found.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
+    }
+  }
+  return found;
+}
+
+/**
+ * A .dockerignore of the forms this repository uses: `*`, `name`, `dir/` and `!name`, last match
+ * wins. Any other form fails the test rather than being misread.
+ */
+function dockerignore(): (rel: string) => boolean {
+  const rules = readFileSync(path.join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  for (const rule of rules) assert.match(rule, /^!?(\*|[\w.-]+(\/[\w.-]+)*\/?)$/, `.dockerignore rule "${rule}" is of a form this check does not read`);
+  return (rel) => {
+    let ignored = false;
+    for (const rule of rules) {
+      const negate = rule.startsWith('!');
+      const pattern = (negate ? rule.slice(1) : rule).replace(/\/$/, '');
+      const hit = pattern === '*' ? true : rel === pattern || rel.startsWith(`${pattern}/`);
+      if (hit) ignored = !negate;
+    }
+    return ignored;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel behaviour behind the backup DaemonSet's securityContext
+
+describe('non-root backups through the file capability', { skip: process.getuid?.() !== 0 ? 'needs root, to set a file capability and to switch users' : false }, () => {
+  let work: string;
+  let cluster: EtcdCluster | undefined;
+  let configFile: string;
+  let storeDir: string;
+  let cappedNode: string;
+
+  before(async () => {
+    work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-caps-'));
+    await chmod(work, 0o755);
+    const hostRoot = path.join(work, 'host');
+    const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'), { hosts: ['m1'] });
+    cluster = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
+    // As kubeadm leaves them: keys root-only.
+    assert.equal(statSync(tree.etcd.clientKey).mode & 0o777, 0o600);
+    assert.equal(statSync(path.join(tree.pki, 'ca.key')).mode & 0o777, 0o600);
+    // The store and state are the DaemonSet's hostPath, which the init container gives to uid 65532.
+    storeDir = path.join(work, 'store');
+    await mkdir(storeDir, { mode: 0o700 });
+    await chown(storeDir, UID, UID);
+    const { recipient } = await generateIdentity();
+    const doc = configDoc(cluster, hostRoot, storeDir, [recipient]);
+    configFile = path.join(work, 'config.yaml');
+    await writeFile(configFile, stringify(doc), { mode: 0o644 });
+    await mkdir(path.join(work, 'bin'));
+    cappedNode = path.join(work, 'bin/node');
+    await copyFile(process.execPath, cappedNode);
+    await chmod(cappedNode, 0o755);
+    execFileSync('setcap', ['cap_dac_read_search=ep', cappedNode]);
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  /**
+   * `lifeboat backup` as uid 65532 with DAC_READ_SEARCH as the only capability in the bounding
+   * set, as the DaemonSet runs it. The shell in between starts with an empty permitted set, as a
+   * container runtime starts a non-root process; it then execs `node`.
+   */
+  async function backupAsNonRoot(node: string, noNewPrivs: boolean) {
+    const argv = [
+      `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all,+dac_read_search',
+      ...(noNewPrivs ? ['--no-new-privs'] : []),
+      '/bin/sh', '-c', 'exec "$@"', 'sh', node, ...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), 'backup', '--config', configFile,
+    ];
+    try {
+      const { stdout, stderr } = await run('setpriv', argv, { env: { PATH: process.env.PATH, HOME: '/nonexistent' } });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  }
+
+  async function committed(): Promise<string[]> {
+    const out: string[] = [];
+    for (const e of await readdir(storeDir, { recursive: true, withFileTypes: true })) {
+      if (e.isFile() && e.name === 'manifest.json') out.push(path.join(e.parentPath, e.name));
+    }
+    return out;
+  }
+
+  test('plain node as uid 65532 cannot read the etcd client key: the backup fails and names the file', async () => {
+    const res = await backupAsNonRoot(process.execPath, false);
+    assert.notEqual(res.code, 0, res.stderr);
+    assert.match(res.stderr, /healthcheck-client\.key: EACCES/);
+    assert.deepEqual(await committed(), []);
+  });
+
+  test('with no_new_privs (allowPrivilegeEscalation: false) the kernel does not grant the capability', async () => {
+    const res = await backupAsNonRoot(cappedNode, true);
+    assert.notEqual(res.code, 0, res.stderr);
+    assert.match(res.stderr, /healthcheck-client\.key: EACCES/);
+    assert.deepEqual(await committed(), []);
+  });
+
+  test('the capped node as uid 65532 backs up the root-only kit and etcd, and its files are uid 65532\'s', async () => {
+    const res = await backupAsNonRoot(cappedNode, false);
+    assert.equal(res.code, 0, res.stderr);
+    const manifests = await committed();
+    assert.equal(manifests.length, 1);
+    const manifest = JSON.parse(await readFile(manifests[0]!, 'utf8')) as { kit: { files: { path: string; mode: number }[] } };
+    const caKey = manifest.kit.files.find((f) => f.path === '/etc/kubernetes/pki/ca.key');
+    assert.ok(caKey, 'the root-only CA key is in the kit');
+    assert.equal(caKey.mode, 0o600, 'with the mode it has on the host');
+    assert.equal(statSync(manifests[0]!).uid, UID);
+  });
+});
