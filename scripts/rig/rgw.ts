@@ -13,9 +13,17 @@ const run = promisify(execFile);
  * A real single-node Ceph RGW (S3) from Debian's Pacific packages, on 127.0.0.1: one mon, one
  * memstore OSD and radosgw (beast), with no auth, all state in one folder. The settings that
  * matter are in shared/notes/ceph-rgw.md. Starts in a few seconds.
+ *
+ * With `https: true` beast also serves HTTPS on a second port, with a certificate (SANs
+ * 127.0.0.1 and localhost) from a private CA made for this rig: `caFile` is that CA's
+ * certificate, the bundle a client needs to trust `httpsEndpoint`.
  */
 export interface Rgw {
   endpoint: string;
+  /** `https://127.0.0.1:PORT`, only with `https: true`. */
+  httpsEndpoint: string | undefined;
+  /** The private CA's certificate (PEM) that signed the HTTPS certificate, only with `https: true`. */
+  caFile: string | undefined;
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
@@ -34,10 +42,21 @@ process.once('exit', () => {
 
 const DAEMON_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
 
-export async function startRgw(options: { dir: string; memstoreBytes?: number; detached?: boolean }): Promise<Rgw> {
+export interface RgwOptions {
+  dir: string;
+  memstoreBytes?: number;
+  detached?: boolean;
+  /** Also serve HTTPS, with a certificate from a private CA made in `dir/tls`. */
+  https?: boolean;
+}
+
+export async function startRgw(options: RgwOptions): Promise<Rgw> {
   const dir = path.resolve(options.dir);
   for (const d of ['mon', 'osd', 'rgw', 'run', 'log', 'crash']) await mkdir(path.join(dir, d), { recursive: true });
-  const [monPort, rgwPort] = await freePorts(2);
+  const [monPort, rgwPort, httpsPort] = await freePorts(options.https ? 3 : 2);
+  const tls = options.https ? await makeServingCertificate(path.join(dir, 'tls')) : undefined;
+  const frontends = [`beast endpoint=127.0.0.1:${rgwPort}`];
+  if (tls) frontends.push(`ssl_endpoint=127.0.0.1:${httpsPort} ssl_certificate=${tls.certFile} ssl_private_key=${tls.keyFile}`);
   const monV1 = await freePortRange(1);
   const osdMin = await freePortRange(16);
   const conf = path.join(dir, 'ceph.conf');
@@ -80,7 +99,7 @@ osd data = ${dir}/osd/$cluster-$id
 osd max object name len = 256
 osd max object namespace len = 64
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
+rgw frontends = ${frontends.join(' ')}
 rgw data = ${dir}/rgw
 rgw gc obj min wait = 30
 rgw gc processor period = 30
@@ -120,9 +139,10 @@ admin socket =
   const secretAccessKey = randomBytes(24).toString('base64url');
   await run('radosgw-admin', [...c, 'user', 'create', '--uid=lifeboat', '--display-name=lifeboat', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`], { timeout: 60_000 });
   const endpoint = `http://127.0.0.1:${rgwPort}`;
+  const gatewayPorts = tls ? [rgwPort!, httpsPort!] : [rgwPort!];
   const waitGateway = async () => {
     const deadline = Date.now() + 60_000;
-    while (!(await listening(rgwPort!))) {
+    while (!(await Promise.all(gatewayPorts.map(listening))).every(Boolean)) {
       if (rgw.exitCode !== null) throw new Error(`radosgw exited ${rgw.exitCode}: see ${dir}/log`);
       if (Date.now() > deadline) throw new Error(`radosgw did not listen within 60 s: see ${dir}/log\n${tail(path.join(dir, 'log', 'client.rgw.a.log'))}`);
       await new Promise((r) => setTimeout(r, 50));
@@ -142,6 +162,8 @@ admin socket =
     });
   return {
     endpoint,
+    httpsEndpoint: tls ? `https://127.0.0.1:${httpsPort}` : undefined,
+    caFile: tls?.caFile,
     region: 'default',
     accessKeyId,
     secretAccessKey,
@@ -161,6 +183,39 @@ admin socket =
       await stopChild(mon);
     },
   };
+}
+
+/**
+ * A private CA and a serving certificate for 127.0.0.1 and localhost signed by it (P-256, ten
+ * years), with openssl. The CA's key stays in `dir`; nothing here is trusted by the system.
+ */
+async function makeServingCertificate(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = (name: string) => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await writeFile(
+    file('openssl.cnf'),
+    `[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+`,
+  );
+  const common = ['-config', file('openssl.cnf'), '-days', '3650'];
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.crt'), '-subj', '/CN=lifeboat-rig-rgw-ca', ...common, '-extensions', 'ca']);
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', file('rgw.key'), '-out', file('rgw.crt'), '-subj', '/CN=127.0.0.1', '-CA', file('ca.crt'), '-CAkey', file('ca.key'), ...common, '-extensions', 'server']);
+  return { caFile: file('ca.crt'), certFile: file('rgw.crt'), keyFile: file('rgw.key') };
 }
 
 function listening(port: number): Promise<boolean> {

@@ -44,7 +44,13 @@ export interface S3StoreOptions {
    * the write. The bucket must have been created with Object Lock enabled.
    */
   objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; days: number } | undefined;
+  /** A request whose socket moves no bytes for this long fails, and is retried (default 60 s). */
+  idleTimeoutMs?: number | undefined;
 }
+
+/** Per request: connecting, and (by default) a socket with no bytes moving either way. */
+const CONNECT_TIMEOUT_MS = 10_000;
+const IDLE_TIMEOUT_MS = 60_000;
 
 /**
  * S3 or Ceph RGW as a store. Puts stream through lib-storage's Upload (multipart above one
@@ -81,7 +87,13 @@ export class S3Store implements BackupStore {
       maxAttempts: options.maxAttempts,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      ...(options.caFile ? { requestHandler: { httpsAgent: new Agent({ ca: readFileSync(options.caFile), keepAlive: true }) } } : {}),
+      requestHandler: {
+        // A connection that cannot be made, or a socket on which nothing moves, fails the request
+        // so that the SDK retries it (with backoff and jitter) instead of hanging for ever.
+        connectionTimeout: CONNECT_TIMEOUT_MS,
+        socketTimeout: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+        ...(options.caFile ? { httpsAgent: new Agent({ ca: readFileSync(options.caFile), keepAlive: true }) } : {}),
+      },
     });
   }
 

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { ConfigError, LifeboatError } from '../errors/errors.ts';
+import { replicate } from '../replicate/replicate.ts';
+import { Catalog } from '../store/catalog.ts';
+import { createStore } from '../store/create-store.ts';
+import { formatBytes } from './commands.ts';
+import { createContext, type GlobalOptions } from './context.ts';
+
+const HELP = `
+The copy goes to secondaryStore in the config: s3 (another bucket, zone or endpoint, with the
+same settings as store.s3) or fs. Each backup is copied like a backup is written: the archive is
+streamed (never held whole in memory), its size and sha256 are checked against the manifest, and
+only then is the manifest written, which commits the copy. A failed or interrupted copy never
+shows in the secondary store; what an interrupted one left there (an archive without a manifest,
+an unfinished multipart upload older than backup.orphanMinAgeSeconds) is removed first.
+
+Backups the secondary store already has are skipped, so running it again copies only what is
+new. A backup that cannot be copied does not stop the others; the command then exits 1 and names
+it. Progress is logged as JSON lines on stderr.
+
+To verify or restore from the copy, use a config whose store is the secondary store:
+  lifeboat --config secondary.yaml verify latest
+
+Examples:
+  lifeboat replicate --config /etc/lifeboat/config.yaml
+  lifeboat replicate 20261124T033000.123Z-r12345 --json`;
+
+export function registerReplicateCommand(program: Command): void {
+  program
+    .command('replicate')
+    .argument('[ids...]', 'backup ids to copy (default: every committed backup the secondary store lacks)')
+    .description('Copy the committed backups that the secondary store (secondaryStore) lacks: archive first, checked against its manifest, manifest last.')
+    .option('--json', 'print the report (copied, present, failed) as JSON')
+    .addHelpText('after', HELP)
+    .action(async (ids: string[], options: { json?: boolean }, cmd: Command) => {
+      const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
+      const { config, log } = ctx;
+      if (!config.secondaryStore) {
+        throw new ConfigError('/secondaryStore', 'no secondary store is configured, so there is nowhere to copy the backups to', {
+          hint: 'add a secondaryStore section to the config: s3 for another bucket, zone or endpoint, or fs for a directory',
+        });
+      }
+      const target = createStore(config.secondaryStore);
+      const olderThan = new Date(Date.now() - config.backup.orphanMinAgeSeconds * 1000);
+      const leftovers = await new Catalog(target, config.cluster).cleanup(olderThan);
+      log.info({ phase: 'cleanup', store: target.description, orphans: leftovers.orphans, incomplete: leftovers.incomplete }, 'removed what interrupted copies left in the secondary store');
+
+      const report = await replicate({ source: ctx.store, target, log }, config.cluster, ids.length > 0 ? { ids } : {});
+      const bytes = report.copied.reduce((n, c) => n + c.bytes, 0);
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify({ source: ctx.store.description, target: target.description, ...report }, null, 2)}\n`);
+      } else {
+        const lines = [
+          ...report.copied.map((c) => `copied  ${c.id}  ${formatBytes(c.bytes)} in ${c.seconds} s`),
+          ...report.failed.map((f) => `FAILED  ${f.id}  ${f.message}`),
+          `${report.copied.length} copied (${formatBytes(bytes)}), ${report.present.length} already there, ${report.failed.length} failed: ${ctx.store.description} -> ${target.description}`,
+        ];
+        process.stdout.write(`${lines.join('\n')}\n`);
+      }
+      const [first] = report.failed;
+      if (first) {
+        const total = report.copied.length + report.present.length + report.failed.length;
+        throw new LifeboatError(first.code, `${report.failed.length} of ${total} backups could not be copied to ${target.description}; first ${first.id}: ${first.message}`, {
+          hint: 'fix the cause and run `lifeboat replicate` again; it copies only what is missing',
+        });
+      }
+    });
+}
