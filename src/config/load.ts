@@ -7,7 +7,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, KeyError } from '../errors/errors.ts';
 import { parseRecipient } from '../crypto/age.ts';
 import { validate as validCron } from 'node-cron';
-import { ConfigSchema, FsStoreSchema, type Config, type ConfigInput, type StoreConfig } from './schema.ts';
+import { ClientSchema, ConfigSchema, FsStoreSchema, type ClientConfig, type Config, type ConfigInput, type StoreConfig } from './schema.ts';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lifeboat/config.yaml';
 const ENV_PREFIX = 'LIFEBOAT_';
@@ -53,6 +53,34 @@ export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config
   return deepFreeze(finish(input, env));
 }
 
+/**
+ * Only the `client` section (file, then `LIFEBOAT_CLIENT__*`), for the commands that talk to a
+ * running daemon: they need no store, etcd or key settings, so those are not checked here.
+ */
+export function loadClientConfig(options: LoadOptions = {}): ClientConfig {
+  const env = options.env ?? process.env;
+  const file = configFileFor(options);
+  const raw = file === undefined ? {} : readConfigFile(file);
+  applyEnvOverrides(raw, env);
+  const section = raw.client ?? {};
+  const input = Value.Default(ClientSchema, structuredClone(section));
+  const first = Value.Errors(ClientSchema, input).First();
+  if (first) {
+    throw new ConfigError(`/client${first.path}`, `${first.message}${describeValue(first.value)}`, { hint: `fix it in ${file ?? 'the environment (LIFEBOAT_CLIENT__*)'}` });
+  }
+  return deepFreeze(checkClient(input as ClientConfig));
+}
+
+function checkClient(client: ClientConfig): ClientConfig {
+  if ((client.certFile === undefined) !== (client.keyFile === undefined)) {
+    throw new ConfigError(client.certFile === undefined ? '/client/certFile' : '/client/keyFile', 'a client certificate needs both certFile and keyFile');
+  }
+  if (client.token !== undefined && client.tokenFile !== undefined) {
+    throw new ConfigError('/client/token', 'set token or tokenFile, not both');
+  }
+  return client;
+}
+
 type StoreInput = ConfigInput['store'];
 
 /** One store section (`/store` or `/secondaryStore`): fs or s3, with S3 credentials resolved. */
@@ -88,6 +116,7 @@ function storeConfig(store: StoreInput, env: NodeJS.ProcessEnv, field: string): 
     partSize: s3.partSizeMiB * 1024 * 1024,
     queueSize: s3.queueSize,
     maxAttempts: s3.maxAttempts,
+    idleTimeoutMs: s3.idleTimeoutSeconds * 1000,
     objectLock: s3.objectLock,
   };
 }
@@ -149,6 +178,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     api: input.api,
     metrics: input.metrics,
     log: input.log,
+    client: checkClient(input.client),
   };
 }
 

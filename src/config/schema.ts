@@ -96,6 +96,8 @@ export const S3StoreSchema = Type.Object(
     queueSize: Type.Integer({ minimum: 1, maximum: 16, default: 4 }),
     /** Attempts per request and per part for transient errors (5xx, timeouts, resets). */
     maxAttempts: Type.Integer({ minimum: 1, maximum: 20, default: 5 }),
+    /** A request on which no bytes move for this long fails and is retried. */
+    idleTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
     /**
      * Write every archive and manifest with S3 Object Lock retention. The bucket must have been
      * created with Object Lock enabled. Retention never deletes an object that is still locked.
@@ -316,6 +318,27 @@ export const MetricsSchema = Type.Object(
   { ...Strict, default: {} },
 );
 
+/**
+ * How `lifeboat status`, `trigger` and `jobs` reach a running daemon's API, and how they
+ * authenticate: a bearer token (from `tokenFile`, or `token`, best set as LIFEBOAT_CLIENT__TOKEN)
+ * or a client certificate (`certFile` and `keyFile`, signed by the daemon's api.tls.clientCaFile).
+ */
+export const ClientSchema = Type.Object(
+  {
+    url: Type.String({ pattern: '^https://[^\\s/]+/?$', default: 'https://127.0.0.1:8443', description: 'the daemon API, https://host:port' }),
+    /** PEM bundle that signed the daemon's serving certificate; without it, the system CAs. */
+    caFile: Type.Optional(NonEmpty),
+    /** The name checked against the daemon's certificate, when it differs from the URL's host. */
+    serverName: Type.Optional(NonEmpty),
+    certFile: Type.Optional(NonEmpty),
+    keyFile: Type.Optional(NonEmpty),
+    /** A file holding the bearer token that `lifeboat token create` printed. */
+    tokenFile: Type.Optional(NonEmpty),
+    token: Type.Optional(NonEmpty),
+  },
+  { ...Strict, default: {} },
+);
+
 export const LogSchema = Type.Object(
   {
     level: Type.Union(
@@ -347,6 +370,7 @@ export const ConfigSchema = Type.Object(
     api: ApiSchema,
     metrics: MetricsSchema,
     log: LogSchema,
+    client: ClientSchema,
   },
   { ...Strict, default: {} },
 );
@@ -370,6 +394,7 @@ export type StoreConfig =
       readonly partSize: number;
       readonly queueSize: number;
       readonly maxAttempts: number;
+      readonly idleTimeoutMs: number;
       readonly objectLock: { readonly mode: 'GOVERNANCE' | 'COMPLIANCE'; readonly days: number } | undefined;
     };
 
@@ -398,6 +423,9 @@ export interface Config {
   readonly api: DeepReadonly<Static<typeof ApiSchema>>;
   readonly metrics: DeepReadonly<Static<typeof MetricsSchema>>;
   readonly log: { readonly level: LogLevel };
+  readonly client: ClientConfig;
 }
+
+export type ClientConfig = Readonly<Static<typeof ClientSchema>>;
 
 type DeepReadonly<T> = T extends (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
