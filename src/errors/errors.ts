@@ -26,7 +26,9 @@ export type ErrorCode =
   | 'BAD_REQUEST'
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
-  | 'RATE_LIMITED';
+  | 'RATE_LIMITED'
+  | 'DAEMON_UNREACHABLE'
+  | 'INTERNAL';
 
 export interface LifeboatErrorOptions {
   cause?: unknown;
@@ -217,6 +219,20 @@ export class RateLimitedError extends LifeboatError {
   constructor(retryAfterSeconds: number, message: string, options: LifeboatErrorOptions = {}) {
     super('RATE_LIMITED', message, options);
     this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** The CLI could not reach a daemon's API (refused, TLS failure, timeout), or what answered is not it. */
+export class DaemonUnreachableError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('DAEMON_UNREACHABLE', message, options);
+  }
+}
+
+/** An unexpected failure (a bug) on the other side; its details are in the daemon's log, never in a response. */
+export class InternalError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('INTERNAL', message, options);
   }
 }
 

@@ -87,6 +87,8 @@ const ERROR_CODES: Record<ErrorCode, true> = {
   UNAUTHENTICATED: true,
   FORBIDDEN: true,
   RATE_LIMITED: true,
+  DAEMON_UNREACHABLE: true,
+  INTERNAL: true,
 };
 
 export const FAILURE_REASONS: readonly FailureReason[] = [...(Object.keys(ERROR_CODES) as ErrorCode[]), 'unknown'];

@@ -1,0 +1,237 @@
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import type { StoredManifest } from '../archive/manifest.ts';
+import type { ClientConfig } from '../config/schema.ts';
+import {
+  BadRequestError,
+  ConfigError,
+  DaemonUnreachableError,
+  ForbiddenError,
+  InternalError,
+  LifeboatError,
+  NotFoundError,
+  NotLeaderError,
+  RateLimitedError,
+  UnauthenticatedError,
+  type ErrorCode,
+} from '../errors/errors.ts';
+import type { Job, JobKind, JobState, Submitted } from '../jobs/job.ts';
+import type { VerificationRecord } from '../verify/record.ts';
+import { STATUS_BY_CODE, type ErrorBody } from './errors.ts';
+
+export interface ClientOptions {
+  /** `https://host:port` of the daemon's API. */
+  url: string;
+  ca?: Buffer;
+  serverName?: string;
+  cert?: Buffer;
+  key?: Buffer;
+  token?: string;
+  timeoutMs?: number;
+}
+
+export interface BackupEntryView {
+  manifest: StoredManifest;
+  verification?: VerificationRecord;
+}
+
+export interface StatusView {
+  cluster: string;
+  node: string;
+  version: string;
+  leader: { self: boolean; identity: string | null };
+  ready: boolean;
+  reasons: string[];
+  running: Job | null;
+  queued: number;
+}
+
+
+/** Responses larger than this are refused rather than held in memory. */
+const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+/** Reads the files the client section names; ConfigError naming the field when one is unreadable. */
+export function clientOptions(config: ClientConfig): ClientOptions {
+  const read = (file: string, field: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  };
+  const options: ClientOptions = { url: config.url.replace(/\/$/, '') };
+  if (config.caFile !== undefined) options.ca = read(config.caFile, '/client/caFile');
+  if (config.serverName !== undefined) options.serverName = config.serverName;
+  if (config.certFile !== undefined) options.cert = read(config.certFile, '/client/certFile');
+  if (config.keyFile !== undefined) options.key = read(config.keyFile, '/client/keyFile');
+  if (config.token !== undefined) options.token = config.token.trim();
+  if (config.tokenFile !== undefined) {
+    const token = read(config.tokenFile, '/client/tokenFile').toString('utf8').trim();
+    if (token === '') throw new ConfigError('/client/tokenFile', `${config.tokenFile} is empty`);
+    options.token = token;
+  }
+  return options;
+}
+
+/**
+ * The daemon's API over HTTPS (node:https): the configured CA, and a bearer token or a client
+ * certificate. Error responses come back as the typed errors the daemon threw.
+ */
+export class ApiClient {
+  readonly #options: ClientOptions;
+
+  constructor(options: ClientOptions) {
+    this.#options = options;
+  }
+
+  get url(): string {
+    return this.#options.url;
+  }
+
+  status(): Promise<StatusView> {
+    return this.request('GET', '/v1/status');
+  }
+
+  async backups(options: { limit?: number; before?: string } = {}): Promise<BackupEntryView[]> {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.before !== undefined) query.set('before', options.before);
+    const q = query.size > 0 ? `?${query.toString()}` : '';
+    return (await this.request<{ backups: BackupEntryView[] }>('GET', `/v1/backups${q}`)).backups;
+  }
+
+  backup(id: string): Promise<BackupEntryView> {
+    return this.request('GET', `/v1/backups/${encodeURIComponent(id)}`);
+  }
+
+  triggerBackup(options: { idempotencyKey?: string } = {}): Promise<Submitted> {
+    return this.request('POST', '/v1/backups', { body: {}, idempotencyKey: options.idempotencyKey });
+  }
+
+  triggerVerify(id: string, options: { deep?: boolean; idempotencyKey?: string } = {}): Promise<Submitted> {
+    return this.request('POST', `/v1/backups/${encodeURIComponent(id)}/verify`, { body: { deep: options.deep === true }, idempotencyKey: options.idempotencyKey });
+  }
+
+  deleteBackup(id: string): Promise<void> {
+    return this.request('DELETE', `/v1/backups/${encodeURIComponent(id)}`);
+  }
+
+  async job(id: string): Promise<Job> {
+    return (await this.request<{ job: Job }>('GET', `/v1/jobs/${encodeURIComponent(id)}`)).job;
+  }
+
+  async jobs(options: { limit?: number; kind?: JobKind; state?: JobState } = {}): Promise<Job[]> {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.kind !== undefined) query.set('kind', options.kind);
+    if (options.state !== undefined) query.set('state', options.state);
+    const q = query.size > 0 ? `?${query.toString()}` : '';
+    return (await this.request<{ jobs: Job[] }>('GET', `/v1/jobs${q}`)).jobs;
+  }
+
+  /** One request; resolves with the parsed JSON body (undefined for 204), rejects with a typed error. */
+  request<T>(method: string, path: string, options: { body?: unknown; idempotencyKey?: string | undefined } = {}): Promise<T> {
+    const { url, ca, serverName, cert, key, token } = this.#options;
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
+    const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
+    if (payload) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const req = httpsRequest(
+        `${url}${path}`,
+        {
+          method,
+          headers,
+          agent: false,
+          timeout: this.#options.timeoutMs ?? 30_000,
+          ...(ca ? { ca } : {}),
+          ...(serverName ? { servername: serverName } : {}),
+          ...(cert && key ? { cert, key } : {}),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > MAX_RESPONSE_BYTES) {
+              req.destroy(new DaemonUnreachableError(`the response from ${url}${path} is larger than ${MAX_RESPONSE_BYTES} bytes`));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          res.on('error', reject);
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            const text = Buffer.concat(chunks).toString('utf8');
+            let body: unknown;
+            if (text !== '') {
+              try {
+                body = JSON.parse(text);
+              } catch {
+                reject(new DaemonUnreachableError(`${url} answered ${status} with a body that is not JSON`, { hint: 'is client.url the Lifeboat API?' }));
+                return;
+              }
+            }
+            if (status >= 200 && status < 300) resolve(body as T);
+            else reject(errorFromResponse(status, body, res.headers['retry-after']));
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new DaemonUnreachableError(`${method} ${url}${path} timed out`, { hint: 'is the daemon overloaded, or client.url wrong?' })));
+      req.on('error', (err) => reject(err instanceof LifeboatError ? err : unreachable(url, err)));
+      req.end(payload);
+    });
+  }
+}
+
+const TLS_TRUST = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED']);
+
+function unreachable(url: string, err: NodeJS.ErrnoException): DaemonUnreachableError {
+  const code = err.code ?? '';
+  const hint =
+    TLS_TRUST.has(code) ? "set client.caFile to the CA that signed the daemon's certificate (api.tls.certFile)"
+      : code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? "the daemon's certificate is not for this host: use the name it was issued for in client.url, or set client.serverName"
+        : code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' ? 'is the daemon running? Set client.url (or LIFEBOAT_CLIENT__URL) to its API address'
+          : undefined;
+  return new DaemonUnreachableError(`cannot reach the daemon at ${url}: ${err.message}`, { cause: err, ...(hint ? { hint } : {}) });
+}
+
+const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && Object.hasOwn(STATUS_BY_CODE, code);
+
+/** The typed error a daemon's error response stands for. */
+export function errorFromResponse(status: number, body: unknown, retryAfter?: string | string[]): LifeboatError {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Partial<ErrorBody>;
+  const message = typeof b.message === 'string' ? b.message : `the daemon answered ${status}`;
+  const hint = typeof b.hint === 'string' ? { hint: b.hint } : {};
+  switch (b.code) {
+    case 'NOT_LEADER':
+      return new NotLeaderError(b.leader, message, { hint: b.leader ? `the leader is ${b.leader}: point client.url at it` : 'no leader is elected right now; retry shortly' });
+    case 'BAD_REQUEST':
+      return new BadRequestError(b.field ?? '', message, hint);
+    case 'RATE_LIMITED':
+      return new RateLimitedError(Number(retryAfter) || 60, message, hint);
+    case 'UNAUTHENTICATED':
+      return new UnauthenticatedError(message, { hint: 'set client.tokenFile (or LIFEBOAT_CLIENT__TOKEN), or client.certFile and client.keyFile' });
+    case 'FORBIDDEN':
+      return new ForbiddenError(message, hint);
+    case 'NOT_FOUND':
+      return new NotFoundError(message, hint);
+    case 'INTERNAL':
+      return new InternalError(`the daemon answered ${status}: ${message}`, hint);
+    default:
+      if (isErrorCode(b.code)) return new LifeboatError(b.code, message, hint);
+      return new InternalError(`the daemon answered ${status}: ${message}`, hint);
+  }
+}
+
+/** A job's error as the typed error it was. */
+export function jobError(job: Job): LifeboatError {
+  const e = job.error;
+  const message = `job ${job.id} (${job.kind}) failed: ${e?.message ?? 'no reason recorded'}`;
+  const hint = e?.hint ? { hint: e.hint } : {};
+  return isErrorCode(e?.code) ? new LifeboatError(e.code, message, hint) : new InternalError(message, hint);
+}

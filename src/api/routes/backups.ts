@@ -1,0 +1,114 @@
+import { BadRequestError } from '../../errors/errors.ts';
+import {
+  BackupBody,
+  BackupEntrySchema,
+  BackupIdParams,
+  BackupListQuery,
+  BackupListResponse,
+  BackupRefParams,
+  errorResponses,
+  IdempotencyHeaders,
+  SubmittedResponse,
+  VerifyBody,
+} from '../schemas.ts';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { JobRequest } from '../../jobs/job.ts';
+import type { App, RouteContext } from './context.ts';
+
+const tags = ['backups'];
+
+/** The catalogue (read from the shared store by every instance) and the work on it (leader only). */
+export function registerBackupRoutes(app: App, ctx: RouteContext): void {
+  const { deps } = ctx;
+
+  app.get('/v1/backups', {
+    config: { access: 'viewer' },
+    schema: {
+      summary: 'The committed backups, newest first',
+      tags,
+      querystring: BackupListQuery,
+      response: { 200: BackupListResponse, ...errorResponses },
+    },
+  }, async (request) => {
+    const { limit, before } = request.query;
+    const options: { limit: number; before?: Date } = { limit };
+    if (before !== undefined) {
+      const at = new Date(before);
+      if (Number.isNaN(at.getTime())) throw new BadRequestError('/query/before', `/query/before "${before}" is not a valid time`);
+      options.before = at;
+    }
+    const backups = await deps.backups.list(options);
+    const last = backups.at(-1);
+    return backups.length === limit && last ? { backups, next: last.manifest.createdAt } : { backups };
+  });
+
+  app.get('/v1/backups/:id', {
+    config: { access: 'viewer' },
+    schema: {
+      summary: "One backup's stored manifest and its newest verification",
+      tags,
+      params: BackupRefParams,
+      response: { 200: BackupEntrySchema, ...errorResponses },
+    },
+  }, async (request) => deps.backups.get(request.params.id));
+
+  app.post('/v1/backups', {
+    config: { access: 'operator', leaderOnly: true },
+    schema: {
+      summary: 'Start a backup (202, then poll the job)',
+      tags,
+      headers: IdempotencyHeaders,
+      body: BackupBody,
+      response: { 202: SubmittedResponse, ...errorResponses },
+    },
+  }, async (request, reply) => submit(ctx, request, reply, { kind: 'backup', params: {} }));
+
+  app.post('/v1/backups/:id/verify', {
+    config: { access: 'operator', leaderOnly: true },
+    schema: {
+      summary: 'Start a verification of a backup (202, then poll the job); deep: true is a restore drill',
+      tags,
+      params: BackupRefParams,
+      headers: IdempotencyHeaders,
+      body: VerifyBody,
+      response: { 202: SubmittedResponse, ...errorResponses },
+    },
+  }, async (request, reply) => {
+    // `latest` is resolved now, so the job checks the backup that was newest when asked, and an
+    // unknown id is a 404 here rather than a failed job later.
+    const entry = await deps.backups.get(request.params.id);
+    const backupId = entry.manifest.backupId;
+    return submit(ctx, request, reply, { kind: request.body.deep === true ? 'drill' : 'verify', params: { backupId } });
+  });
+
+  app.delete('/v1/backups/:id', {
+    config: { access: 'operator', leaderOnly: true },
+    schema: {
+      summary: 'Delete a backup; refused for object-locked backups and the newest verified one',
+      tags,
+      params: BackupIdParams,
+      response: { 204: { type: 'null', description: 'deleted' }, ...errorResponses },
+    },
+  }, async (request, reply) => {
+    await deps.backups.delete(request.params.id, ctx.principal(request).name);
+    return reply.code(204).send();
+  });
+}
+
+/**
+ * Submits a job for the caller. The Idempotency-Key is scoped to the caller, so two callers
+ * cannot collide on (or learn of) each other's keys.
+ */
+export function submit(ctx: RouteContext, request: FastifyRequest, reply: FastifyReply, job: Pick<JobRequest, 'kind' | 'params'>) {
+  const principal = ctx.principal(request);
+  const key = request.headers['idempotency-key'];
+  const submitted = ctx.deps.jobs.submit({
+    ...job,
+    trigger: 'api',
+    requestedBy: principal.name,
+    ...(typeof key === 'string' ? { idempotencyKey: `${principal.via}:${principal.name}:${key}` } : {}),
+  });
+  ctx.audit(request, { jobId: submitted.job.id, created: submitted.created });
+  void reply.code(202).header('location', `/v1/jobs/${submitted.job.id}`);
+  return { job: submitted.job, created: submitted.created };
+}

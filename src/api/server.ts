@@ -1,0 +1,295 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Socket } from 'node:net';
+import swagger from '@fastify/swagger';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { ConfigError, NotLeaderError, UnauthenticatedError } from '../errors/errors.ts';
+import { allows, Authenticator, FailureLimiter, forbidden, type Access, type Principal } from './auth.ts';
+import type { ApiDeps } from './deps.ts';
+import { errorResponse, noRouteBody } from './errors.ts';
+import { registerBackupRoutes } from './routes/backups.ts';
+import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
+import { registerHealthRoutes, registerStatusRoute } from './routes/health.ts';
+import { registerJobRoutes } from './routes/jobs.ts';
+import { TokenFile } from './tokens.ts';
+import { validatorCompiler } from './validation.ts';
+
+/** Requests carry small JSON bodies at most. */
+export const BODY_LIMIT = 64 * 1024;
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export interface Servers {
+  /** The API, HTTPS only: /v1 (authenticated), /healthz, /readyz, /openapi.json. */
+  api: App;
+  /** Plain HTTP, no auth: /metrics, /healthz, /readyz. */
+  metrics: App;
+  /** Listens on api.listen and metrics.listen; resolves with the ports bound (for port 0). */
+  listen(): Promise<{ apiPort: number; metricsPort: number }>;
+  close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** The clock of the authentication rate limit (milliseconds). */
+  now?: () => number;
+}
+
+/** What one request accumulates for its audit line. */
+interface RequestFacts {
+  principal?: Principal;
+  jobId?: string;
+  created?: boolean;
+  code?: string;
+}
+
+/**
+ * Builds both listeners. Throws ConfigError (naming the field) when the TLS files or the tokens
+ * file cannot be read or are invalid, so a bad setup stops the daemon at start.
+ */
+export async function createServers(deps: ApiDeps, options: ServerOptions = {}): Promise<Servers> {
+  const log = deps.log.child({ component: 'api' });
+  const frameworkLog = atLeastWarn(log);
+  const { tls } = deps.api;
+  const clientCa = tls.clientCaFile === undefined ? undefined : readPem(tls.clientCaFile, '/api/tls/clientCaFile');
+  const https = {
+    cert: readPem(tls.certFile, '/api/tls/certFile'),
+    key: readPem(tls.keyFile, '/api/tls/keyFile'),
+    minVersion: 'TLSv1.2' as const,
+    // Token clients have no certificate, so the handshake must not require one: the CA check
+    // result (socket.authorized) decides instead, per request.
+    ...(clientCa ? { ca: clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+  };
+  const tokens = deps.api.tokensFile === undefined ? undefined : new TokenFile(deps.api.tokensFile, log);
+  const authenticator = new Authenticator({ tokens, clientCerts: clientCa !== undefined, certRoles: deps.api.clientCertRoles });
+  const limiter = new FailureLimiter(deps.api.authFailuresPerMinute, options.now);
+  const facts = new WeakMap<FastifyRequest, RequestFacts>();
+  const factsOf = (request: FastifyRequest): RequestFacts => {
+    let f = facts.get(request);
+    if (!f) {
+      f = {};
+      facts.set(request, f);
+    }
+    return f;
+  };
+
+  let api: App;
+  try {
+    api = Fastify({
+      https,
+      ...common(frameworkLog),
+    }).withTypeProvider<TypeBoxProvider>();
+  } catch (err) {
+    throw new ConfigError('/api/tls', `the certificate or key is not usable: ${(err as Error).message}`, { hint: 'check api.tls.certFile and api.tls.keyFile (PEM, matching pair)' });
+  }
+  const ctx: RouteContext = {
+    deps,
+    principal: (request) => {
+      const principal = facts.get(request)?.principal;
+      // The onRequest hook authenticates every non-public route before its handler runs.
+      if (!principal) throw new UnauthenticatedError('no credentials');
+      return principal;
+    },
+    audit: (request, more) => Object.assign(factsOf(request), more),
+  };
+
+  prepare(api, log, factsOf);
+  await api.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Lifeboat API',
+        version: deps.identity.version,
+        description:
+          'etcd backup and disaster recovery. /v1 needs a client certificate (mTLS) or `Authorization: Bearer <token>`. ' +
+          'Roles: viewer (GET), operator (+ backup, verify, delete), restorer (+ restore). ' +
+          'Errors are JSON {code, message, hint?, field?, leader?}. POST and DELETE on an instance that is not the leader answer 409 NOT_LEADER naming the leader.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    // Every body of this API is optional (no body is the empty object), which the generator
+    // cannot tell from the schema.
+    transformObject: (documents) => {
+      const doc = 'openapiObject' in documents ? documents.openapiObject : documents.swaggerObject;
+      for (const item of Object.values(doc.paths ?? {}) as Record<string, { requestBody?: { required?: boolean } }>[]) {
+        for (const operation of Object.values(item)) if (operation?.requestBody) operation.requestBody.required = false;
+      }
+      return doc;
+    },
+  });
+
+  api.addHook('onRequest', async (request) => {
+    const access = accessOf(request);
+    if (access === 'public') return;
+    limiter.check(request.ip);
+    let principal: Principal;
+    try {
+      principal = await authenticator.authenticate(request);
+    } catch (err) {
+      if (err instanceof UnauthenticatedError) limiter.fail(request.ip);
+      throw err;
+    }
+    factsOf(request).principal = principal;
+    const route = request.routeOptions.url ?? 'this route';
+    if (!allows(principal.role, access)) throw forbidden(principal, request.method, route, access);
+    if (request.routeOptions.config.leaderOnly === true && !deps.leadership.isLeader()) {
+      const leader = deps.leadership.leader();
+      throw new NotLeaderError(leader, `${deps.identity.node} is not the leader; ${leader === undefined ? 'no leader is elected right now' : `${leader} is`}`, {
+        hint: leader === undefined ? 'retry in a few seconds' : `send ${request.method} requests to ${leader}`,
+      });
+    }
+  });
+
+  api.addHook('onResponse', async (request, reply) => {
+    if (!MUTATING.has(request.method)) return;
+    const f = facts.get(request) ?? {};
+    log.info(
+      {
+        audit: true,
+        who: f.principal?.name ?? null,
+        role: f.principal?.role ?? null,
+        via: f.principal?.via ?? null,
+        ip: request.ip,
+        method: request.method,
+        route: request.routeOptions.url ?? clip(request.url),
+        params: request.is404 ? {} : request.params,
+        status: reply.statusCode,
+        ...(f.jobId !== undefined ? { jobId: f.jobId, created: f.created } : {}),
+        ...(f.code !== undefined ? { code: f.code } : {}),
+      },
+      `${request.method} ${request.routeOptions.url ?? clip(request.url)} ${reply.statusCode}`,
+    );
+  });
+
+  registerHealthRoutes(api, deps);
+  registerStatusRoute(api, ctx);
+  registerBackupRoutes(api, ctx);
+  registerJobRoutes(api, ctx);
+  api.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => api.swagger());
+
+  const metrics = Fastify({ ...common(frameworkLog), bodyLimit: 1024 }).withTypeProvider<TypeBoxProvider>();
+  prepare(metrics, log, factsOf);
+  registerHealthRoutes(metrics, deps);
+  metrics.get('/metrics', { config: { access: 'public' } }, async (_request, reply) => {
+    const body = await deps.metrics.render();
+    return reply.header('content-type', deps.metrics.contentType).send(body);
+  });
+
+  return {
+    api,
+    metrics,
+    async listen() {
+      await api.listen({ host: deps.api.listen.host, port: deps.api.listen.port });
+      try {
+        await metrics.listen({ host: deps.metricsListen.host, port: deps.metricsListen.port });
+      } catch (err) {
+        await api.close();
+        throw err;
+      }
+      const apiPort = (api.server.address() as AddressInfo).port;
+      const metricsPort = (metrics.server.address() as AddressInfo).port;
+      log.info({ phase: 'listening', api: `https://${deps.api.listen.host}:${apiPort}`, metrics: `http://${deps.metricsListen.host}:${metricsPort}`, tokens: tokens?.size ?? 0, clientCerts: clientCa !== undefined }, 'API listening');
+      return { apiPort, metricsPort };
+    },
+    async close() {
+      await Promise.all([api.close(), metrics.close()]);
+    },
+  };
+}
+
+function common(logger: FastifyBaseLogger) {
+  return {
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    // A request (headers and body) must arrive within this, so slow clients cannot hold sockets.
+    requestTimeout: 30_000,
+    return503OnClosing: true,
+    clientErrorHandler,
+  };
+}
+
+/** Validation, the error handler and the not-found handler; the same on both listeners. */
+function prepare(app: App, log: Logger, factsOf: (request: FastifyRequest) => RequestFacts): void {
+  const routes = new Map<string, Set<string>>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const set = routes.get(route.url) ?? new Set<string>();
+    for (const m of methods) set.add(m);
+    routes.set(route.url, set);
+  });
+  app.setErrorHandler((err, request, reply) => {
+    const response = errorResponse(err);
+    factsOf(request).code = response.body.code;
+    if (response.unexpected) {
+      log.error({ err, method: request.method, route: request.routeOptions.url ?? clip(request.url) }, 'unexpected error while answering an API request');
+    } else if (response.serverSide) {
+      log.error({ code: response.body.code, err: response.body.message, method: request.method, route: request.routeOptions.url ?? clip(request.url) }, 'an API request failed');
+    }
+    return reply.code(response.status).headers(response.headers).send(response.body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = new Set<string>();
+    for (const [pattern, methods] of routes) {
+      if (matches(pattern, path)) for (const m of methods) allowed.add(m);
+    }
+    const response = noRouteBody(request.method, request.url, [...allowed].sort());
+    factsOf(request).code = response.body.code;
+    return reply.code(response.status).headers(response.headers).send(response.body);
+  });
+}
+
+/** `/v1/backups/:id/verify` against a concrete path. */
+function matches(pattern: string, path: string): boolean {
+  const a = pattern.split('/');
+  const b = path.split('/');
+  return a.length === b.length && a.every((part, i) => part.startsWith(':') ? (b[i] ?? '') !== '' : part === b[i]);
+}
+
+function accessOf(request: FastifyRequest): Access {
+  if (request.is404) {
+    // Unknown paths under /v1 are not revealed to anonymous clients.
+    const path = request.url.split('?')[0] ?? '';
+    return path === '/v1' || path.startsWith('/v1/') ? 'viewer' : 'public';
+  }
+  return request.routeOptions.config.access ?? 'viewer';
+}
+
+function clip(url: string): string {
+  const path = url.split('?')[0] ?? '';
+  return path.length > 200 ? `${path.slice(0, 200)}...` : path;
+}
+
+function readPem(file: string, field: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/** Fastify's own log lines at warn and above only: audit lines are written separately. */
+function atLeastWarn(log: Logger): FastifyBaseLogger {
+  const warn = log.levels.values.warn ?? 40;
+  return log.levelVal > warn ? log : log.child({}, { level: 'warn' });
+}
+
+/**
+ * An HTTP request the parser rejects (malformed, headers too large, too slow) gets an answer in
+ * the API's error shape, then the connection is closed.
+ */
+function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, reason, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'the request did not arrive in time']
+      : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+        : [400, 'Bad Request', 'the request is not valid HTTP'];
+  const body = JSON.stringify({ code: 'BAD_REQUEST', message });
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+  } else {
+    socket.destroy();
+  }
+}
