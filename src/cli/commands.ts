@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { runBackup } from '../backup/run.ts';
+import { backupCycle } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { CancelledError, ConfigError, DestinationNotEmptyError, StoreError, describeError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
@@ -29,7 +29,10 @@ export function registerBackupCommands(program: Command): void {
 The backup is streamed end to end: no temp file holds the snapshot, and memory does not grow with
 the database. It exists (shows in 'lifeboat list') only once its manifest is written, after the
 stored archive was checked. First, what earlier failed backups left behind is removed (see
-'lifeboat cleanup'). Progress is logged as JSON lines on stderr.
+'lifeboat cleanup'). After the commit, the backup is copied to secondaryStore if one is
+configured, and retention runs if retention.afterBackup is true (see 'lifeboat prune'); if
+either fails, the backup stays committed and the failure is printed. Progress is logged as JSON
+lines on stderr.
 
 Example:
   lifeboat backup --config /etc/lifeboat/config.yaml`)
@@ -44,8 +47,8 @@ Example:
       await removeLeftovers(ctx);
       const etcd = snapshotSource(ctx);
       try {
-        const manifest = await runBackup(
-          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date() },
+        const result = await backupCycle(
+          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), catalog: ctx.catalog, secondary: ctx.secondary },
           {
             cluster: config.cluster,
             node: config.node,
@@ -53,10 +56,18 @@ Example:
             compression: config.compression,
             recipients: config.encryption.recipients,
             progressIntervalSeconds: config.backup.progressIntervalSeconds,
+            retention: config.retention.afterBackup ? config.retention : undefined,
+            timeZone: config.daemon.schedules.timezone,
           },
         );
+        const { manifest } = result;
         if (options.json) printJson(manifest);
-        else print(`backup ${manifest.backupId} committed: revision ${manifest.etcd.revision}, ${formatBytes(manifest.etcd.dbSize)} database, ${formatBytes(manifest.archive.size)} stored at ${ctx.store.description}/${manifest.archive.key}`);
+        else {
+          print(`backup ${manifest.backupId} committed: revision ${manifest.etcd.revision}, ${formatBytes(manifest.etcd.dbSize)} database, ${formatBytes(manifest.archive.size)} stored at ${ctx.store.description}/${manifest.archive.key}`);
+          if (result.replica) print(`second copy: ${result.replica.status} at ${ctx.secondary?.description ?? ''}`);
+          if (result.retention) print(`retention: kept ${result.retention.kept.length}, deleted ${result.retention.deleted.length}${result.retention.locked.length > 0 ? `, ${result.retention.locked.length} still locked` : ''}`);
+        }
+        for (const w of result.warnings) process.stderr.write(`lifeboat: warning: ${w.step} failed after the commit (${w.code}): ${w.message}\n`);
       } finally {
         await etcd.close();
       }

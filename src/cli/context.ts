@@ -21,6 +21,8 @@ export interface Context {
   config: Config;
   log: Logger;
   store: BackupStore;
+  /** The second copy's store, when secondaryStore is configured. */
+  secondary: BackupStore | undefined;
   catalog: Catalog;
   exec: Executor;
   encrypt: typeof createEncryptStream;
@@ -35,6 +37,7 @@ export function createContext(options: GlobalOptions): Context {
     config,
     log,
     store,
+    secondary: config.secondaryStore && createStore(config.secondaryStore),
     catalog: new Catalog(store, config.cluster),
     exec: processExecutor,
     encrypt: createEncryptStream,

@@ -3,6 +3,12 @@ import { Command, CommanderError, Option } from 'commander';
 import { BUILD_INFO } from '../build-info.ts';
 import { describeError, ConfigError, LifeboatError, UnsafePathError } from '../errors/errors.ts';
 import { registerBackupCommands } from './commands.ts';
+import { registerServeCommand } from './serve-command.ts';
+import { registerPruneCommand } from './prune-command.ts';
+import { registerDrillCommand } from './drill-command.ts';
+import { registerReplicateCommand } from './replicate-command.ts';
+import { registerClientCommands } from './client-commands.ts';
+import { registerTokenCommand } from './token-command.ts';
 
 const EXAMPLES = `
 Examples:
@@ -35,6 +41,12 @@ export function buildProgram(): Command {
     .exitOverride()
     .addHelpText('after', EXAMPLES);
   registerBackupCommands(program);
+  registerServeCommand(program);
+  registerPruneCommand(program);
+  registerDrillCommand(program);
+  registerReplicateCommand(program);
+  registerClientCommands(program);
+  registerTokenCommand(program);
   return program;
 }
 

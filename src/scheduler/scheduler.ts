@@ -64,6 +64,23 @@ export class Scheduler {
     return this.#submit({ kind: 'cleanup', trigger: 'schedule', requestedBy: 'schedule' });
   }
 
+  /**
+   * The latest time at or before `now` at which schedule `name` fired or should have fired,
+   * looking back at most `lookbackSeconds`; undefined when it is off or did not fire in that
+   * window. (node-cron only looks forward, so this walks back over the schedule's resolution:
+   * minutes for 5-field expressions, seconds for 6-field ones.)
+   */
+  previousRun(name: keyof typeof SCHEDULED, now: Date, lookbackSeconds: number): Date | undefined {
+    const task = this.#tasks.find((t) => t.name === `lifeboat-${name}`);
+    if (!task) return undefined;
+    const step = task.getPattern().trim().split(/\s+/).length === 6 ? 1000 : 60_000;
+    const oldest = now.getTime() - lookbackSeconds * 1000;
+    for (let t = Math.floor(now.getTime() / step) * step; t >= oldest; t -= step) {
+      if (task.match(new Date(t))) return new Date(t);
+    }
+    return undefined;
+  }
+
   /** The next run of each armed schedule, for `lifeboat status`. */
   nextRuns(): Record<string, string | undefined> {
     return Object.fromEntries(this.#tasks.map((t) => [t.name?.replace(/^lifeboat-/, '') ?? t.id, t.getNextRun()?.toISOString()]));

@@ -223,8 +223,9 @@ test('the CLI backs up, lists, shows, verifies and extracts', async () => {
   assert.equal(made.code, 0, made.stderr);
   const id = /backup (\S+) committed/.exec(made.stdout)?.[1];
   assert.ok(id, made.stdout);
+  assert.match(made.stdout, /^retention: kept 1, deleted 0$/m, 'retention runs after the backup (retention.afterBackup)');
   const phases = made.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { phase?: string }).phase);
-  assert.deepEqual(phases.filter(Boolean), ['cleanup', 'member-chosen', 'kit-collected', 'snapshot-started', 'archive-stored', 'committed']);
+  assert.deepEqual(phases.filter(Boolean), ['cleanup', 'member-chosen', 'kit-collected', 'snapshot-started', 'archive-stored', 'committed', 'pruned']);
   assert.doesNotMatch(made.stderr, /AGE-SECRET-KEY/);
   const list = await runCli(['--config', configFile, 'list']);
   assert.match(list.stdout, new RegExp(`^${id!.replace('.', '\\.')}\\s`, 'm'));

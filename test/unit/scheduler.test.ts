@@ -58,3 +58,18 @@ test('armed cron schedules fire in their time zone; "off" arms nothing', async (
   await new Promise((r) => setTimeout(r, 1200));
   assert.equal(submitted.length, after, 'nothing fires after stop');
 });
+
+test('previousRun finds the latest tick at or before now, in the schedule\'s time zone', async () => {
+  const { scheduler } = harness({ now: false }, { backup: '0 3 * * *', drill: '*/10 * * * * *', timezone: 'Asia/Kolkata' });
+  scheduler.start();
+  try {
+    // 03:00 in Kolkata is 21:30 UTC the day before.
+    assert.equal(scheduler.previousRun('backup', new Date('2026-11-24T12:00:00Z'), 86400)?.toISOString(), '2026-11-23T21:30:00.000Z');
+    assert.equal(scheduler.previousRun('backup', new Date('2026-11-23T21:30:00Z'), 86400)?.toISOString(), '2026-11-23T21:30:00.000Z');
+    assert.equal(scheduler.previousRun('backup', new Date('2026-11-24T12:00:00Z'), 3600), undefined, 'not within the window');
+    assert.equal(scheduler.previousRun('drill', new Date('2026-11-24T12:00:07.500Z'), 60)?.toISOString(), '2026-11-24T12:00:00.000Z');
+    assert.equal(scheduler.previousRun('prune', new Date(), 86400), undefined, 'off');
+  } finally {
+    await scheduler.stop();
+  }
+});

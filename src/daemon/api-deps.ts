@@ -1,0 +1,65 @@
+import type { Logger } from 'pino';
+import type { ApiDeps, BackupEntry } from '../api/deps.ts';
+import { BUILD_INFO } from '../build-info.ts';
+import type { Config } from '../config/schema.ts';
+import { BackupProtectedError, NotFoundError } from '../errors/errors.ts';
+import type { JobRunner } from '../jobs/runner.ts';
+import type { Leadership } from '../leader/election.ts';
+import type { Catalog } from '../store/catalog.ts';
+import { isVerified } from '../verify/record.ts';
+
+export interface DaemonApiParts {
+  config: Config;
+  log: Logger;
+  catalog: Catalog;
+  jobs: Pick<JobRunner, 'submit' | 'get' | 'list'>;
+  leadership: Leadership;
+  metrics: ApiDeps['metrics'];
+  ready: ApiDeps['health']['ready'];
+}
+
+/** The API's view of the daemon: the catalogue, the one job runner, leadership and health. */
+export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
+  const { config, catalog, jobs } = parts;
+  const entry = async (id: string): Promise<BackupEntry> => {
+    const manifest = await catalog.resolve(id);
+    const verification = await catalog.verification(manifest.backupId);
+    return verification ? { manifest, verification } : { manifest };
+  };
+  return {
+    api: config.api,
+    metricsListen: config.metrics.listen,
+    identity: { cluster: config.cluster, node: config.node, version: BUILD_INFO.version },
+    log: parts.log,
+    backups: {
+      list: async ({ limit, before }) => {
+        const all = await catalog.entries();
+        return all.filter((e) => before === undefined || Date.parse(e.manifest.createdAt) < before.getTime()).slice(0, limit);
+      },
+      get: entry,
+      delete: async (id, requestedBy) => {
+        const all = await catalog.entries();
+        const target = all.find((e) => e.manifest.backupId === id);
+        if (!target) throw new NotFoundError(`no backup ${id} in cluster ${config.cluster}`, { hint: 'GET /v1/backups lists them' });
+        // The same two that retention always keeps, so that a good backup is always there.
+        const newest = all[0];
+        const newestVerified = all.find((e) => isVerified(e.verification));
+        if (target === newest || target === newestVerified) {
+          throw new BackupProtectedError(`backup ${id} is the ${target === newest ? 'newest' : 'newest verified'} backup; it is kept so that a good backup is always there`, {
+            hint: 'take (and verify) a newer backup first',
+          });
+        }
+        await catalog.deleteBackup(id);
+        parts.log.info({ phase: 'deleted', backupId: id, requestedBy }, 'backup deleted');
+      },
+    },
+    jobs: {
+      submit: (request) => jobs.submit(request),
+      get: (id) => jobs.get(id),
+      list: (options) => jobs.list(options),
+    },
+    leadership: parts.leadership,
+    health: { ready: parts.ready },
+    metrics: parts.metrics,
+  };
+}

@@ -1,0 +1,223 @@
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { createServers, type Servers } from '../api/server.ts';
+import { BUILD_INFO } from '../build-info.ts';
+import type { Config } from '../config/schema.ts';
+import { createDecryptStream, createEncryptStream, parseIdentityFile } from '../crypto/age.ts';
+import { ConfigError, KeyError } from '../errors/errors.ts';
+import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
+import { processExecutor } from '../exec/executor.ts';
+import { DirectoryJobJournal } from '../jobs/journal.ts';
+import { JobRunner } from '../jobs/runner.ts';
+import { EtcdLeaderElection } from '../leader/election.ts';
+import { InstrumentedStore } from '../metrics/instrumented-store.ts';
+import { expectedIntervalSeconds } from '../metrics/interval.ts';
+import { LifeboatMetrics } from '../metrics/metrics.ts';
+import { Scheduler } from '../scheduler/scheduler.ts';
+import { Catalog } from '../store/catalog.ts';
+import { createStore } from '../store/create-store.ts';
+import { daemonApiDeps } from './api-deps.ts';
+import { createHandlers } from './handlers.ts';
+
+export interface DaemonOptions {
+  config: Config;
+  log: Logger;
+  now?: () => Date;
+}
+
+/**
+ * `lifeboat serve`: one instance per control-plane node. All of them serve the API and the
+ * metrics; the one elected through etcd runs the schedules. Every piece of work, scheduled or
+ * asked for over the API, goes through the one JobRunner.
+ *
+ * Start: recover the job journal (jobs a crash left running are marked failed), seed the
+ * metrics from the catalogue, campaign, arm the schedules, listen, and run a store cleanup.
+ * Stop (SIGTERM): stop the schedules, let the running job finish within the grace period (else
+ * abort it: it cleans up after itself), resign leadership, close the listeners.
+ */
+export class Daemon {
+  readonly ports: { api: number; metrics: number };
+  readonly #parts: Parts;
+  #stopping: Promise<void> | undefined;
+
+  private constructor(parts: Parts, ports: { api: number; metrics: number }) {
+    this.#parts = parts;
+    this.ports = ports;
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const { config, log } = options;
+    const now = options.now ?? (() => new Date());
+    if (config.encryption.recipients.length === 0) {
+      throw new ConfigError('/encryption/recipients', 'no age recipient is configured, so no backup could be encrypted', {
+        hint: 'run `lifeboat keygen --output key.txt` and put the printed age1... recipient in encryption.recipients',
+      });
+    }
+    const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: BUILD_INFO.version });
+    const store = new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics });
+    const secondary = config.secondaryStore && new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics });
+    const catalog = new Catalog(store, config.cluster);
+    const handlers = createHandlers({
+      config,
+      store,
+      secondary,
+      catalog,
+      metrics,
+      exec: processExecutor,
+      encrypt: createEncryptStream,
+      decrypt: createDecryptStream,
+      snapshotSource: () => new Etcd3SnapshotSource(config.etcd, log),
+      identities: () => readIdentities(config.encryption.identityFile),
+      now,
+      log,
+    });
+    const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory });
+    await runner.recover();
+
+    const backupInterval = expectedIntervalSeconds(config.daemon.schedules.backup, config.daemon.schedules.timezone);
+    metrics.setExpectedInterval(backupInterval, 'backup');
+    metrics.setExpectedInterval(expectedIntervalSeconds(config.daemon.schedules.drill, config.daemon.schedules.timezone), 'drill');
+    await seedMetrics(catalog, metrics, log);
+
+    let catchUp: () => void = () => undefined;
+    const election = new EtcdLeaderElection({
+      etcd: config.etcd,
+      identity: config.node,
+      key: `${config.daemon.election.prefix}${config.cluster}`,
+      ttlSeconds: config.daemon.election.ttlSeconds,
+      log,
+      onChange: (leading) => {
+        metrics.setLeader(leading);
+        if (leading) catchUp();
+      },
+    });
+    const scheduler = new Scheduler({
+      schedules: config.daemon.schedules,
+      cleanupIntervalSeconds: config.daemon.cleanupIntervalSeconds,
+      submit: (request) => runner.submit(request),
+      isLeader: () => election.isLeader(),
+      log,
+    });
+    // A new leader takes the backup a dead leader missed: a scheduled backup that never ran is
+    // a lost backup, and a failover must not lose one. Missed means: the schedule fired after
+    // the newest committed backup was made.
+    catchUp = () => {
+      if (backupInterval === undefined) return;
+      void catalog
+        .list()
+        .then(([newest]) => {
+          const tick = scheduler.previousRun('backup', now(), backupInterval + 60);
+          const newestAt = newest ? new Date(newest.createdAt) : undefined;
+          if (election.isLeader() && (!newestAt || (tick !== undefined && newestAt < tick))) {
+            log.info({ phase: 'catch-up', newestBackup: newest?.backupId, missedTick: tick?.toISOString() }, 'a scheduled backup was missed (no backup since the last tick); backing up now');
+            scheduler.tick('backup');
+          }
+        })
+        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not check whether a scheduled backup was missed'));
+    };
+
+    const parts: Parts = { config, log, metrics, store, catalog, runner, election, scheduler, servers: undefined, ready: false };
+    const deps = daemonApiDeps({
+      config,
+      log,
+      catalog,
+      jobs: runner,
+      leadership: election,
+      metrics,
+      ready: () => (parts.ready ? { ready: true, reasons: [] } : { ready: false, reasons: ['starting or stopping'] }),
+    });
+    let ports: { apiPort: number; metricsPort: number };
+    try {
+      const servers = await createServers(deps);
+      parts.servers = servers;
+      ports = await servers.listen();
+    } catch (err) {
+      await runner.drain(0);
+      await election.stop();
+      throw err;
+    }
+    election.start();
+    scheduler.start();
+    runner.submit({ kind: 'cleanup', trigger: 'startup', requestedBy: 'startup' });
+    parts.ready = true;
+    log.info({ phase: 'serving', apiPort: ports.apiPort, metricsPort: ports.metricsPort, node: config.node, cluster: config.cluster, version: BUILD_INFO.version, schedules: scheduler.nextRuns() }, 'lifeboat is serving');
+    return new Daemon(parts, { api: ports.apiPort, metrics: ports.metricsPort });
+  }
+
+  get leadership() {
+    return this.#parts.election;
+  }
+
+  get jobs() {
+    return this.#parts.runner;
+  }
+
+  /** Graceful stop; safe to call more than once. */
+  stop(reason = 'stop requested'): Promise<void> {
+    this.#stopping ??= this.#stop(reason);
+    return this.#stopping;
+  }
+
+  async #stop(reason: string): Promise<void> {
+    const { log, config, scheduler, runner, election, servers } = this.#parts;
+    const started = performance.now();
+    this.#parts.ready = false;
+    log.info({ phase: 'stopping', reason, graceSeconds: config.daemon.shutdownGraceSeconds }, 'stopping');
+    await scheduler.stop();
+    const job = await runner.drain(config.daemon.shutdownGraceSeconds * 1000);
+    await election.stop();
+    this.#parts.metrics.setLeader(false);
+    await servers?.close();
+    log.info({ phase: 'stopped', runningJob: job, durationMs: Math.round(performance.now() - started) }, 'stopped');
+  }
+}
+
+interface Parts {
+  config: Config;
+  log: Logger;
+  metrics: LifeboatMetrics;
+  store: InstrumentedStore;
+  catalog: Catalog;
+  runner: JobRunner;
+  election: EtcdLeaderElection;
+  scheduler: Scheduler;
+  servers: Servers | undefined;
+  ready: boolean;
+}
+
+/** So that a restart does not reset "last success" to never, and the staleness alert stays right. */
+async function seedMetrics(catalog: Catalog, metrics: LifeboatMetrics, log: Logger): Promise<void> {
+  try {
+    const entries = await catalog.entries();
+    const newest = entries[0];
+    const lastVerifiedAt: Partial<Record<'ciphertext' | 'deep' | 'drill', Date>> = {};
+    for (const e of entries) {
+      const v = e.verification;
+      if (v?.lastPassedAt && v.lastPassedLevel) {
+        const at = new Date(v.lastPassedAt);
+        const seen = lastVerifiedAt[v.lastPassedLevel];
+        if (!seen || seen < at) lastVerifiedAt[v.lastPassedLevel] = at;
+      }
+    }
+    metrics.seedFromCatalogue({
+      ...(newest ? { lastBackupAt: new Date(newest.manifest.createdAt), lastBackupSizeBytes: newest.manifest.archive.size } : {}),
+      lastVerifiedAt,
+    });
+    if (newest) metrics.setEtcdDbSize(newest.manifest.etcd.dbSize);
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'could not read the catalogue to seed the metrics; they start from zero');
+  }
+}
+
+async function readIdentities(file: string | undefined): Promise<string[] | undefined> {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('/encryption/identityFile', `cannot read identity file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const identities = parseIdentityFile(text, file);
+  if (identities.length === 0) throw new KeyError(`identity file ${file} holds no AGE-SECRET-KEY-1 line`);
+  return identities;
+}

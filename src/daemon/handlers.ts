@@ -1,0 +1,168 @@
+import type { Transform } from 'node:stream';
+import type { Logger } from 'pino';
+import type { StoredManifest } from '../archive/manifest.ts';
+import { backupCycle } from '../backup/cycle.ts';
+import type { Config } from '../config/schema.ts';
+import { ConfigError, LifeboatError } from '../errors/errors.ts';
+import type { SnapshotSource } from '../etcd/source.ts';
+import type { Executor } from '../exec/executor.ts';
+import type { JobKind } from '../jobs/job.ts';
+import type { JobContext, JobHandler } from '../jobs/runner.ts';
+import type { LifeboatMetrics } from '../metrics/metrics.ts';
+import { replicate } from '../replicate/replicate.ts';
+import { prune } from '../retention/prune.ts';
+import { Catalog } from '../store/catalog.ts';
+import type { BackupStore } from '../store/store.ts';
+import { runDrill } from '../verify/drill.ts';
+import { failedRecord, passedRecord, type VerificationLevel } from '../verify/record.ts';
+import { verifyBackup } from '../verify/verify.ts';
+
+export interface HandlerDeps {
+  config: Config;
+  store: BackupStore;
+  secondary: BackupStore | undefined;
+  catalog: Catalog;
+  metrics: LifeboatMetrics;
+  exec: Executor;
+  encrypt: (recipients: readonly string[]) => Transform;
+  decrypt: (identities: readonly string[]) => Transform;
+  /** A snapshot source for one backup; closed after it. */
+  snapshotSource: () => SnapshotSource;
+  /** The identities of encryption.identityFile, read when a drill needs them; undefined when none is configured. */
+  identities: () => Promise<string[] | undefined>;
+  now: () => Date;
+  log: Logger;
+}
+
+/** What each kind of job does in the daemon, and what it tells the metrics. */
+export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
+  const { config, metrics } = deps;
+
+  const backup: JobHandler = async (ctx) => {
+    const started = deps.now();
+    metrics.backupStarted(started);
+    const etcd = deps.snapshotSource();
+    try {
+      const result = await backupCycle(
+        {
+          store: deps.store,
+          etcd,
+          encrypt: deps.encrypt,
+          log: ctx.log,
+          now: deps.now,
+          catalog: deps.catalog,
+          secondary: deps.secondary,
+          report: { phase: (name) => ctx.phase(name), progress: (done, total) => ctx.progress(done, total), backupId: (id) => ctx.setBackupId(id) },
+        },
+        {
+          cluster: config.cluster,
+          node: config.node,
+          kit: config.kit,
+          compression: config.compression,
+          recipients: config.encryption.recipients,
+          progressIntervalSeconds: config.backup.progressIntervalSeconds,
+          retention: config.retention.afterBackup ? config.retention : undefined,
+          timeZone: config.daemon.schedules.timezone,
+        },
+        ctx.signal,
+      );
+      const { manifest } = result;
+      metrics.backupFinished({ result: 'success', durationSeconds: seconds(started, deps.now()), sizeBytes: manifest.archive.size });
+      metrics.setEtcdDbSize(manifest.etcd.dbSize);
+      if (result.retention) metrics.retentionDeleted(result.retention.deleted.length);
+      return {
+        backupId: manifest.backupId,
+        revision: manifest.etcd.revision,
+        dbSize: manifest.etcd.dbSize,
+        archive: { key: manifest.archive.key, size: manifest.archive.size, sha256: manifest.archive.sha256 },
+        ...(result.replica ? { secondCopy: result.replica.status } : {}),
+        ...(result.retention ? { retention: { deleted: result.retention.deleted, locked: result.retention.locked.map((l) => l.id) } } : {}),
+        warnings: result.warnings,
+      };
+    } catch (err) {
+      metrics.backupFinished({ result: 'failure', durationSeconds: seconds(started, deps.now()), ...(err instanceof LifeboatError ? { reason: err.code } : {}) });
+      throw err;
+    } finally {
+      await etcd.close();
+    }
+  };
+
+  /** Records a check's outcome in the catalogue and the metrics, passed or failed. */
+  const checked = async <T>(ctx: JobContext, stored: StoredManifest, level: VerificationLevel, check: () => Promise<T>): Promise<T> => {
+    const started = deps.now();
+    ctx.setBackupId(stored.backupId);
+    try {
+      const report = await check();
+      await deps.catalog.recordVerification(passedRecord(stored.backupId, level, deps.now(), seconds(started, deps.now())));
+      metrics.verifyFinished({ result: 'success', level });
+      return report;
+    } catch (err) {
+      metrics.verifyFinished({ result: 'failure', level });
+      await deps.catalog
+        .recordVerification(failedRecord(stored.backupId, level, deps.now(), seconds(started, deps.now()), err))
+        .catch((recordErr: unknown) => ctx.log.error({ err: (recordErr as Error).message }, 'could not record the failed check'));
+      throw err;
+    }
+  };
+
+  const drill = async (ctx: JobContext, backupId: string) => {
+    const identities = await deps.identities();
+    if (!identities) {
+      throw new ConfigError('/encryption/identityFile', 'a restore drill decrypts the backup, but no identity is configured on this node', {
+        hint: 'mount the identity and set encryption.identityFile, or verify without deep',
+      });
+    }
+    const stored = await deps.catalog.resolve(backupId);
+    ctx.phase('drill');
+    return checked(ctx, stored, 'drill', () =>
+      runDrill(
+        { store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log },
+        stored,
+        { identities, etcdutl: config.tools.etcdutl, etcd: config.tools.etcd, startTimeoutSeconds: config.drill.startTimeoutSeconds, signal: ctx.signal, ...(config.drill.scratchDir ? { scratchDir: config.drill.scratchDir } : {}) },
+      ),
+    );
+  };
+
+  const verify: JobHandler = async (ctx, params) => {
+    const backupId = typeof params.backupId === 'string' ? params.backupId : 'latest';
+    if (params.deep === true) return drill(ctx, backupId);
+    const stored = await deps.catalog.resolve(backupId);
+    ctx.phase('verifying');
+    ctx.progress(0, stored.archive.size);
+    return checked(ctx, stored, 'ciphertext', () =>
+      verifyBackup({ store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log }, stored, { etcdutl: config.tools.etcdutl }),
+    );
+  };
+
+  return {
+    backup,
+    verify,
+    drill: async (ctx, params) => drill(ctx, typeof params.backupId === 'string' ? params.backupId : 'latest'),
+    prune: async (ctx) => {
+      ctx.phase('pruning');
+      const report = await prune({ catalog: deps.catalog, log: ctx.log }, config.retention, { dryRun: false, timeZone: config.daemon.schedules.timezone });
+      metrics.retentionDeleted(report.deleted.length);
+      return report;
+    },
+    cleanup: async (ctx) => {
+      ctx.phase('cleaning');
+      const olderThan = new Date(deps.now().getTime() - config.backup.orphanMinAgeSeconds * 1000);
+      const primary = await deps.catalog.cleanup(olderThan);
+      metrics.orphansCleaned(primary.orphans.length + primary.incomplete);
+      if (!deps.secondary) return { primary };
+      // What interrupted second copies left behind.
+      const secondary = await new Catalog(deps.secondary, config.cluster).cleanup(olderThan);
+      metrics.orphansCleaned(secondary.orphans.length + secondary.incomplete);
+      return { primary, secondary };
+    },
+    replicate: async (ctx) => {
+      if (!deps.secondary) throw new ConfigError('/secondaryStore', 'no second store is configured, so there is nothing to copy to');
+      ctx.phase('replicating');
+      return replicate({ source: deps.store, target: deps.secondary, log: ctx.log }, config.cluster, { signal: ctx.signal });
+    },
+  };
+}
+
+function seconds(from: Date, to: Date): number {
+  return Math.max(0, (to.getTime() - from.getTime()) / 1000);
+}
