@@ -21,6 +21,20 @@ export interface CycleSettings extends BackupSettings {
   timeZone: string;
 }
 
+/** The settings of a backup cycle, as the config gives them. */
+export function cycleSettings(config: Config): CycleSettings {
+  return {
+    cluster: config.cluster,
+    node: config.node,
+    kit: config.kit,
+    compression: config.compression,
+    recipients: config.encryption.recipients,
+    progressIntervalSeconds: config.backup.progressIntervalSeconds,
+    retention: config.retention.afterBackup ? config.retention : undefined,
+    timeZone: config.daemon.schedules.timezone,
+  };
+}
+
 /** A step after the commit that failed; the backup itself is committed and stays. */
 export interface CycleWarning {
   step: 'replicate' | 'retention';

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { backupCycle } from '../backup/cycle.ts';
+import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { CancelledError, ConfigError, DestinationNotEmptyError, StoreError, describeError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
@@ -49,16 +49,7 @@ Example:
       try {
         const result = await backupCycle(
           { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), catalog: ctx.catalog, secondary: ctx.secondary },
-          {
-            cluster: config.cluster,
-            node: config.node,
-            kit: config.kit,
-            compression: config.compression,
-            recipients: config.encryption.recipients,
-            progressIntervalSeconds: config.backup.progressIntervalSeconds,
-            retention: config.retention.afterBackup ? config.retention : undefined,
-            timeZone: config.daemon.schedules.timezone,
-          },
+          cycleSettings(config),
         );
         const { manifest } = result;
         if (options.json) printJson(manifest);

@@ -1,9 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { loadConfig } from '../config/load.ts';
 import type { Config, LogLevel } from '../config/schema.ts';
-import { createDecryptStream, createEncryptStream, parseIdentityFile } from '../crypto/age.ts';
-import { ConfigError, KeyError } from '../errors/errors.ts';
+import { createDecryptStream, createEncryptStream } from '../crypto/age.ts';
+import { readIdentityFile } from '../crypto/identity-file.ts';
+import { ConfigError } from '../errors/errors.ts';
 import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
 import { processExecutor, type Executor } from '../exec/executor.ts';
 import { createLogger } from '../log/logger.ts';
@@ -53,16 +53,7 @@ export function snapshotSource(ctx: Context): Etcd3SnapshotSource {
 export async function loadIdentities(ctx: Context, file: string | undefined): Promise<string[] | undefined> {
   const source = file ?? ctx.config.encryption.identityFile;
   if (source === undefined) return undefined;
-  let text: string;
-  try {
-    text = await readFile(source, 'utf8');
-  } catch (err) {
-    const field = file === undefined ? '/encryption/identityFile' : '--identity';
-    throw new ConfigError(field, `cannot read identity file ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  const identities = parseIdentityFile(text, source);
-  if (identities.length === 0) throw new KeyError(`identity file ${source} holds no AGE-SECRET-KEY-1 line`);
-  return identities;
+  return readIdentityFile(source, file === undefined ? '/encryption/identityFile' : '--identity');
 }
 
 export function requireIdentities(identities: string[] | undefined, what: string): string[] {

@@ -1,12 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { createServers, type Servers } from '../api/server.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
-import { createDecryptStream, createEncryptStream, parseIdentityFile } from '../crypto/age.ts';
-import { ConfigError, KeyError } from '../errors/errors.ts';
-import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
-import { processExecutor } from '../exec/executor.ts';
+import { ConfigError } from '../errors/errors.ts';
 import { DirectoryJobJournal } from '../jobs/journal.ts';
 import { JobRunner } from '../jobs/runner.ts';
 import { EtcdLeaderElection } from '../leader/election.ts';
@@ -17,7 +13,7 @@ import { Scheduler } from '../scheduler/scheduler.ts';
 import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
 import { daemonApiDeps } from './api-deps.ts';
-import { createHandlers } from './handlers.ts';
+import { createHandlers, handlerDeps } from './handlers.ts';
 
 export interface DaemonOptions {
   config: Config;
@@ -57,20 +53,7 @@ export class Daemon {
     const store = new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics });
     const secondary = config.secondaryStore && new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics });
     const catalog = new Catalog(store, config.cluster);
-    const handlers = createHandlers({
-      config,
-      store,
-      secondary,
-      catalog,
-      metrics,
-      exec: processExecutor,
-      encrypt: createEncryptStream,
-      decrypt: createDecryptStream,
-      snapshotSource: () => new Etcd3SnapshotSource(config.etcd, log),
-      identities: () => readIdentities(config.encryption.identityFile),
-      now,
-      log,
-    });
+    const handlers = createHandlers(handlerDeps({ config, store, secondary, catalog, metrics, now, log }));
     const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory });
     await runner.recover();
 
@@ -207,17 +190,4 @@ async function seedMetrics(catalog: Catalog, metrics: LifeboatMetrics, log: Logg
   } catch (err) {
     log.warn({ err: (err as Error).message }, 'could not read the catalogue to seed the metrics; they start from zero');
   }
-}
-
-async function readIdentities(file: string | undefined): Promise<string[] | undefined> {
-  if (file === undefined) return undefined;
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError('/encryption/identityFile', `cannot read identity file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  const identities = parseIdentityFile(text, file);
-  if (identities.length === 0) throw new KeyError(`identity file ${file} holds no AGE-SECRET-KEY-1 line`);
-  return identities;
 }

@@ -1,11 +1,14 @@
 import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import type { StoredManifest } from '../archive/manifest.ts';
-import { backupCycle } from '../backup/cycle.ts';
+import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import type { Config } from '../config/schema.ts';
 import { ConfigError, LifeboatError } from '../errors/errors.ts';
 import type { SnapshotSource } from '../etcd/source.ts';
-import type { Executor } from '../exec/executor.ts';
+import { createDecryptStream, createEncryptStream } from '../crypto/age.ts';
+import { readIdentityFile } from '../crypto/identity-file.ts';
+import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
+import { processExecutor, type Executor } from '../exec/executor.ts';
 import type { JobKind } from '../jobs/job.ts';
 import type { JobContext, JobHandler } from '../jobs/runner.ts';
 import type { LifeboatMetrics } from '../metrics/metrics.ts';
@@ -34,6 +37,19 @@ export interface HandlerDeps {
   log: Logger;
 }
 
+/** The daemon's real parts behind the handlers: processes, age, etcd, the identity file. */
+export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secondary' | 'catalog' | 'metrics' | 'now' | 'log'>): HandlerDeps {
+  const { config } = parts;
+  return {
+    ...parts,
+    exec: processExecutor,
+    encrypt: createEncryptStream,
+    decrypt: createDecryptStream,
+    snapshotSource: () => new Etcd3SnapshotSource(config.etcd, parts.log),
+    identities: async () => (config.encryption.identityFile === undefined ? undefined : readIdentityFile(config.encryption.identityFile, '/encryption/identityFile')),
+  };
+}
+
 /** What each kind of job does in the daemon, and what it tells the metrics. */
 export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
   const { config, metrics } = deps;
@@ -54,16 +70,7 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
           secondary: deps.secondary,
           report: { phase: (name) => ctx.phase(name), progress: (done, total) => ctx.progress(done, total), backupId: (id) => ctx.setBackupId(id) },
         },
-        {
-          cluster: config.cluster,
-          node: config.node,
-          kit: config.kit,
-          compression: config.compression,
-          recipients: config.encryption.recipients,
-          progressIntervalSeconds: config.backup.progressIntervalSeconds,
-          retention: config.retention.afterBackup ? config.retention : undefined,
-          timeZone: config.daemon.schedules.timezone,
-        },
+        cycleSettings(config),
         ctx.signal,
       );
       const { manifest } = result;

@@ -2,11 +2,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { ApiDeps } from '../../src/api/deps.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { createDecryptStream, createEncryptStream } from '../../src/crypto/age.ts';
 import { daemonApiDeps } from '../../src/daemon/api-deps.ts';
-import { createHandlers } from '../../src/daemon/handlers.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
-import { processExecutor } from '../../src/exec/executor.ts';
+import { createHandlers, handlerDeps } from '../../src/daemon/handlers.ts';
 import type { JobKind } from '../../src/jobs/job.ts';
 import { DirectoryJobJournal } from '../../src/jobs/journal.ts';
 import { JobRunner, type JobHandler } from '../../src/jobs/runner.ts';
@@ -38,20 +35,7 @@ export interface ApiRig {
 export function apiRig(parts: ApiParts): ApiRig {
   const { config, log, store, catalog } = parts;
   const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: '0.0.0-test' });
-  const real = createHandlers({
-    config,
-    store,
-    secondary: undefined,
-    catalog,
-    metrics,
-    exec: processExecutor,
-    encrypt: createEncryptStream,
-    decrypt: createDecryptStream,
-    snapshotSource: () => new Etcd3SnapshotSource(config.etcd, log),
-    identities: async () => undefined,
-    now: () => new Date(),
-    log,
-  });
+  const real = createHandlers(handlerDeps({ config, store, secondary: undefined, catalog, metrics, now: () => new Date(), log }));
   const runner = new JobRunner({ handlers: { ...real, ...parts.handlers }, journal: new DirectoryJobJournal(path.join(config.daemon.stateDir), log), log, history: config.daemon.jobHistory });
   const deps = daemonApiDeps({
     config,
