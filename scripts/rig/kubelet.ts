@@ -1,0 +1,307 @@
+/**
+ * A stand-in kubelet for tests: kubelet and a container runtime are not available on these
+ * machines, and restores are about static pods. It does, for one host root, what the kubelet
+ * does with the static pod directory, and nothing more:
+ *
+ * - It polls `<root>/etc/kubernetes/manifests` every 100 ms. Like the kubelet it reads only
+ *   regular files whose names do not start with `.` (so atomic writes through a hidden temp file
+ *   are never seen half-written), and it does not recurse.
+ * - A new manifest starts a pod; a changed manifest (other bytes) restarts it; a manifest that
+ *   leaves stops it: SIGTERM to the process it started (by PID), SIGKILL after 5 s.
+ * - A hostPath volume of type DirectoryOrCreate is created (mode 0755) when missing, as the
+ *   kubelet does. Container paths map to host paths through the pod's hostPath volumes (in
+ *   kubeadm's manifests they are equal), under `<root>`. A path flag outside every hostPath
+ *   volume is refused: in a real container it would land in the container's own filesystem.
+ * - `etcd` (the first container's command) runs the real etcd binary with the manifest's flags,
+ *   path flags mapped. A process that exits is restarted after a second (restartPolicy Always).
+ * - `kube-apiserver` runs a stand-in apiserver in this process: an HTTPS server with the
+ *   manifest's serving certificate on `127.0.0.1:<--secure-port>` answering `/readyz` with 200
+ *   only while an etcd of `--etcd-servers` answers Status with a leader over TLS (with the
+ *   manifest's `--etcd-*` client files); every other path answers 404.
+ * - Other pods (controller manager, scheduler) are recorded as not simulated.
+ *
+ * Each pod's output goes to `<logDir>/<manifest>.log`; the kubelet's own events to
+ * `<logDir>/kubelet.log`. `stop()` stops every pod it started.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { appendFileSync, closeSync, openSync } from 'node:fs';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:https';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Etcd3 } from 'etcd3';
+import { parse } from 'yaml';
+
+export interface KubeletOptions {
+  /** The host root: every host path is under it. */
+  root: string;
+  /** The etcd server binary. */
+  etcd: string;
+  logDir: string;
+  /** Host path of the static pod directory. */
+  manifestsDir?: string;
+  pollMs?: number;
+}
+
+export type PodState = 'running' | 'restarting' | 'failed' | 'not-simulated';
+
+export interface PodStatus {
+  file: string;
+  component: string;
+  state: PodState;
+  pid?: number;
+  starts: number;
+  error?: string;
+}
+
+interface Pod {
+  file: string;
+  hash: string;
+  component: string;
+  state: PodState;
+  starts: number;
+  error?: string;
+  child?: ChildProcess;
+  server?: Server;
+  /** When a crashed process may be started again. */
+  restartAt?: number;
+  spec?: Spec;
+}
+
+interface Spec {
+  command: string[];
+  volumes: { mountPath: string; hostPath: string; type: string | undefined }[];
+}
+
+/** Flags of etcd that hold paths. */
+const ETCD_PATH_FLAGS = ['data-dir', 'wal-dir', 'cert-file', 'key-file', 'trusted-ca-file', 'peer-cert-file', 'peer-key-file', 'peer-trusted-ca-file', 'client-crl-file', 'peer-crl-file'];
+
+export class StandInKubelet {
+  readonly #opts: Required<KubeletOptions>;
+  readonly #pods = new Map<string, Pod>();
+  #stopped = false;
+  #loop: Promise<void> | undefined;
+
+  private constructor(opts: KubeletOptions) {
+    this.#opts = { manifestsDir: '/etc/kubernetes/manifests', pollMs: 100, ...opts };
+  }
+
+  static async start(opts: KubeletOptions): Promise<StandInKubelet> {
+    const kubelet = new StandInKubelet(opts);
+    await mkdir(opts.logDir, { recursive: true });
+    await kubelet.#sync();
+    kubelet.#loop = kubelet.#run();
+    return kubelet;
+  }
+
+  pods(): PodStatus[] {
+    return [...this.#pods.values()].map((p) => ({
+      file: p.file,
+      component: p.component,
+      state: p.state,
+      starts: p.starts,
+      ...(p.child?.pid !== undefined && p.state === 'running' ? { pid: p.child.pid } : {}),
+      ...(p.error ? { error: p.error } : {}),
+    }));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+    await Promise.all([...this.#pods.values()].map((p) => this.#stopPod(p)));
+    this.#pods.clear();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      await sleep(this.#opts.pollMs);
+      if (this.#stopped) break;
+      try {
+        await this.#sync();
+      } catch (err) {
+        this.#event(`sync failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  #event(line: string): void {
+    appendFileSync(path.join(this.#opts.logDir, 'kubelet.log'), `${new Date().toISOString()} ${line}\n`);
+  }
+
+  async #sync(): Promise<void> {
+    const dir = path.join(this.#opts.root, this.#opts.manifestsDir);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const seen = new Map<string, { hash: string; text: string }>();
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const file = path.join(dir, name);
+      const s = await stat(file).catch(() => undefined);
+      if (!s?.isFile()) continue;
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      seen.set(name, { hash: createHash('sha256').update(text).digest('hex'), text });
+    }
+    for (const [name, pod] of this.#pods) {
+      const now = seen.get(name);
+      if (!now || now.hash !== pod.hash) {
+        this.#event(`${name} ${now ? 'changed' : 'removed'}: stopping ${pod.component}`);
+        await this.#stopPod(pod);
+        this.#pods.delete(name);
+      }
+    }
+    for (const [name, { hash, text }] of seen) {
+      const pod = this.#pods.get(name);
+      if (!pod) {
+        const created: Pod = { file: name, hash, component: '?', state: 'failed', starts: 0 };
+        this.#pods.set(name, created);
+        this.#event(`${name} appeared`);
+        await this.#startPod(created, text);
+      } else if (pod.state === 'restarting' && Date.now() >= (pod.restartAt ?? 0)) {
+        await this.#launch(pod);
+      }
+    }
+  }
+
+  async #startPod(pod: Pod, text: string): Promise<void> {
+    let spec: Spec;
+    try {
+      spec = readSpec(text);
+    } catch (err) {
+      pod.error = `invalid manifest: ${(err as Error).message}`;
+      this.#event(`${pod.file}: ${pod.error}`);
+      return;
+    }
+    pod.spec = spec;
+    pod.component = path.basename(spec.command[0] ?? '?');
+    if (pod.component !== 'etcd' && pod.component !== 'kube-apiserver') {
+      pod.state = 'not-simulated';
+      return;
+    }
+    for (const v of spec.volumes) {
+      if (v.type === 'DirectoryOrCreate') await mkdir(path.join(this.#opts.root, v.hostPath), { recursive: true, mode: 0o755 });
+    }
+    await this.#launch(pod);
+  }
+
+  async #launch(pod: Pod): Promise<void> {
+    const spec = pod.spec!;
+    pod.starts += 1;
+    delete pod.error;
+    try {
+      if (pod.component === 'etcd') this.#launchEtcd(pod, spec);
+      else await this.#launchApiserver(pod, spec);
+      pod.state = 'running';
+      this.#event(`${pod.file}: started ${pod.component}${pod.child ? ` (pid ${pod.child.pid})` : ''}, start ${pod.starts}`);
+    } catch (err) {
+      pod.state = 'restarting';
+      pod.restartAt = Date.now() + 1000;
+      pod.error = (err as Error).message;
+      this.#event(`${pod.file}: cannot start ${pod.component}: ${pod.error}`);
+    }
+  }
+
+  /** A container path on the host, through the hostPath volumes, under the root. */
+  #host(spec: Spec, containerPath: string): string {
+    const clean = path.posix.normalize(containerPath);
+    const mount = spec.volumes
+      .filter((v) => clean === v.mountPath || clean.startsWith(v.mountPath.replace(/\/$/, '') + '/'))
+      .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+    if (!mount) throw new Error(`${containerPath} is on no hostPath volume: it would live inside the container`);
+    return path.join(this.#opts.root, mount.hostPath, path.posix.relative(mount.mountPath, clean));
+  }
+
+  #launchEtcd(pod: Pod, spec: Spec): void {
+    const args = spec.command.slice(1).map((arg) => {
+      const m = /^--([^=]+)=(.*)$/.exec(arg);
+      if (m && ETCD_PATH_FLAGS.includes(m[1]!) && m[2]!.startsWith('/')) return `--${m[1]}=${this.#host(spec, m[2]!)}`;
+      return arg;
+    });
+    const log = openSync(path.join(this.#opts.logDir, `${pod.file}.log`), 'a');
+    const child = spawn(this.#opts.etcd, args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    pod.child = child;
+    child.once('exit', (code, signal) => {
+      if (pod.child !== child || this.#stopped) return;
+      this.#event(`${pod.file}: etcd (pid ${child.pid}) exited (${signal ?? `code ${code}`}); restarting in 1 s`);
+      pod.state = 'restarting';
+      pod.restartAt = Date.now() + 1000;
+    });
+  }
+
+  async #launchApiserver(pod: Pod, spec: Spec): Promise<void> {
+    const flags = new Map(spec.command.slice(1).map((a) => /^--([^=]+)=(.*)$/.exec(a)).filter((m) => m !== null).map((m) => [m[1]!, m[2]!]));
+    const need = (f: string) => {
+      const v = flags.get(f);
+      if (v === undefined) throw new Error(`kube-apiserver manifest lacks --${f}`);
+      return v;
+    };
+    const port = Number(flags.get('secure-port') ?? 6443);
+    const [cert, key] = await Promise.all([readFile(this.#host(spec, need('tls-cert-file'))), readFile(this.#host(spec, need('tls-private-key-file')))]);
+    const credentials = {
+      rootCertificate: await readFile(this.#host(spec, need('etcd-cafile'))),
+      certChain: await readFile(this.#host(spec, need('etcd-certfile'))),
+      privateKey: await readFile(this.#host(spec, need('etcd-keyfile'))),
+    };
+    const etcdServers = need('etcd-servers').split(',');
+    const log = path.join(this.#opts.logDir, `${pod.file}.log`);
+    const server = createServer({ cert, key }, (req, res) => {
+      if (req.url !== '/readyz') {
+        res.writeHead(404).end();
+        return;
+      }
+      const client = new Etcd3({ hosts: etcdServers, credentials, dialTimeout: 1000, grpcOptions: { 'grpc.ssl_target_name_override': 'localhost' } });
+      client.maintenance
+        .status({ deadline: new Date(Date.now() + 1000) })
+        .then((s) => {
+          const ok = s.leader !== '0';
+          res.writeHead(ok ? 200 : 500).end(ok ? 'ok' : '[-]etcd failed: no leader');
+        })
+        .catch((err: unknown) => {
+          appendFileSync(log, `${new Date().toISOString()} readyz: etcd: ${(err as Error).message.split('\n')[0]}\n`);
+          res.writeHead(500).end('[-]etcd failed');
+        })
+        .finally(() => client.close());
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+    appendFileSync(log, `${new Date().toISOString()} stand-in kube-apiserver serving on 127.0.0.1:${port}\n`);
+    pod.server = server;
+  }
+
+  async #stopPod(pod: Pod): Promise<void> {
+    const child = pod.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => child.kill('SIGKILL'), 5000);
+        child.once('exit', () => {
+          clearTimeout(force);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      });
+    }
+    delete pod.child;
+    const server = pod.server;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      delete pod.server;
+    }
+  }
+}
+
+function readSpec(text: string): Spec {
+  const doc = parse(text) as { kind?: string; spec?: { containers?: { command?: string[]; args?: string[]; volumeMounts?: { name: string; mountPath: string }[] }[]; volumes?: { name: string; hostPath?: { path: string; type?: string } }[] } };
+  if (doc?.kind !== 'Pod') throw new Error('not a Pod');
+  const container = doc.spec?.containers?.[0];
+  if (!container) throw new Error('no container');
+  const hostPaths = new Map((doc.spec?.volumes ?? []).filter((v) => v.hostPath).map((v) => [v.name, v.hostPath!]));
+  const volumes = (container.volumeMounts ?? []).flatMap((m) => {
+    const h = hostPaths.get(m.name);
+    return h ? [{ mountPath: m.mountPath, hostPath: h.path, type: h.type }] : [];
+  });
+  return { command: [...(container.command ?? []), ...(container.args ?? [])], volumes };
+}

@@ -1,0 +1,439 @@
+import { timingSafeEqual } from 'node:crypto';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Transform } from 'node:stream';
+import type { Logger } from 'pino';
+import type { StoredManifest } from '../archive/manifest.ts';
+import { BadRequestError, CancelledError, ConfigError, ConflictError, LifeboatError } from '../errors/errors.ts';
+import type { Executor } from '../exec/executor.ts';
+import type { BackupStore } from '../store/store.ts';
+import { exists, identity, moveOut, removeIfEmpty, renameDurable, writeFileAtomic } from './durable.ts';
+import { liveRevision, stopLeftover, waitClosed, type Throwaway } from './etcd.ts';
+import { pendingSteps, RestoreRecords, restoreState, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
+import { apiserverAddress, etcdFacts, etcdListenAddresses, StaticPod } from './manifests.ts';
+import { createPlan, dataDirLayout, isMountPoint, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
+import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
+
+/**
+ * The restore engine of one node: plans a restore, shows it, applies it step by step (each
+ * step idempotent, journaled on disk and reported as a job phase), rolls it back, and finds
+ * the restores a crash left mid-apply. It drives this node only; `lifeboat restore apply --all`
+ * drives every member's engine in the safe order (orchestrate.ts).
+ *
+ * Nothing live is touched before the confirmation token matches and the archive is fetched and
+ * every hash checked (the first step). A dry run runs every step against a copy of the host
+ * under the restore's state dir, restoring the snapshot for real, and removes it afterwards.
+ */
+
+export interface RestoreEngineDeps {
+  store: BackupStore;
+  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest> };
+  decrypt: (identities: readonly string[]) => Transform;
+  exec: Executor;
+  log: Logger;
+  config: RestoreConfig;
+  now?: () => Date;
+}
+
+export interface ApplyOptions {
+  /** From the plan: proves the caller applies the plan it reviewed. */
+  confirmationToken: string;
+  /** age identities; needed only while the fetch step has not run. */
+  identities: readonly string[];
+  /** Stop after this step (the `--all` orchestration applies each node step by step). A dry run ignores it and runs every step. */
+  through?: StepName;
+  /** Told each step's name as it starts (the job's phase). */
+  report?: (phase: StepName) => void;
+  signal?: AbortSignal;
+}
+
+/** What GET /v1/restores/{id} shows. */
+export interface RestoreView {
+  plan: RestorePlan;
+  journal: RestoreJournal;
+  state: RestoreState;
+}
+
+/** A restore found mid-apply by recover(). */
+export interface Interrupted {
+  id: string;
+  step: string;
+  dryRun: boolean;
+}
+
+export class RestoreEngine {
+  readonly #deps: EngineDeps;
+  readonly #records: RestoreRecords;
+
+  constructor(deps: RestoreEngineDeps) {
+    this.#deps = { ...deps, now: deps.now ?? (() => new Date()) };
+    this.#records = new RestoreRecords(deps.config.daemon.stateDir);
+  }
+
+  /** Validates the request, computes the plan and records it. Changes nothing on the host. */
+  async plan(body: unknown): Promise<RestorePlan> {
+    const { config, log } = this.#deps;
+    const dryRun = typeof body === 'object' && body !== null && (body as { dryRun?: unknown }).dryRun === true;
+    if (!dryRun) {
+      const busy = await this.#unfinishedLive();
+      if (busy) {
+        throw new ConflictError(`restore ${busy.plan.id} is ${busy.state} on this node: finish it (apply it again) or roll it back before planning another`, {
+          hint: `GET /v1/restores/${busy.plan.id} shows where it stopped`,
+        });
+      }
+    }
+    const plan = await createPlan(body, {
+      catalog: this.#deps.catalog,
+      config,
+      now: this.#deps.now,
+      stagingDir: (id) => this.#records.dir(id),
+      liveRevision: () => liveRevision(config.etcd),
+      isMountPoint,
+    });
+    await this.#records.create(plan);
+    log.info({ phase: 'restore-planned', restoreId: plan.id, backupId: plan.backupId, mode: plan.mode, dryRun: plan.dryRun, node: plan.node, members: plan.members.map((m) => m.name), bumpRevision: plan.bumpRevision, targetRevision: plan.targetRevision, warnings: plan.warnings.length }, 'restore planned');
+    return plan;
+  }
+
+  async get(id: string): Promise<RestoreView> {
+    const [plan, journal, holder] = await Promise.all([this.#records.plan(id), this.#records.journal(id), this.#records.holder()]);
+    return { plan, journal, state: restoreState(plan.steps as StepName[], journal, holder?.restoreId === id) };
+  }
+
+  /** Every restore on this node, oldest first. */
+  async list(): Promise<RestoreView[]> {
+    const ids = await this.#records.ids();
+    return Promise.all(ids.map((id) => this.get(id)));
+  }
+
+  /**
+   * Runs the plan's steps that are not done, in order, up to `through`. A wrong token
+   * (BadRequestError on /confirmationToken) or a missing identity (ConfigError on
+   * /encryption/identityFile) fails before anything is written. A failed step is journaled as
+   * failed and its error thrown; applying again resumes with it.
+   */
+  async apply(id: string, options: ApplyOptions): Promise<RestoreView> {
+    const plan = await this.#records.plan(id);
+    checkToken(plan, options.confirmationToken);
+    let journal = await this.#records.journal(id);
+    if (journal.rollback) throw new ConflictError(`restore ${id} was rolled back; plan a new restore`);
+    const steps = plan.steps as StepName[];
+    if (options.through !== undefined && !steps.includes(options.through)) {
+      throw new BadRequestError('/through', `${options.through} is not a step of a ${plan.mode} restore (${steps.join(', ')})`);
+    }
+    if (plan.dryRun && steps.every((s) => journal.steps[s]?.state === 'done')) return this.get(id);
+    let todo = plan.dryRun ? [...steps] : pendingSteps(steps, journal, options.through);
+    if (todo.length === 0) return this.get(id);
+    if (todo.includes('fetch') && options.identities.length === 0) {
+      throw new ConfigError('/encryption/identityFile', `applying restore ${id} needs an age identity to decrypt backup ${plan.backupId}`, {
+        hint: 'set encryption.identityFile (or pass --identity) to the key that matches one of the backup\'s recipients',
+      });
+    }
+
+    const release = await this.#records.lock(id, this.#deps.now());
+    const log = this.#deps.log.child({ restoreId: id, mode: plan.mode, dryRun: plan.dryRun, node: plan.node });
+    const ctx: StepContext = {
+      deps: this.#deps,
+      plan,
+      journal,
+      dry: plan.dryRun,
+      root: plan.dryRun ? plan.dryRunRoot! : this.#deps.config.kit.hostRoot,
+      identities: options.identities,
+      signal: options.signal,
+      log,
+      previous: 'pending',
+      throwaway: undefined,
+      save: () => this.#records.save(journal, this.#deps.now()),
+    };
+    try {
+      if (plan.dryRun) {
+        // A dry run always starts over: its temp tree is gone with the process that made it.
+        journal = await this.#resetDryRun(plan);
+        ctx.journal = journal;
+        todo = [...steps];
+        await this.#prepareDryRoot(plan);
+      }
+      for (const step of todo) {
+        if (options.signal?.aborted) throw new CancelledError(`restore ${id} was cancelled before ${step}`);
+        await this.#runStep(ctx, step, options);
+      }
+      log.info({ phase: 'restore-applied', through: todo.at(-1), state: restoreState(steps, journal, false) }, plan.dryRun ? 'dry run finished' : `restore applied through ${todo.at(-1)}`);
+    } finally {
+      if (plan.dryRun) await this.#cleanupDryRun(ctx);
+      await release();
+    }
+    return this.get(id);
+  }
+
+  async #runStep(ctx: StepContext, step: StepName, options: ApplyOptions): Promise<void> {
+    const { journal, log } = ctx;
+    const record: StepRecord = journal.steps[step] ?? { state: 'pending', attempts: 0 };
+    // A step left running, or failed by an interruption, was cut off part way.
+    ctx.previous = record.state === 'failed' && record.interrupted ? 'running' : record.state;
+    if (ctx.previous === 'running') log.warn({ phase: step }, 'this step was interrupted last time; running it again from its safe start');
+    Object.assign(record, { state: 'running', startedAt: this.#deps.now().toISOString(), attempts: record.attempts + 1 });
+    delete record.error;
+    delete record.finishedAt;
+    delete record.interrupted;
+    journal.steps[step] = record;
+    await ctx.save();
+    options.report?.(step);
+    const started = performance.now();
+    log.info({ phase: step, attempt: record.attempts }, `${step} started`);
+    try {
+      const note = await STEPS[step](ctx);
+      Object.assign(record, { state: 'done', finishedAt: this.#deps.now().toISOString(), note });
+      await ctx.save();
+      log.info({ phase: step, durationMs: Math.round(performance.now() - started), note }, `${step} done`);
+    } catch (caught) {
+      // An abort surfaces from timers and child processes as a plain AbortError.
+      const err = ctx.signal?.aborted && !(caught instanceof CancelledError) ? new CancelledError(`restore ${ctx.plan.id} was cancelled during ${step}`, { cause: caught }) : caught;
+      const error = err instanceof LifeboatError
+        ? { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
+        : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+      Object.assign(record, { state: 'failed', finishedAt: this.#deps.now().toISOString(), error, ...(err instanceof CancelledError ? { interrupted: true } : {}) });
+      await ctx.save();
+      log.error({ phase: step, durationMs: Math.round(performance.now() - started), code: error.code, err: error.message }, `${step} failed`);
+      throw err;
+    }
+  }
+
+  async #resetDryRun(plan: RestorePlan): Promise<RestoreJournal> {
+    const journal = await this.#records.journal(plan.id);
+    await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot!, plan.self.dataDir));
+    for (const s of plan.steps) journal.steps[s] = { state: 'pending', attempts: journal.steps[s]?.attempts ?? 0 };
+    journal.facts = {};
+    journal.result = {};
+    await this.#records.save(journal, this.#deps.now());
+    return journal;
+  }
+
+  /**
+   * The dry run's host: the live manifests dir copied, the kit targets that exist copied, and
+   * a placeholder directory where the live data dir is (its data is not copied).
+   */
+  async #prepareDryRoot(plan: RestorePlan): Promise<void> {
+    const root = plan.dryRunRoot!;
+    const live = this.#deps.config.kit.hostRoot;
+    await rm(root, { recursive: true, force: true });
+    await mkdir(root, { recursive: true, mode: 0o700 });
+    const manifests = this.#deps.config.restore.manifestsDir;
+    await mkdir(path.join(root, manifests), { recursive: true, mode: 0o755 });
+    for (const name of await readdir(path.join(live, manifests)).catch(() => [] as string[])) {
+      const from = path.join(live, manifests, name);
+      if ((await stat(from)).isFile()) await copyFile(from, path.join(root, manifests, name));
+    }
+    for (const f of plan.files) {
+      const from = path.join(live, f.path);
+      if (!(await exists(from))) continue;
+      await mkdir(path.dirname(path.join(root, f.path)), { recursive: true, mode: 0o755 });
+      await copyFile(from, path.join(root, f.path));
+    }
+    const layout = dataDirLayout(plan.self.dataDir, plan.id, plan.self.swap);
+    if (await exists(path.join(live, layout.live))) {
+      const placeholder = path.join(root, layout.live);
+      await mkdir(placeholder, { recursive: true, mode: 0o700 });
+      await writeFileAtomic(path.join(placeholder, 'LIFEBOAT-DRY-RUN-PLACEHOLDER'), `stands for ${layout.live} on the live host; its data is not copied\n`, 0o600);
+    }
+  }
+
+  /** Stops the throwaway etcd and removes the dry-run root, the decrypted backup and the staged manifests (the logs stay). */
+  async #cleanupDryRun(ctx: StepContext): Promise<void> {
+    const throwaway: Throwaway | undefined = ctx.throwaway;
+    await throwaway?.stop();
+    if (ctx.plan.dryRunRoot) await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, path.join(ctx.plan.dryRunRoot, ctx.plan.self.dataDir));
+    delete ctx.journal.facts.throwawayPid;
+    await rm(ctx.plan.dryRunRoot!, { recursive: true, force: true });
+    await rm(path.join(ctx.plan.staging, 'archive'), { recursive: true, force: true });
+    await rm(path.join(ctx.plan.staging, 'archive.partial'), { recursive: true, force: true });
+    await rm(path.join(ctx.plan.staging, 'manifests'), { recursive: true, force: true });
+    await ctx.save().catch(() => undefined);
+  }
+
+  /**
+   * Undoes an in-place restore on this node: stops what runs on the restored data, sets the
+   * restored data aside as `<dataDir>.lifeboat-failed-<id>`, puts the old data dir back, and
+   * puts the original manifests back. A fresh-control-plane restore is rolled back only until
+   * kubeadm init has run. Never deletes a data dir. Idempotent; journaled.
+   */
+  async rollback(id: string, options: { confirmationToken: string; signal?: AbortSignal }): Promise<RestoreView> {
+    const plan = await this.#records.plan(id);
+    checkToken(plan, options.confirmationToken);
+    if (plan.dryRun) throw new ConflictError(`restore ${id} is a dry run: it changed nothing, so there is nothing to roll back`);
+    const release = await this.#records.lock(id, this.#deps.now());
+    const journal = await this.#records.journal(id);
+    const log = this.#deps.log.child({ restoreId: id, mode: plan.mode, node: plan.node });
+    const save = () => this.#records.save(journal, this.#deps.now());
+    try {
+      if (journal.rollback?.state === 'done') return await this.get(id);
+      const started = (s: string) => (journal.steps[s]?.state ?? 'pending') !== 'pending';
+      if (plan.mode === 'fresh-control-plane' && started('kubeadm-init')) {
+        throw new ConflictError(`kubeadm init has run for restore ${id}: Lifeboat cannot undo it`, {
+          hint: `run \`kubeadm reset\` on this host; the data Lifeboat set aside is listed in the plan (setAside)`,
+        });
+      }
+      journal.rollback = { state: 'running', startedAt: this.#deps.now().toISOString(), actions: journal.rollback?.actions ?? [] };
+      await save();
+      const actions = journal.rollback.actions;
+      const act = async (line: string) => {
+        actions.push(line);
+        log.info({ phase: 'rollback' }, line);
+        await save();
+      };
+      try {
+        await this.#rollbackSteps(plan, journal, act, options.signal);
+        await rm(path.join(plan.staging, 'archive'), { recursive: true, force: true });
+        journal.rollback.state = 'done';
+        journal.rollback.finishedAt = this.#deps.now().toISOString();
+        await save();
+      } catch (err) {
+        journal.rollback.state = 'failed';
+        journal.rollback.error = err instanceof LifeboatError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String(err) };
+        await save();
+        throw err;
+      }
+      return await this.get(id);
+    } finally {
+      await release();
+    }
+  }
+
+  async #rollbackSteps(plan: RestorePlan, journal: RestoreJournal, act: (line: string) => Promise<void>, signal?: AbortSignal): Promise<void> {
+    const { config } = this.#deps;
+    const root = config.kit.hostRoot;
+    const onHost = (p: string) => path.join(root, p);
+    const manifestsDir = onHost(config.restore.manifestsDir);
+    const stage = (n: string) => path.join(plan.staging, 'manifests', n);
+    const started = (s: string) => (journal.steps[s]?.state ?? 'pending') !== 'pending';
+
+    if (plan.mode === 'in-place') {
+      // 1. Stop what runs on the restored data: the apiserver, then etcd.
+      const apiserverLive = path.join(manifestsDir, 'kube-apiserver.yaml');
+      if (started('start-apiserver') && (await exists(apiserverLive)) && (await exists(stage('kube-apiserver.yaml')))) {
+        await moveOut(apiserverLive, stage('kube-apiserver.yaml'));
+        const address = apiserverAddress(StaticPod.parse(await readFile(stage('kube-apiserver.yaml'), 'utf8'), 'kube-apiserver.yaml'));
+        await waitClosed([address], 'kube-apiserver', config.restore.apiserverWaitSeconds, signal);
+        await act('stopped kube-apiserver running on the restored data');
+      }
+      const etcdLive = path.join(manifestsDir, 'etcd.yaml');
+      if (started('start-etcd') && (await exists(etcdLive))) {
+        const original = await readFile(stage('etcd.yaml'));
+        if (!(await readFile(etcdLive)).equals(original)) {
+          // The restored member's manifest: kept with the staged files, out of the manifests dir.
+          await moveOut(etcdLive, stage('etcd.running-at-rollback.yaml'));
+          const addresses = etcdListenAddresses(etcdFacts(StaticPod.parse(original.toString('utf8'), 'etcd.yaml')));
+          await waitClosed(addresses, 'etcd', config.restore.etcdWaitSeconds, signal);
+          await act('stopped etcd running on the restored data');
+        }
+      }
+    } else {
+      await stopLeftover(journal.facts.throwawayPid as number | undefined, onHost(plan.self.dataDir));
+    }
+
+    // 2. The data: the restored data aside as failed, the old data back.
+    const layout = dataDirLayout(plan.self.dataDir, plan.id, plan.self.swap);
+    const live = onHost(layout.live);
+    const aside = onHost(layout.aside);
+    const failed = onHost(layout.failed);
+    const incoming = onHost(layout.incoming);
+    const restored = journal.facts.restored as string | undefined;
+    if (await exists(incoming)) {
+      if (await exists(failed)) throw new ConflictError(`${failed} already exists; move it away by hand, then roll back again`);
+      await renameDurable(incoming, failed);
+      await act(`set the restored (not swapped in) data aside at ${layout.failed}`);
+    }
+    if (layout.swap === 'member') await removeIfEmpty(onHost(layout.restoreDir));
+    if (await exists(aside)) {
+      if (await exists(live)) {
+        if (restored !== undefined && (await identity(live)) !== restored) {
+          throw new ConflictError(`${layout.live} is neither the old data (set aside at ${layout.aside}) nor the restored data`, { hint: 'inspect them, then roll back again' });
+        }
+        if (await exists(failed)) throw new ConflictError(`${failed} already exists; move it away by hand, then roll back again`);
+        await renameDurable(live, failed);
+        await act(`set the restored data aside at ${layout.failed}`);
+      }
+      await renameDurable(aside, live);
+      await act(`put the old data back at ${layout.live}`);
+    }
+
+    // 3. The original manifests (in place), or the files the kit replaced (fresh).
+    if (plan.mode === 'in-place') {
+      for (const name of ['etcd.yaml', 'kube-apiserver.yaml']) {
+        const original = stage(name);
+        const target = path.join(manifestsDir, name);
+        if (!(await exists(original))) continue;
+        const bytes = await readFile(original);
+        const current = await readFile(target).catch(() => undefined);
+        if (current?.equals(bytes)) continue;
+        if (current) throw new ConflictError(`${target} exists and is not the original; move it away by hand, then roll back again`);
+        await writeFileAtomic(target, bytes, (await stat(original)).mode & 0o7777);
+        await act(`put the original ${name} back`);
+      }
+    } else {
+      for (const entry of (journal.facts.setAsideFiles ?? []) as { path: string; aside: string }[]) {
+        const target = onHost(entry.path);
+        const kept = onHost(entry.aside);
+        if (!(await exists(kept))) continue;
+        if (await exists(target)) await renameDurable(target, `${target}.lifeboat-failed-${plan.id}`);
+        await renameDurable(kept, target);
+        await act(`put the original ${entry.path} back`);
+      }
+    }
+  }
+
+  /**
+   * At startup: restores a previous process left mid-step (it was killed) are journaled as
+   * failed there, a dry run's leftovers are removed, and the list is returned so that the
+   * daemon marks their jobs failed. Applying again resumes each of them.
+   */
+  async recover(): Promise<Interrupted[]> {
+    const holder = await this.#records.holder();
+    const found: Interrupted[] = [];
+    for (const id of await this.#records.ids()) {
+      if (holder?.restoreId === id) continue;
+      const [plan, journal] = await Promise.all([this.#records.plan(id), this.#records.journal(id)]);
+      let changed = false;
+      for (const [step, record] of Object.entries(journal.steps)) {
+        if (record.state !== 'running') continue;
+        Object.assign(record, { state: 'failed', interrupted: true, finishedAt: this.#deps.now().toISOString(), error: { code: 'CANCELLED', message: 'interrupted: the process stopped during this step', hint: 'apply the restore again to resume it, or roll it back' } });
+        found.push({ id, step, dryRun: plan.dryRun });
+        changed = true;
+      }
+      if (journal.rollback?.state === 'running') {
+        journal.rollback.state = 'failed';
+        journal.rollback.error = { code: 'CANCELLED', message: 'interrupted: the process stopped during the rollback' };
+        found.push({ id, step: 'rollback', dryRun: plan.dryRun });
+        changed = true;
+      }
+      if (plan.dryRun && plan.dryRunRoot && (await exists(plan.dryRunRoot))) {
+        await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot, plan.self.dataDir));
+        await rm(plan.dryRunRoot, { recursive: true, force: true });
+        await rm(path.join(plan.staging, 'archive'), { recursive: true, force: true });
+        changed = true;
+      }
+      if (changed) await this.#records.save(journal, this.#deps.now());
+    }
+    for (const r of found) this.#deps.log.warn({ restoreId: r.id, phase: r.step }, 'a restore was interrupted; apply it again to resume it, or roll it back');
+    return found;
+  }
+
+  /** A restore (not a dry run) that has touched this node and is neither done nor rolled back. */
+  async #unfinishedLive(): Promise<RestoreView | undefined> {
+    for (const view of await this.list()) {
+      if (view.plan.dryRun || view.state === 'done' || view.state === 'rolled-back') continue;
+      const touched = view.plan.steps.some((s) => s !== 'fetch' && (view.journal.steps[s]?.state ?? 'pending') !== 'pending');
+      if (touched) return view;
+    }
+    return undefined;
+  }
+}
+
+function checkToken(plan: RestorePlan, token: unknown): void {
+  const expected = Buffer.from(plan.confirmationToken);
+  const given = Buffer.from(typeof token === 'string' ? token : '');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new BadRequestError('/confirmationToken', `the confirmation token does not match restore ${plan.id}'s`, {
+      hint: `GET /v1/restores/${plan.id} shows the plan and its token; review the plan, then apply with that token`,
+    });
+  }
+}

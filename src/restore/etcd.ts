@@ -1,0 +1,372 @@
+import { readFile } from 'node:fs/promises';
+import { request } from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Etcd3, type IMember } from 'etcd3';
+import type { Config } from '../config/schema.ts';
+import { CancelledError, ConflictError, EtcdUnavailableError, ToolError } from '../errors/errors.ts';
+import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import type { Executor, RunningProcess } from '../exec/executor.ts';
+import { acceptsConnections, freePorts } from '../exec/ports.ts';
+
+/**
+ * How a restore talks to etcd and the apiserver: the live (or restored) cluster over TLS with
+ * the client certificate from etcd.tls, a throwaway member on loopback (plain HTTP, ports free
+ * at that moment, like the restore drill's), and the apiserver's /readyz.
+ */
+
+const POLL_MS = 200;
+const CALL_MS = 2000;
+
+type TlsConfig = Config['etcd']['tls'];
+
+export function tlsClient(endpoints: string | string[], tls: TlsConfig): Etcd3 {
+  return new Etcd3({
+    hosts: endpoints,
+    credentials: readEtcdCredentials(tls),
+    dialTimeout: CALL_MS,
+    grpcOptions: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.max_receive_message_length': 64 << 20 },
+  });
+}
+
+function plainClient(endpoint: string): Etcd3 {
+  return new Etcd3({ hosts: endpoint, dialTimeout: CALL_MS, grpcOptions: { 'grpc.max_receive_message_length': 64 << 20 } });
+}
+
+const deadline = (ms = CALL_MS) => ({ deadline: new Date(Date.now() + ms) });
+
+function abortable(signal: AbortSignal | undefined): { signal: AbortSignal } | Record<string, never> {
+  return signal ? { signal } : {};
+}
+
+function checkAbort(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new CancelledError(`${what} was cancelled`);
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+}
+
+/** The cluster's revision from the first endpoint that answers; undefined when none does. */
+export async function liveRevision(etcd: Config['etcd']): Promise<string | undefined> {
+  for (const endpoint of etcd.endpoints) {
+    const { hostname, port } = new URL(endpoint);
+    if (!(await acceptsConnections(hostname, Number(port || 2379)))) continue;
+    const client = tlsClient(endpoint, etcd.tls);
+    try {
+      return (await client.maintenance.status(deadline())).header.revision;
+    } catch {
+      // try the next one
+    } finally {
+      client.close();
+    }
+  }
+  return undefined;
+}
+
+/** Waits until nothing accepts connections on any of `addresses`. */
+export async function waitClosed(addresses: { host: string; port: number }[], what: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+  const until = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    checkAbort(signal, `waiting for ${what} to stop`);
+    const open = [];
+    for (const a of addresses) if (await acceptsConnections(a.host, a.port)) open.push(`${a.host}:${a.port}`);
+    if (open.length === 0) return;
+    if (Date.now() > until) {
+      throw new ConflictError(`${what} still accepts connections on ${open.join(', ')} ${timeoutSeconds} s after its manifest was moved out`, {
+        hint: 'check that the kubelet is running and watches the manifests dir, and that nothing else uses the port; then apply again',
+      });
+    }
+    await sleep(POLL_MS, undefined, abortable(signal));
+  }
+}
+
+/** Waits until something accepts connections on `address`. */
+export async function waitOpen(address: { host: string; port: number }, what: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+  const until = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    checkAbort(signal, `waiting for ${what}`);
+    if (await acceptsConnections(address.host, address.port)) return;
+    if (Date.now() > until) {
+      throw new EtcdUnavailableError(`${what} does not listen on ${address.host}:${address.port} ${timeoutSeconds} s after its manifest was put back`, {
+        hint: 'check the kubelet and the container log (crictl logs); then apply again',
+      });
+    }
+    await sleep(POLL_MS, undefined, abortable(signal));
+  }
+}
+
+export interface QuorumReport {
+  leader: string;
+  revision: string;
+  members: { name: string; clientURL: string; revision: string }[];
+}
+
+/**
+ * Waits until the restored cluster is whole: a linearizable member list (which needs a quorum)
+ * through this node's member holds exactly `names`, every member has started (it published its
+ * client URLs), and each one, asked over TLS, has a leader, no alarms or errors, and a revision
+ * of at least `targetRevision`.
+ */
+export async function waitQuorum(opts: { clientURL: string; names: string[]; targetRevision: string; tls: TlsConfig; timeoutSeconds: number; signal?: AbortSignal }): Promise<QuorumReport> {
+  const until = Date.now() + opts.timeoutSeconds * 1000;
+  const self = new URL(opts.clientURL);
+  let problem = 'this member does not listen yet';
+  let missing: string[] = [...opts.names];
+  for (;;) {
+    checkAbort(opts.signal, 'waiting for the etcd quorum');
+    if (await acceptsConnections(self.hostname, Number(self.port))) {
+      const client = tlsClient(opts.clientURL, opts.tls);
+      try {
+        const list = await client.cluster.memberList({ linearizable: true }, deadline());
+        const started = list.members.filter((m: IMember) => m.name !== '' && m.clientURLs.length > 0);
+        missing = opts.names.filter((n) => !started.some((m) => m.name === n));
+        const extra = list.members.map((m) => m.name).filter((n) => n !== '' && !opts.names.includes(n));
+        if (extra.length > 0) throw new ConflictError(`the restored cluster has members the plan does not: ${extra.join(', ')}`);
+        if (missing.length > 0) {
+          problem = `members not started yet: ${missing.join(', ')}`;
+        } else {
+          const report = await checkMembers(started, opts.tls, opts.targetRevision);
+          if (typeof report === 'string') problem = report;
+          else return report;
+        }
+      } catch (err) {
+        if (err instanceof ConflictError) throw err;
+        problem = `no quorum yet: ${firstLine(err)}`;
+      } finally {
+        client.close();
+      }
+    }
+    if (Date.now() > until) {
+      throw new EtcdUnavailableError(`the restored etcd has no healthy quorum after ${opts.timeoutSeconds} s: ${problem}`, {
+        hint: missing.length > 0 ? `restore the other members from the same plan: run \`lifeboat restore apply --all\` (not restored or not running: ${missing.join(', ')})` : 'check the etcd logs on every member; then apply again',
+      });
+    }
+    await sleep(250, undefined, abortable(opts.signal));
+  }
+}
+
+async function checkMembers(members: IMember[], tls: TlsConfig, target: string): Promise<QuorumReport | string> {
+  const report: QuorumReport = { leader: '', revision: '0', members: [] };
+  for (const m of members) {
+    const url = m.clientURLs.find((u) => u.startsWith('https://')) ?? m.clientURLs[0]!;
+    const client = tlsClient(url, tls);
+    try {
+      const status = await client.maintenance.status(deadline());
+      if (status.leader === '0') return `${m.name} has no leader`;
+      if (status.errors.length > 0) return `${m.name} reports ${status.errors.join(', ')}`;
+      if (BigInt(status.header.revision) < BigInt(target)) return `${m.name} is at revision ${status.header.revision}, below the target ${target}`;
+      if (report.leader !== '' && report.leader !== status.leader) return `members disagree on the leader`;
+      report.leader = status.leader;
+      if (BigInt(status.header.revision) > BigInt(report.revision)) report.revision = status.header.revision;
+      report.members.push({ name: m.name, clientURL: url, revision: status.header.revision });
+    } catch (err) {
+      return `${m.name} (${url}) does not answer: ${firstLine(err)}`;
+    } finally {
+      client.close();
+    }
+  }
+  const leader = members.find((m) => m.ID === report.leader);
+  report.leader = leader?.name ?? report.leader;
+  return report;
+}
+
+export interface LeaseCleanupReport {
+  /** Master leases of addresses in the new member set. */
+  kept: string[];
+  /** Master leases of other addresses: removed (or, in a dry run, to be removed). */
+  removed: string[];
+  /** Control-plane Node objects whose names are not members. */
+  staleNodes: string[];
+  /** Of those, deleted (restore.deleteStaleNodes). */
+  nodesDeleted: string[];
+  dryRun: boolean;
+}
+
+export const MASTER_LEASES = '/registry/masterleases/';
+export const NODES = '/registry/minions/';
+export const NODE_LEASES = '/registry/leases/kube-node-lease/';
+/** kubeadm labels control-plane nodes with one of these; the label key is plain text in JSON and protobuf values alike. */
+const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
+const PAGE = 100;
+
+/**
+ * Removes master leases (`/registry/masterleases/<ip>`) of addresses not in the new member set,
+ * and reports control-plane Node objects (`/registry/minions/<name>`) of names not in it;
+ * deletes those (and their node leases) only with `deleteNodes`. A dry run deletes nothing.
+ * Runs before any apiserver starts on the restored data, so none re-publishes a stale address.
+ */
+export async function cleanupLeases(client: Etcd3, opts: { keepAddresses: string[]; memberNames: string[]; deleteNodes: boolean; dryRun: boolean }): Promise<LeaseCleanupReport> {
+  const report: LeaseCleanupReport = { kept: [], removed: [], staleNodes: [], nodesDeleted: [], dryRun: opts.dryRun };
+  const leases = await client.getAll().prefix(MASTER_LEASES).options(deadline(10_000)).keys();
+  for (const key of leases.sort()) {
+    const address = key.slice(MASTER_LEASES.length);
+    if (opts.keepAddresses.includes(address)) {
+      report.kept.push(address);
+      continue;
+    }
+    if (!opts.dryRun) await client.delete().key(key).options(deadline(10_000)).exec();
+    report.removed.push(address);
+  }
+  const end = NODES.slice(0, -1) + String.fromCharCode(NODES.charCodeAt(NODES.length - 1) + 1);
+  let start = NODES;
+  for (;;) {
+    const page = await client.getAll().inRange({ start, end }).limit(PAGE).options(deadline(10_000)).exec();
+    for (const kv of page.kvs) {
+      const name = kv.key.toString().slice(NODES.length);
+      const value = kv.value.toString('latin1');
+      if (opts.memberNames.includes(name) || !CONTROL_PLANE_LABELS.some((l) => value.includes(l))) continue;
+      report.staleNodes.push(name);
+      if (opts.deleteNodes && !opts.dryRun) {
+        await client.delete().key(kv.key).options(deadline(10_000)).exec();
+        await client.delete().key(NODE_LEASES + name).options(deadline(10_000)).exec();
+        report.nodesDeleted.push(name);
+      }
+    }
+    if (page.kvs.length < PAGE) break;
+    start = page.kvs[page.kvs.length - 1]!.key.toString() + '\0';
+  }
+  return report;
+}
+
+export interface Throwaway {
+  pid: number;
+  endpoint: string;
+  client: Etcd3;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts etcd on an existing (restored) data dir on loopback, plain HTTP, on two ports free at
+ * that moment, and waits until it has a leader. `forceNewCluster` makes a member of a
+ * multi-member restore serve alone (it rewrites the copy's membership: only for a dry run's
+ * copy). `started` hears the PID at once, so a crash can find and stop it.
+ */
+export async function startThrowaway(opts: {
+  exec: Executor;
+  etcd: string;
+  name: string;
+  dataDir: string;
+  forceNewCluster: boolean;
+  logFile: string;
+  timeoutSeconds: number;
+  signal?: AbortSignal;
+  started?: (pid: number) => Promise<void>;
+}): Promise<Throwaway> {
+  const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
+  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const args = [
+    `--name=${opts.name}`,
+    `--data-dir=${opts.dataDir}`,
+    `--listen-client-urls=${endpoint}`,
+    `--advertise-client-urls=${endpoint}`,
+    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+    ...(opts.forceNewCluster ? ['--force-new-cluster'] : []),
+    '--logger=zap',
+    '--log-outputs=stderr',
+  ];
+  const child: RunningProcess = await opts.exec.start(opts.etcd, args, { output: opts.logFile });
+  let exited = false;
+  void child.exited.then(() => (exited = true));
+  const stop = async () => child.stop(10_000);
+  try {
+    await opts.started?.(child.pid);
+    const until = Date.now() + opts.timeoutSeconds * 1000;
+    for (;;) {
+      checkAbort(opts.signal, 'starting the throwaway etcd');
+      if (exited) throw new ToolError(`${opts.etcd} on ${opts.dataDir} exited before it served: ${await lastError(opts.logFile)}`, { hint: 'check that tools.etcd is etcd 3.5 or later' });
+      if (Date.now() > until) throw new ToolError(`${opts.etcd} on ${opts.dataDir} did not get a leader within ${opts.timeoutSeconds} s: ${await lastError(opts.logFile)}`);
+      if (await acceptsConnections('127.0.0.1', clientPort)) {
+        const client = plainClient(endpoint);
+        try {
+          const status = await client.maintenance.status(deadline());
+          if (status.leader !== '0') return { pid: child.pid, endpoint, client, stop: async () => (client.close(), await stop()) };
+        } catch {
+          // not serving yet
+        }
+        client.close();
+      }
+      await sleep(100, undefined, abortable(opts.signal));
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function lastError(logFile: string): Promise<string> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  const lines = text.trim().split('\n').filter(Boolean);
+  for (const line of lines.reverse()) {
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string; error?: string };
+      if (entry.level === 'fatal' || entry.level === 'error' || entry.level === 'panic') return `${entry.msg ?? ''}${entry.error ? `: ${entry.error}` : ''}`;
+    } catch {
+      return line.slice(0, 300);
+    }
+  }
+  return `see ${logFile}`;
+}
+
+/** The throwaway etcd's revision and key count. */
+export async function describeMember(client: Etcd3): Promise<{ revision: string; keyCount: number }> {
+  const status = await client.maintenance.status(deadline());
+  const keyCount = await client.getAll().options(deadline(10_000)).count();
+  return { revision: status.header.revision, keyCount };
+}
+
+/**
+ * Stops a throwaway etcd an earlier, killed attempt left running, by its recorded PID, and only
+ * if that process still runs etcd on `dataDir` (so a reused PID is never signalled).
+ */
+export async function stopLeftover(pid: number | undefined, dataDir: string): Promise<boolean> {
+  if (pid === undefined) return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
+  if (!cmdline || !cmdline.toString().split('\0').includes(`--data-dir=${dataDir}`)) return false;
+  process.kill(pid, 'SIGTERM');
+  const until = Date.now() + 10_000;
+  while (await readFile(`/proc/${pid}/cmdline`).then(() => true, () => false)) {
+    if (Date.now() > until) {
+      process.kill(pid, 'SIGKILL');
+      await sleep(200);
+      break;
+    }
+    await sleep(100);
+  }
+  return true;
+}
+
+/**
+ * GET https://host:port/readyz, trusting only `caFile` and checking the certificate for the
+ * name `kubernetes` (a SAN of every kubeadm apiserver certificate; its IP SANs may not include
+ * the address probed). Resolves with the status code, or undefined when nothing answers.
+ */
+export async function readyz(address: { host: string; port: number }, caFile: string): Promise<number | undefined> {
+  const ca = await readFile(caFile);
+  return new Promise((resolve) => {
+    const req = request({ host: address.host, port: address.port, path: '/readyz', method: 'GET', ca, servername: 'kubernetes', timeout: CALL_MS }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode));
+      res.once('error', () => resolve(undefined));
+    });
+    req.once('timeout', () => req.destroy());
+    req.once('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+/** Waits for /readyz to answer 200. */
+export async function waitReady(address: { host: string; port: number }, caFile: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+  const until = Date.now() + timeoutSeconds * 1000;
+  let last: number | undefined;
+  for (;;) {
+    checkAbort(signal, 'waiting for kube-apiserver');
+    last = await readyz(address, caFile);
+    if (last === 200) return;
+    if (Date.now() > until) {
+      throw new EtcdUnavailableError(`kube-apiserver on ${address.host}:${address.port} is not ready after ${timeoutSeconds} s (${last === undefined ? 'no answer' : `/readyz answered ${last}`})`, {
+        hint: 'check its container log (crictl logs); raise restore.apiserverWaitSeconds for a big cluster; then apply again',
+      });
+    }
+    await sleep(500, undefined, abortable(signal));
+  }
+}
