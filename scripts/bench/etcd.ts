@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { Etcd3 } from 'etcd3';
 import { makeKubeadmTree } from '../rig/pki.ts';
 import { startEtcd, type EtcdCluster } from '../rig/etcd.ts';
 import { populate } from '../rig/populate.ts';
@@ -26,18 +27,28 @@ export async function startFilledEtcd(dir: string, targetBytes: number, teardown
   const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(dir, 'etcd'), extraArgs: ['--quota-backend-bytes=8589934592'] });
   teardown.add('stop etcd', () => etcd.stop());
   const client = etcd.client();
-  let dbSize = 0;
+  let dbSize: number;
   try {
-    const t0 = performance.now();
-    for (let batch = 0; dbSize < targetBytes; batch++) {
-      const keys = Math.max(1000, Math.ceil((targetBytes - dbSize) / (51 * 1024)));
-      await populate(client, { keys, valueBytes: [1024, 100 * 1024], seed: 1000 + batch, prefix: `/registry/b${batch}`, concurrency: 64 });
-      dbSize = Number((await client.maintenance.status()).dbSize);
-      console.error(`populated: database ${(dbSize / MiB).toFixed(0)} MiB after ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
+    dbSize = await fillTo(client, targetBytes);
   } finally {
     client.close();
   }
   const etcdctlFlags = [`--endpoints=${etcd.endpoints[0]}`, `--cacert=${etcd.tls.caFile}`, `--cert=${etcd.tls.certFile}`, `--key=${etcd.tls.keyFile}`];
   return { etcd, hostRoot, dbSize, etcdctlFlags };
+}
+
+/**
+ * Puts Kubernetes-shaped keys (values 1–100 KiB, about 3.3:1 compressible) through `client`
+ * until the database is at least `targetBytes`; returns the size reached.
+ */
+export async function fillTo(client: Etcd3, targetBytes: number): Promise<number> {
+  let dbSize = 0;
+  const t0 = performance.now();
+  for (let batch = 0; dbSize < targetBytes; batch++) {
+    const keys = Math.max(1000, Math.ceil((targetBytes - dbSize) / (51 * 1024)));
+    await populate(client, { keys, valueBytes: [1024, 100 * 1024], seed: 1000 + batch, prefix: `/registry/b${batch}`, concurrency: 64 });
+    dbSize = Number((await client.maintenance.status()).dbSize);
+    console.error(`populated: database ${(dbSize / MiB).toFixed(0)} MiB after ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  return dbSize;
 }

@@ -16,6 +16,8 @@ import {
   type ErrorCode,
 } from '../errors/errors.ts';
 import type { Job, JobKind, JobState, Submitted } from '../jobs/job.ts';
+import type { RestoreView } from '../restore/engine.ts';
+import type { RestorePlan, RestoreRequest, StepName } from '../restore/plan.ts';
 import type { VerificationRecord } from '../verify/record.ts';
 import { STATUS_BY_CODE, type ErrorBody } from './errors.ts';
 
@@ -127,6 +129,32 @@ export class ApiClient {
     if (options.state !== undefined) query.set('state', options.state);
     const q = query.size > 0 ? `?${query.toString()}` : '';
     return (await this.request<{ jobs: Job[] }>('GET', `/v1/jobs${q}`)).jobs;
+  }
+
+  /** Plans a restore on this daemon's node; a dry run's job comes with it. */
+  planRestore(body: RestoreRequest): Promise<{ plan: RestorePlan; job?: Job }> {
+    return this.request('POST', '/v1/restores', { body });
+  }
+
+  async restores(): Promise<RestoreView[]> {
+    return (await this.request<{ restores: RestoreView[] }>('GET', '/v1/restores')).restores;
+  }
+
+  restore(id: string): Promise<RestoreView> {
+    return this.request('GET', `/v1/restores/${encodeURIComponent(id)}`);
+  }
+
+  applyRestore(id: string, body: { confirmationToken: string; through?: StepName }): Promise<Submitted> {
+    return this.request('POST', `/v1/restores/${encodeURIComponent(id)}/apply`, { body });
+  }
+
+  rollbackRestore(id: string, body: { confirmationToken: string }): Promise<Submitted> {
+    return this.request('POST', `/v1/restores/${encodeURIComponent(id)}/rollback`, { body });
+  }
+
+  /** The same credentials and CA, another daemon (another node's, for `restore apply --all`). */
+  withUrl(url: string): ApiClient {
+    return new ApiClient({ ...this.#options, url: url.replace(/\/$/, '') });
   }
 
   /** One request; resolves with the parsed JSON body (undefined for 204), rejects with a typed error. */

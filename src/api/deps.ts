@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { StoredManifest } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
 import type { Job, JobKind, JobRequest, JobState, Submitted } from '../jobs/job.ts';
+import type { RestoreView } from '../restore/engine.ts';
+import type { RestorePlan, RestoreRequest, StepName } from '../restore/plan.ts';
 import type { VerificationRecord } from '../verify/record.ts';
 
 /** A committed backup as the API shows it: its stored manifest and its last verification. */
@@ -9,6 +11,24 @@ export interface BackupEntry {
   manifest: StoredManifest;
   /** The record of the backup's last check; absent when it was never checked. */
   verification?: VerificationRecord;
+}
+
+/**
+ * Restores on this node (every instance serves them, leader or not: etcd is down during a
+ * restore, so there may be no leader). apply and rollback check everything they can before a
+ * job exists, and change nothing when a check fails.
+ */
+export interface RestoreApi {
+  /** Validates and records a plan; for a dry run also submits its job. BadRequestError (naming the body field), NotFoundError (the backup), ConfigError (host state or a missing identity), ConflictError (another restore is unfinished). */
+  plan(body: RestoreRequest, requestedBy: string): Promise<{ plan: RestorePlan; job?: Job }>;
+  /** Oldest first. */
+  list(): Promise<RestoreView[]>;
+  /** NotFoundError. */
+  get(id: string): Promise<RestoreView>;
+  /** NotFoundError; BadRequestError on /body/confirmationToken or /body/through; ConfigError on /encryption/identityFile; ConflictError when done or rolled back. */
+  apply(id: string, request: { confirmationToken: string; through?: StepName }, requestedBy: string): Promise<Submitted>;
+  /** NotFoundError; BadRequestError on /body/confirmationToken; ConflictError for a dry run, a restore already rolled back, or a fresh control plane after kubeadm init. */
+  rollback(id: string, request: { confirmationToken: string }, requestedBy: string): Promise<Submitted>;
 }
 
 /**
@@ -35,6 +55,7 @@ export interface ApiDeps {
     /** Newest first. */
     list(options: { limit: number; kind?: JobKind; state?: JobState }): Job[];
   };
+  restores: RestoreApi;
   leadership: { isLeader(): boolean; leader(): string | undefined };
   health: { ready(): { ready: boolean; reasons: string[] } };
   metrics: { render(): Promise<string>; contentType: string };

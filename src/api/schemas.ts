@@ -1,6 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { StoredManifestSchema } from '../archive/manifest.ts';
 import { JOB_KINDS, JobSchema, JobStateSchema } from '../jobs/job.ts';
+import { RestoreJournalSchema, type RestoreState } from '../restore/journal.ts';
+import { RestorePlanSchema, STEP_NAMES } from '../restore/plan.ts';
 import { VerificationRecordSchema } from '../verify/record.ts';
 import { ErrorSchema } from './errors.ts';
 
@@ -93,6 +95,43 @@ export const StatusResponse = Type.Object({
   reasons: Type.Array(Type.String()),
   running: Type.Union([JobSchema, Type.Null()]),
   queued: Type.Integer({ minimum: 0 }),
+});
+
+export const RestoreIdParams = Type.Object(
+  { id: Type.String({ pattern: '^restore-\\d{8}T\\d{6}\\.\\d{3}Z-[0-9a-f]{6}$', description: 'a restore id like restore-20261124T033000.123Z-1a2b3c' }) },
+  { additionalProperties: false },
+);
+
+const ConfirmationToken = Type.String({ minLength: 1, maxLength: 256, description: "the plan's confirmationToken: proves the caller applies the plan it reviewed" });
+
+export const ApplyRestoreBody = Type.Object(
+  {
+    confirmationToken: ConfirmationToken,
+    through: Type.Optional(Type.Union(STEP_NAMES.map((s) => Type.Literal(s)), { description: "stop after this step (one of the plan's steps); default: run every step" })),
+  },
+  { additionalProperties: false },
+);
+export type ApplyRestoreBody = Static<typeof ApplyRestoreBody>;
+
+export const RollbackRestoreBody = Type.Object({ confirmationToken: ConfirmationToken }, { additionalProperties: false });
+
+const RESTORE_STATES = ['planned', 'applying', 'interrupted', 'failed', 'partly-applied', 'done', 'rolling-back', 'rolled-back', 'rollback-failed'] as const satisfies readonly RestoreState[];
+/** Fails to compile when journal.ts gains a state this list lacks. */
+const everyState: Exclude<RestoreState, (typeof RESTORE_STATES)[number]> extends never ? true : never = true;
+void everyState;
+
+export const RestoreViewSchema = Type.Object({
+  plan: RestorePlanSchema,
+  journal: RestoreJournalSchema,
+  state: Type.Union(RESTORE_STATES.map((s) => Type.Literal(s)), { description: 'planned, applying, interrupted (the daemon died mid-step: apply again), failed, partly-applied, done, rolling-back, rolled-back, rollback-failed' }),
+});
+
+export const RestoreListResponse = Type.Object({ restores: Type.Array(RestoreViewSchema) });
+
+export const PlannedResponse = Type.Object({
+  plan: RestorePlanSchema,
+  /** For a dry run: the job that runs it; poll it at /v1/jobs/{id}. */
+  job: Type.Optional(JobSchema),
 });
 
 /** Error responses every authenticated route can give. */

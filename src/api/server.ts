@@ -12,6 +12,7 @@ import { registerBackupRoutes } from './routes/backups.ts';
 import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
 import { registerHealthRoutes, registerStatusRoute } from './routes/health.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
+import { registerRestoreRoutes } from './routes/restores.ts';
 import { TokenFile } from './tokens.ts';
 import { validatorCompiler } from './validation.ts';
 
@@ -39,6 +40,7 @@ interface RequestFacts {
   principal?: Principal;
   jobId?: string;
   created?: boolean;
+  restoreId?: string;
   code?: string;
 }
 
@@ -101,8 +103,9 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         version: deps.identity.version,
         description:
           'etcd backup and disaster recovery. /v1 needs a client certificate (mTLS) or `Authorization: Bearer <token>`. ' +
-          'Roles: viewer (GET), operator (+ backup, verify, delete), restorer (+ restore). ' +
-          'Errors are JSON {code, message, hint?, field?, leader?}. POST and DELETE on an instance that is not the leader answer 409 NOT_LEADER naming the leader.',
+          'Roles: viewer (GET, except restores), operator (+ backup, verify, delete), restorer (+ every /v1/restores route: a plan holds its confirmation token). ' +
+          'Errors are JSON {code, message, hint?, field?, leader?}. POST and DELETE on an instance that is not the leader answer 409 NOT_LEADER naming the leader, ' +
+          'except /v1/restores: restores are per node, and every instance serves them whether a leader is elected or not.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
@@ -154,6 +157,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         route: request.routeOptions.url ?? clip(request.url),
         params: request.is404 ? {} : request.params,
         status: reply.statusCode,
+        ...(f.restoreId !== undefined ? { restoreId: f.restoreId } : {}),
         ...(f.jobId !== undefined ? { jobId: f.jobId, created: f.created } : {}),
         ...(f.code !== undefined ? { code: f.code } : {}),
       },
@@ -165,6 +169,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   registerStatusRoute(api, ctx);
   registerBackupRoutes(api, ctx);
   registerJobRoutes(api, ctx);
+  registerRestoreRoutes(api, ctx);
   api.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => api.swagger());
 
   const metrics = Fastify({ ...common(frameworkLog), bodyLimit: 1024 }).withTypeProvider<TypeBoxProvider>();

@@ -9,6 +9,7 @@ import { registerDrillCommand } from './drill-command.ts';
 import { registerReplicateCommand } from './replicate-command.ts';
 import { registerClientCommands } from './client-commands.ts';
 import { registerTokenCommand } from './token-command.ts';
+import { registerRestoreCommand } from './restore-command.ts';
 
 const EXAMPLES = `
 Examples:
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerReplicateCommand(program);
   registerClientCommands(program);
   registerTokenCommand(program);
+  registerRestoreCommand(program);
   return program;
 }
 

@@ -5,8 +5,10 @@ import type { Config } from '../config/schema.ts';
 import { BackupProtectedError, NotFoundError } from '../errors/errors.ts';
 import type { JobRunner } from '../jobs/runner.ts';
 import type { Leadership } from '../leader/election.ts';
+import type { RestoreEngine } from '../restore/engine.ts';
 import type { Catalog } from '../store/catalog.ts';
 import { isVerified } from '../verify/record.ts';
+import { daemonRestores } from './restores.ts';
 
 export interface DaemonApiParts {
   config: Config;
@@ -14,11 +16,13 @@ export interface DaemonApiParts {
   catalog: Catalog;
   jobs: Pick<JobRunner, 'submit' | 'get' | 'list'>;
   leadership: Leadership;
+  /** This node's restore engine, and encryption.identityFile's identities (undefined when none is configured). */
+  restores: { engine: Pick<RestoreEngine, 'plan' | 'get' | 'list'>; identities: () => Promise<string[] | undefined> };
   metrics: ApiDeps['metrics'];
   ready: ApiDeps['health']['ready'];
 }
 
-/** The API's view of the daemon: the catalogue, the one job runner, leadership and health. */
+/** The API's view of the daemon: the catalogue, the one job runner, this node's restores, leadership and health. */
 export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
   const { config, catalog, jobs } = parts;
   const entry = async (id: string): Promise<BackupEntry> => {
@@ -58,6 +62,7 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
       get: (id) => jobs.get(id),
       list: (options) => jobs.list(options),
     },
+    restores: daemonRestores({ engine: parts.restores.engine, identities: parts.restores.identities, jobs, catalog, log: parts.log }),
     leadership: parts.leadership,
     health: { ready: parts.ready },
     metrics: parts.metrics,

@@ -14,6 +14,8 @@ import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
 import { daemonApiDeps } from './api-deps.ts';
 import { createHandlers, handlerDeps } from './handlers.ts';
+import { PausableElection } from './pausable-election.ts';
+import { restoreJobParams } from './restores.ts';
 
 export interface DaemonOptions {
   config: Config;
@@ -24,9 +26,11 @@ export interface DaemonOptions {
 /**
  * `lifeboat serve`: one instance per control-plane node. All of them serve the API and the
  * metrics; the one elected through etcd runs the schedules. Every piece of work, scheduled or
- * asked for over the API, goes through the one JobRunner.
+ * asked for over the API, goes through the one JobRunner; restores are per node, so every
+ * instance takes them, leader or not.
  *
- * Start: recover the job journal (jobs a crash left running are marked failed), seed the
+ * Start: recover the job journal (jobs a crash left running are marked failed) and the restore
+ * journals (a restore a crash left mid-step is found and reported), seed the
  * metrics from the catalogue, campaign, arm the schedules, listen, and run a store cleanup.
  * Stop (SIGTERM): stop the schedules, let the running job finish within the grace period (else
  * abort it: it cleans up after itself), resign leadership, close the listeners.
@@ -53,9 +57,36 @@ export class Daemon {
     const store = new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics });
     const secondary = config.secondaryStore && new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics });
     const catalog = new Catalog(store, config.cluster);
-    const handlers = createHandlers(handlerDeps({ config, store, secondary, catalog, metrics, now, log }));
+    const real = handlerDeps({ config, store, secondary, catalog, metrics, now, log });
+    const restores = real.restores;
+    // A restore replaces the etcd data under the leader election: leave it meanwhile (pausable-election.ts).
+    const jobs = createHandlers(real);
+    const handlers: typeof jobs = {
+      ...jobs,
+      restore: async (ctx, params) => {
+        const { plan } = await restores.get(restoreJobParams(params).restoreId);
+        if (plan.dryRun) return jobs.restore(ctx, params);
+        log.info({ phase: 'election-paused', restoreId: plan.id }, `leaving the leader election while restore ${plan.id} runs on this node`);
+        await election.pause();
+        try {
+          return await jobs.restore(ctx, params);
+        } finally {
+          election.resume();
+        }
+      },
+    };
     const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory });
     await runner.recover();
+    // A restore the last process was applying when it died: its job is failed now (above), and
+    // its journal says where it stopped. Applying it again with the same token resumes it.
+    for (const r of await restores.recover()) {
+      log.warn(
+        { phase: 'restore-interrupted', restoreId: r.id, step: r.step, dryRun: r.dryRun },
+        r.dryRun
+          ? `dry run ${r.id} was interrupted during ${r.step} and cleaned up; plan a new dry run to run it again`
+          : `restore ${r.id} was interrupted during ${r.step}: apply it again with its confirmation token to resume (POST /v1/restores/${r.id}/apply, or the same \`lifeboat restore apply --all\` command), or roll it back (POST /v1/restores/${r.id}/rollback)`,
+      );
+    }
 
     const backupInterval = expectedIntervalSeconds(config.daemon.schedules.backup, config.daemon.schedules.timezone);
     metrics.setExpectedInterval(backupInterval, 'backup');
@@ -63,7 +94,7 @@ export class Daemon {
     await seedMetrics(catalog, metrics, log);
 
     let catchUp: () => void = () => undefined;
-    const election = new EtcdLeaderElection({
+    const election = new PausableElection(() => new EtcdLeaderElection({
       etcd: config.etcd,
       identity: config.node,
       key: `${config.daemon.election.prefix}${config.cluster}`,
@@ -73,7 +104,7 @@ export class Daemon {
         metrics.setLeader(leading);
         if (leading) catchUp();
       },
-    });
+    }));
     const scheduler = new Scheduler({
       schedules: config.daemon.schedules,
       cleanupIntervalSeconds: config.daemon.cleanupIntervalSeconds,
@@ -106,6 +137,7 @@ export class Daemon {
       catalog,
       jobs: runner,
       leadership: election,
+      restores: { engine: restores, identities: real.identities },
       metrics,
       ready: () => (parts.ready ? { ready: true, reasons: [] } : { ready: false, reasons: ['starting or stopping'] }),
     });
@@ -162,7 +194,7 @@ interface Parts {
   store: InstrumentedStore;
   catalog: Catalog;
   runner: JobRunner;
-  election: EtcdLeaderElection;
+  election: PausableElection;
   scheduler: Scheduler;
   servers: Servers | undefined;
   ready: boolean;

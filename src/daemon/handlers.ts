@@ -13,12 +13,14 @@ import type { JobKind } from '../jobs/job.ts';
 import type { JobContext, JobHandler } from '../jobs/runner.ts';
 import type { LifeboatMetrics } from '../metrics/metrics.ts';
 import { replicate } from '../replicate/replicate.ts';
+import { RestoreEngine } from '../restore/engine.ts';
 import { prune } from '../retention/prune.ts';
 import { Catalog } from '../store/catalog.ts';
 import type { BackupStore } from '../store/store.ts';
 import { runDrill } from '../verify/drill.ts';
 import { failedRecord, passedRecord, type VerificationLevel } from '../verify/record.ts';
 import { verifyBackup } from '../verify/verify.ts';
+import { restoreIdentities, restoreJobParams, restoreSummary } from './restores.ts';
 
 export interface HandlerDeps {
   config: Config;
@@ -33,12 +35,14 @@ export interface HandlerDeps {
   snapshotSource: () => SnapshotSource;
   /** The identities of encryption.identityFile, read when a drill needs them; undefined when none is configured. */
   identities: () => Promise<string[] | undefined>;
+  /** This node's restore engine (the one the API plans with). */
+  restores: Pick<RestoreEngine, 'get' | 'apply' | 'rollback'>;
   now: () => Date;
   log: Logger;
 }
 
-/** The daemon's real parts behind the handlers: processes, age, etcd, the identity file. */
-export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secondary' | 'catalog' | 'metrics' | 'now' | 'log'>): HandlerDeps {
+/** The daemon's real parts behind the handlers: processes, age, etcd, the identity file, the restore engine. */
+export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secondary' | 'catalog' | 'metrics' | 'now' | 'log'>): HandlerDeps & { restores: RestoreEngine } {
   const { config } = parts;
   return {
     ...parts,
@@ -47,6 +51,7 @@ export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secon
     decrypt: createDecryptStream,
     snapshotSource: () => new Etcd3SnapshotSource(config.etcd, parts.log),
     identities: async () => (config.encryption.identityFile === undefined ? undefined : readIdentityFile(config.encryption.identityFile, '/encryption/identityFile')),
+    restores: new RestoreEngine({ store: parts.store, catalog: parts.catalog, decrypt: createDecryptStream, exec: processExecutor, log: parts.log, config, now: parts.now }),
   };
 }
 
@@ -166,6 +171,30 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
       if (!deps.secondary) throw new ConfigError('/secondaryStore', 'no second store is configured, so there is nothing to copy to');
       ctx.phase('replicating');
       return replicate({ source: deps.store, target: deps.secondary, log: ctx.log }, config.cluster, { signal: ctx.signal });
+    },
+    // The API checked the caller's confirmation token against the plan before submitting this
+    // job; the job reads the token from the plan (it is never a job parameter).
+    restore: async (ctx, params) => {
+      const request = restoreJobParams(params);
+      const { restoreId, action, through } = request;
+      const engine = deps.restores;
+      const before = await engine.get(restoreId);
+      const confirmationToken = before.plan.confirmationToken;
+      if (action === 'rollback') {
+        ctx.phase('rollback');
+        return restoreSummary(await engine.rollback(restoreId, { confirmationToken, signal: ctx.signal }), request);
+      }
+      // The identity is needed only to fetch (a dry run always fetches again).
+      const needsKey = before.plan.dryRun || before.journal.steps.fetch?.state !== 'done';
+      const identities = needsKey ? await restoreIdentities(deps.identities) : [];
+      const view = await engine.apply(restoreId, {
+        confirmationToken,
+        identities,
+        ...(through === undefined ? {} : { through }),
+        report: (step) => ctx.phase(step),
+        signal: ctx.signal,
+      });
+      return restoreSummary(view, request);
     },
   };
 }

@@ -2,7 +2,8 @@ import { Type, type Static } from '@sinclair/typebox';
 
 /**
  * A job is one unit of work the daemon does for a schedule tick or an API call: a backup, a
- * verification, a restore drill, a prune, a store cleanup, a replication to the second store.
+ * verification, a restore drill, a prune, a store cleanup, a replication to the second store,
+ * a restore's apply or rollback on this node.
  * One owner (the JobRunner) runs them one at a time, in the order they were submitted.
  *
  * States: queued → running → succeeded | failed. A job's `phase` says where a running job is
@@ -10,7 +11,7 @@ import { Type, type Static } from '@sinclair/typebox';
  * Records are journaled in the state directory, so a job left `queued` or `running` by a crash
  * is found, and marked failed, when the daemon starts again.
  */
-export const JOB_KINDS = ['backup', 'verify', 'drill', 'prune', 'cleanup', 'replicate'] as const;
+export const JOB_KINDS = ['backup', 'verify', 'drill', 'prune', 'cleanup', 'replicate', 'restore'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 
 export const JobStateSchema = Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]);

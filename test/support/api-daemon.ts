@@ -35,7 +35,8 @@ export interface ApiRig {
 export function apiRig(parts: ApiParts): ApiRig {
   const { config, log, store, catalog } = parts;
   const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: '0.0.0-test' });
-  const real = createHandlers(handlerDeps({ config, store, secondary: undefined, catalog, metrics, now: () => new Date(), log }));
+  const realParts = handlerDeps({ config, store, secondary: undefined, catalog, metrics, now: () => new Date(), log });
+  const real = createHandlers(realParts);
   const runner = new JobRunner({ handlers: { ...real, ...parts.handlers }, journal: new DirectoryJobJournal(path.join(config.daemon.stateDir), log), log, history: config.daemon.jobHistory });
   const deps = daemonApiDeps({
     config,
@@ -43,6 +44,7 @@ export function apiRig(parts: ApiParts): ApiRig {
     catalog,
     jobs: runner,
     leadership: parts.leadership ?? { isLeader: () => true, leader: () => config.node },
+    restores: { engine: realParts.restores, identities: realParts.identities },
     metrics,
     ready: () => ({ ready: true, reasons: [] }),
   });

@@ -1,13 +1,23 @@
+import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
+import { Value } from '@sinclair/typebox/value';
 import pino, { type Logger } from 'pino';
 import type { ApiDeps, BackupEntry } from '../../src/api/deps.ts';
 import type { StoredManifest } from '../../src/archive/manifest.ts';
 import type { Config } from '../../src/config/schema.ts';
+import { generateIdentity } from '../../src/crypto/age.ts';
+import { daemonRestores } from '../../src/daemon/restores.ts';
 import { BackupProtectedError, ConflictError, NotFoundError, ObjectLockedError, StoreError } from '../../src/errors/errors.ts';
 import type { Job, JobRequest, Submitted } from '../../src/jobs/job.ts';
+import type { RestoreView } from '../../src/restore/engine.ts';
+import { freshJournal, restoreState, type RestoreJournal } from '../../src/restore/journal.ts';
+import { resolveBackup, RestorePlanSchema, stepsOf, validateRequest, type RestorePlan, type StepName } from '../../src/restore/plan.ts';
 import { sampleManifest } from './fixtures.ts';
 
 /** In-memory stand-ins for the daemon's parts, for unit tests of the API. */
+
+/** The age key the fake backups are encrypted to. */
+export const FAKE_KEY = await generateIdentity();
 
 export function storedManifest(id: string, createdAt: string): StoredManifest {
   const base = sampleManifest(1000, [], id);
@@ -20,7 +30,7 @@ export function storedManifest(id: string, createdAt: string): StoredManifest {
       size: 500,
       sha256: 'c'.repeat(64),
       compression: { algorithm: 'zstd', level: 1 },
-      encryption: { format: 'age', recipients: ['age1example'] },
+      encryption: { format: 'age', recipients: [FAKE_KEY.recipient] },
     },
     completedAt: createdAt,
   };
@@ -114,6 +124,77 @@ export class FakeJobs {
     this.jobs.filter((j) => (options.kind === undefined || j.kind === options.kind) && (options.state === undefined || j.state === options.state)).slice(0, options.limit);
 }
 
+/**
+ * The restore engine's records in memory: plan() validates the body as the engine does (the
+ * real validateRequest) and makes a plan of the fake backup; journals are set by tests.
+ */
+export class FakeRestoreEngine {
+  readonly records = new Map<string, { plan: RestorePlan; journal: RestoreJournal }>();
+  planned: unknown[] = [];
+  readonly backups: FakeBackups;
+  #n = 0;
+
+  constructor(backups: FakeBackups) {
+    this.backups = backups;
+  }
+
+  plan = async (body: unknown): Promise<RestorePlan> => {
+    const input = validateRequest(body);
+    const catalog = { list: async () => this.backups.entries.map((e) => e.manifest), get: async (id: string) => (await this.backups.get(id)).manifest };
+    const manifest = await resolveBackup(input.backup, await catalog.list(), catalog);
+    this.planned.push(body);
+    this.#n += 1;
+    const id = `restore-20261124T040000.000Z-${this.#n.toString(16).padStart(6, '0')}`;
+    const bump = input.bumpRevision ?? 1_000_000;
+    const self = { name: 'node-a', peerURL: 'https://10.0.0.1:2380' };
+    const plan: RestorePlan = Value.Parse(RestorePlanSchema, {
+      id,
+      createdAt: '2026-11-24T04:00:00.000Z',
+      cluster: 'test',
+      mode: input.mode,
+      dryRun: input.dryRun ?? false,
+      node: self.name,
+      backupId: manifest.backupId,
+      backup: { revision: manifest.etcd.revision, createdAt: manifest.createdAt, dbSize: manifest.etcd.dbSize, archiveSize: manifest.archive.size },
+      confirmationToken: randomBytes(16).toString('hex'),
+      clusterToken: input.clusterToken ?? `lifeboat-test-${this.#n}`,
+      bumpRevision: bump,
+      targetRevision: String(BigInt(manifest.etcd.revision) + BigInt(bump)),
+      bump: { minimum: 1_000_000, pinned: input.bumpRevision !== undefined, estimatedRevisionsSinceBackup: 0, formula: 'fake' },
+      members: input.members ?? [self],
+      leaseCleanupBy: input.leaseCleanupBy ?? self.name,
+      keepLeaseAddresses: ['10.0.0.1'],
+      self: { ...self, clientURL: 'https://10.0.0.1:2379', dataDir: '/var/lib/etcd', restoreDir: `/var/lib/etcd.lifeboat-restore-${id}`, swap: 'dir', etcdutl: { command: 'etcdutl', args: ['snapshot', 'restore'] } },
+      files: [],
+      manifests: [],
+      setAside: [{ from: '/var/lib/etcd', to: `/var/lib/etcd.lifeboat-aside-${id}`, what: 'the old etcd data' }],
+      staging: `/var/lib/lifeboat/state/restores/${id}`,
+      steps: [...stepsOf(input.mode)],
+      expectedDowntimeSeconds: 60,
+      worstCaseDowntimeSeconds: 900,
+      downtime: [],
+      warnings: [],
+    });
+    this.records.set(id, { plan, journal: freshJournal(plan) });
+    return plan;
+  };
+
+  get = async (id: string): Promise<RestoreView> => {
+    const record = this.records.get(id);
+    if (!record) throw new NotFoundError(`no restore ${id} on this node`, { hint: 'plan one with POST /v1/restores' });
+    return structuredClone({ ...record, state: restoreState(record.plan.steps as StepName[], record.journal, false) });
+  };
+
+  list = async (): Promise<RestoreView[]> => Promise.all([...this.records.keys()].map((id) => this.get(id)));
+
+  /** Marks steps done (a restore partly or fully applied) or the rollback done. */
+  mark(id: string, steps: readonly string[], rollback = false): void {
+    const { journal } = this.records.get(id)!;
+    for (const s of steps) journal.steps[s] = { state: 'done', attempts: 1 };
+    if (rollback) journal.rollback = { state: 'done', startedAt: '2026-11-24T05:00:00.000Z', actions: [] };
+  }
+}
+
 export interface LogCapture {
   log: Logger;
   lines: Record<string, unknown>[];
@@ -137,6 +218,9 @@ export interface Fakes {
   deps: ApiDeps;
   backups: FakeBackups;
   jobs: FakeJobs;
+  restores: FakeRestoreEngine;
+  /** What encryption.identityFile holds: undefined when none is configured; `error` when reading it fails. */
+  identity: { identities: string[] | undefined; error?: Error };
   leadership: { leader: boolean; name: string | undefined };
   health: { ready: boolean; reasons: string[] };
 }
@@ -146,9 +230,14 @@ export function fakeDeps(api: Config['api'], log: Logger): Fakes {
   const jobs = new FakeJobs();
   const leadership = { leader: true, name: 'node-a' as string | undefined };
   const health = { ready: true, reasons: [] as string[] };
+  const restores = new FakeRestoreEngine(backups);
+  const identity: Fakes['identity'] = { identities: [FAKE_KEY.identity] };
+  const catalog = { list: async () => backups.entries.map((e) => e.manifest), get: async (id: string) => (await backups.get(id)).manifest };
   return {
     backups,
     jobs,
+    restores,
+    identity,
     leadership,
     health,
     deps: {
@@ -158,6 +247,10 @@ export function fakeDeps(api: Config['api'], log: Logger): Fakes {
       log,
       backups: { list: backups.list, get: backups.get, delete: backups.delete },
       jobs: { submit: jobs.submit, get: jobs.get, list: jobs.list as ApiDeps['jobs']['list'] },
+      restores: daemonRestores({ engine: restores, jobs, catalog, identities: async () => {
+        if (identity.error) throw identity.error;
+        return identity.identities;
+      }, log }),
       leadership: { isLeader: () => leadership.leader, leader: () => leadership.name },
       health: { ready: () => ({ ready: health.ready, reasons: health.reasons }) },
       metrics: { render: async () => '# HELP lifeboat_up 1 when up\n# TYPE lifeboat_up gauge\nlifeboat_up 1\n', contentType: 'text/plain; version=0.0.4; charset=utf-8' },

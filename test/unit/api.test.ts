@@ -345,7 +345,7 @@ test('validation errors are 400 BAD_REQUEST naming the field', async () => {
     [{ method: 'GET', url: '/v1/backups?before=2026-13-45T99:00:00Z', headers: op }, '/query/before', /not a valid time/],
     [{ method: 'GET', url: '/v1/backups?sort=asc', headers: op }, '/query/sort', /not a known field/],
     [{ method: 'GET', url: '/v1/jobs?state=done', headers: op }, '/query/state', /one of queued, running, succeeded, failed/],
-    [{ method: 'GET', url: '/v1/jobs?kind=restore', headers: op }, '/query/kind', /one of backup, verify, drill/],
+    [{ method: 'GET', url: '/v1/jobs?kind=restores', headers: op }, '/query/kind', /one of backup, verify, drill, prune, cleanup, replicate, restore/],
     [{ method: 'GET', url: '/v1/backups/..%2F..%2Fetc', headers: op }, '/params/id', /backup id/],
     [{ method: 'GET', url: '/v1/jobs/not-a-job', headers: op }, '/params/id', /job id/],
     [{ method: 'POST', url: '/v1/backups', headers: { ...op, 'idempotency-key': 'k'.repeat(201) } }, '/headers/idempotency-key', /at most 200/],

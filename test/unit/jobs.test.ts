@@ -39,7 +39,7 @@ function runner(handlers: Partial<Record<JobKind, JobHandler>>, options: { state
   const fail: JobHandler = async () => {
     throw new Error('no handler in this test');
   };
-  const all = { backup: fail, verify: fail, drill: fail, prune: fail, cleanup: fail, replicate: fail, ...handlers };
+  const all = { backup: fail, verify: fail, drill: fail, prune: fail, cleanup: fail, replicate: fail, restore: fail, ...handlers };
   return { stateDir, runner: new JobRunner({ handlers: all, journal: new DirectoryJobJournal(stateDir, quietLog), log: quietLog, history: options.history ?? 50 }) };
 }
 

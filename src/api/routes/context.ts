@@ -16,8 +16,8 @@ export interface RouteContext {
   deps: ApiDeps;
   /** The authenticated caller of a route that is not public. */
   principal(request: FastifyRequest): Principal;
-  /** Adds facts (the job a request made) to the request's audit line. */
-  audit(request: FastifyRequest, facts: { jobId?: string; created?: boolean }): void;
+  /** Adds facts (the job or the restore a request made) to the request's audit line. */
+  audit(request: FastifyRequest, facts: { jobId?: string; created?: boolean; restoreId?: string }): void;
 }
 
 declare module 'fastify' {
