@@ -8,15 +8,10 @@ export interface StartableElection extends Leadership {
 
 /**
  * The daemon's leader election, left while this node's etcd is being restored and joined again
- * with a new etcd client afterwards.
- *
- * Why: a restore replaces the data under the election. An instance that waits for leadership
- * has a watch from an old revision; when its etcd comes back restored, the watch stream
- * reconnects, etcd refuses it as compacted, and the etcd client library throws from its stream
- * handler ("Failed to find watcher for IWatchResponse"), which ends the process. Closing the
- * client before etcd restarts keeps its stream from reconnecting, and a new client after the
- * restore watches from the restored revisions. While paused this instance is not the leader,
- * so no schedule fires here while its etcd is being replaced.
+ * with a new etcd client afterwards. While paused this instance is not the leader, so no
+ * schedule fires here while its etcd is being replaced (a backup of a half-restored cluster would
+ * be worse than none), and its old lease, which the restored etcd never heard of, is not kept
+ * alive against it.
  */
 export class PausableElection implements Leadership {
   readonly #make: () => StartableElection;

@@ -1,4 +1,4 @@
-import { Etcd3, type Campaign, type Election } from 'etcd3';
+import { Etcd3, type Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
@@ -14,7 +14,7 @@ export interface ElectionOptions {
   etcd: Config['etcd'];
   /** This instance's identity, shown to clients of a non-leader (the node name). */
   identity: string;
-  /** The election's key, one per cluster, e.g. `/lifeboat/election/prod`. */
+  /** The election's key prefix, one per cluster, e.g. `/lifeboat/election/prod`. */
   key: string;
   ttlSeconds: number;
   log: Logger;
@@ -26,35 +26,44 @@ const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
 
 /**
- * Leader election on etcd itself (etcd3's Election: a key under a lease of `ttlSeconds`; the
- * oldest key wins). If the leader dies, its lease expires and another instance takes over
- * within about the TTL. `stop()` resigns first: closing the etcd client alone does not stop
- * the lease keepalives, so a closed leader would keep its leadership for a while.
+ * Leader election on etcd itself, as etcd's own election recipe: each candidate puts a key
+ * `<key>/<lease id>` under a lease of `ttlSeconds`, kept alive while it runs; the candidate whose
+ * key was created first leads. Candidates poll the keys (at least every second, and three times
+ * per TTL) rather than watch them: a watch from an old revision breaks when etcd is restored
+ * under it, and an open watch keeps a process from exiting.
  *
- * If this instance's lease is lost (etcd unreachable for longer than the TTL), it stops being
- * leader at once and campaigns again with backoff.
+ * If the leader dies, its lease expires and the next candidate leads within about the TTL plus
+ * one poll. `stop()` revokes the lease first (closing the client alone does not stop the
+ * keepalives, so a closed leader would keep its leadership for up to the TTL), and the next
+ * candidate leads at its next poll. If this instance's lease is lost (etcd unreachable for longer
+ * than the TTL, or restored without it), it stops leading at once and campaigns again with
+ * backoff.
  */
 export class EtcdLeaderElection implements Leadership {
   readonly #options: ElectionOptions;
   readonly #client: Etcd3;
-  readonly #election: Election;
-  #campaign: Campaign | undefined;
+  readonly #prefix: string;
+  readonly #pollMs: number;
+  #lease: Lease | undefined;
+  #ownKey: string | undefined;
   #isLeader = false;
   #leader: string | undefined;
   #stopped = false;
   #retryMs = RETRY_MIN_MS;
   #retryTimer: NodeJS.Timeout | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
+  #polling = false;
 
   constructor(options: ElectionOptions) {
     this.#options = options;
+    this.#prefix = `${options.key.replace(/\/+$/, '')}/`;
+    this.#pollMs = Math.min(1000, (options.ttlSeconds * 1000) / 3);
     this.#client = new Etcd3({
       hosts: [...options.etcd.endpoints],
       credentials: readEtcdCredentials(options.etcd.tls),
       dialTimeout: options.etcd.dialTimeoutMs,
       grpcOptions: { 'grpc.ssl_target_name_override': options.etcd.tls.serverName },
     });
-    this.#election = this.#client.election(options.key, options.ttlSeconds);
   }
 
   isLeader(): boolean {
@@ -66,27 +75,25 @@ export class EtcdLeaderElection implements Leadership {
   }
 
   start(): void {
-    this.#campaignNow();
-    const pollMs = Math.max(1000, (this.#options.ttlSeconds * 1000) / 3);
-    this.#pollTimer = setInterval(() => void this.#observe(), pollMs);
+    void this.#campaign();
+    this.#pollTimer = setInterval(() => void this.#poll(), this.#pollMs);
     this.#pollTimer.unref();
-    void this.#observe();
   }
 
-  /** Resigns (if leader) and closes the etcd client. Safe to call twice. */
+  /** Revokes this instance's lease (resigning if it leads) and closes the etcd client. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#pollTimer);
     clearTimeout(this.#retryTimer);
-    const campaign = this.#campaign;
-    this.#campaign = undefined;
     const wasLeader = this.#isLeader;
     this.#set(false);
-    if (campaign) {
+    const lease = this.#lease;
+    this.#lease = undefined;
+    if (lease) {
       const started = performance.now();
       try {
-        await withTimeout(campaign.resign(), this.#options.etcd.dialTimeoutMs);
+        await withTimeout(lease.revoke(), this.#options.etcd.dialTimeoutMs);
         this.#options.log.info({ phase: 'resigned', wasLeader, durationMs: Math.round(performance.now() - started) }, 'left the leader election');
       } catch (err) {
         this.#options.log.warn({ err: (err as Error).message }, 'could not resign; the lease expires after its TTL');
@@ -95,35 +102,56 @@ export class EtcdLeaderElection implements Leadership {
     this.#client.close();
   }
 
-  #campaignNow(): void {
+  async #campaign(): Promise<void> {
     if (this.#stopped) return;
-    const campaign = this.#election.campaign(this.#options.identity);
-    this.#campaign = campaign;
-    campaign.on('elected', () => {
-      if (this.#campaign !== campaign) return;
+    const lease = this.#client.lease(this.#options.ttlSeconds);
+    this.#lease = lease;
+    lease.on('lost', (err) => this.#lost(lease, err));
+    try {
+      const id = await lease.grant();
+      if (this.#stopped || this.#lease !== lease) return;
+      const key = `${this.#prefix}${id}`;
+      await lease.put(key).value(this.#options.identity);
+      this.#ownKey = key;
       this.#retryMs = RETRY_MIN_MS;
-      this.#leader = this.#options.identity;
-      this.#set(true);
-    });
-    campaign.on('error', (err: Error) => {
-      if (this.#campaign !== campaign) return;
-      this.#campaign = undefined;
-      const wasLeader = this.#isLeader;
-      this.#set(false);
-      this.#options.log.warn({ err: err.message, wasLeader, retryMs: this.#retryMs }, 'the leader election failed; campaigning again');
-      void campaign.resign().catch(() => undefined);
-      this.#retryTimer = setTimeout(() => this.#campaignNow(), this.#retryMs * (0.5 + Math.random()));
-      this.#retryTimer.unref();
-      this.#retryMs = Math.min(RETRY_MAX_MS, this.#retryMs * 2);
-    });
+      await this.#poll();
+    } catch (err) {
+      this.#lost(lease, err as Error);
+    }
   }
 
-  async #observe(): Promise<void> {
-    if (this.#stopped) return;
+  /** Our lease is gone (or could not be made): stop leading, campaign again after a backoff. */
+  #lost(lease: Lease, err: Error): void {
+    if (this.#stopped || this.#lease !== lease) return;
+    this.#lease = undefined;
+    this.#ownKey = undefined;
+    const wasLeader = this.#isLeader;
+    this.#set(false);
+    void lease.revoke().catch(() => undefined);
+    this.#options.log.warn({ err: err.message, wasLeader, retryMs: this.#retryMs }, 'the leader election lost its lease; campaigning again');
+    this.#retryTimer = setTimeout(() => void this.#campaign(), this.#retryMs * (0.5 + Math.random()));
+    this.#retryTimer.unref();
+    this.#retryMs = Math.min(RETRY_MAX_MS, this.#retryMs * 2);
+  }
+
+  /** Reads who leads: the candidate key created first. */
+  async #poll(): Promise<void> {
+    if (this.#stopped || this.#polling) return;
+    this.#polling = true;
     try {
-      this.#leader = await withTimeout(this.#election.leader(), this.#options.etcd.dialTimeoutMs);
+      const res = await withTimeout(
+        this.#client.getAll().prefix(this.#prefix).sort('Create', 'Ascend').limit(1).exec(),
+        this.#options.etcd.dialTimeoutMs,
+      );
+      if (this.#stopped) return;
+      const first = res.kvs[0];
+      this.#leader = first?.value.toString();
+      this.#set(first !== undefined && this.#ownKey !== undefined && first.key.toString() === this.#ownKey);
     } catch (err) {
+      // Leadership is kept until the lease is lost: etcd unreachable for less than the TTL is not a reason to step down.
       this.#options.log.debug({ err: (err as Error).message }, 'could not read the current leader');
+    } finally {
+      this.#polling = false;
     }
   }
 

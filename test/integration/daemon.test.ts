@@ -28,6 +28,7 @@ let pki: ApiPki;
 let storeDir: string;
 const tokens = { viewer: generateToken(), operator: generateToken() };
 const daemons: DaemonProcess[] = [];
+const configFiles = new Map<string, string>();
 let prometheus: PrometheusRig | undefined;
 
 before(async () => {
@@ -68,7 +69,9 @@ before(async () => {
       metrics: { listen: { host: '127.0.0.1', port: 0 } },
       log: { level: 'info' },
     });
-    daemons.push(await spawnDaemon(name, await writeConfig(work, doc)));
+    const file = await writeConfig(work, doc);
+    configFiles.set(name, file);
+    daemons.push(await spawnDaemon(name, file));
   }
 });
 
@@ -186,15 +189,26 @@ test('curl: 401 without credentials, 403 for a viewer on POST, 202 for an operat
   assert.equal(byCert.json?.leader, leader.name);
 });
 
-test('SIGTERM stops a daemon cleanly: it resigns, and the other takes over at once', async () => {
+test('SIGTERM stops a daemon cleanly, leader or not: it resigns and exits 0, and the other takes over at once', async () => {
+  // The daemon SIGKILLed earlier comes back, on its own state dir, as a follower.
+  const dead = daemons.find((d) => d.child.signalCode === 'SIGKILL')!;
+  const again = await spawnDaemon(dead.name, configFiles.get(dead.name)!);
+  daemons.push(again);
+  assert.ok(again.logs.some((l) => l.phase === 'interrupted' || l.phase === 'serving'));
   const alive = daemons.filter((d) => d.child.exitCode === null && d.child.signalCode === null);
+  assert.equal(alive.length, 3);
   const [leader] = await leaders(alive);
   assert.ok(leader);
-  const other = alive.find((d) => d !== leader)!;
+  const follower = alive.find((d) => d !== leader && d !== again)!;
+
+  again.child.kill('SIGTERM');
+  assert.equal(await again.exited, 0, 'a follower exits');
+  assert.ok(again.logs.some((l) => l.phase === 'stopped'));
+
   leader.child.kill('SIGTERM');
   assert.equal(await leader.exited, 0);
   assert.ok(leader.logs.some((l) => l.phase === 'resigned'), 'resigned before exiting');
   assert.ok(leader.logs.some((l) => l.phase === 'stopped'));
-  // A resigned lease hands over in well under the TTL.
-  await until('the other leads', async () => (await leaders([other])).length === 1, TTL_SECONDS * 1000);
+  // A revoked lease hands over at the next poll, well under the TTL.
+  await until('the other leads', async () => (await leaders([follower])).length === 1, TTL_SECONDS * 1000);
 });

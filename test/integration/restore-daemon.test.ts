@@ -270,9 +270,8 @@ test('refused with a clear 4xx and nothing changed: a viewer or operator, a wron
 });
 
 test('lifeboat restore apply --all: SIGKILL of a daemon mid-restore, restart, the same command again completes; every member serves the snapshot at the bumped revision, old data kept', async () => {
-  // cp-3 gets its identity. (SIGKILL: a daemon that is not the leader does not exit on SIGTERM
-  // today; its election's etcd watch keeps it alive.)
-  await stopDaemon('cp-3', 'SIGKILL');
+  // cp-3 gets its identity: a graceful stop and a start on the new config.
+  await stopDaemon('cp-3', 'SIGTERM');
   await startDaemon(2);
 
   // Kill cp-2's daemon as soon as it starts restoring the snapshot (after etcd stopped everywhere).
