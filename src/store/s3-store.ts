@@ -1,26 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  ListObjectVersionsCommand,
-  PutObjectRetentionCommand,
-  S3Client,
-  S3ServiceException,
-  type HeadObjectCommandOutput,
-  type PutObjectCommandInput,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { HeadObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import { CancelledError, LifeboatError, NotFoundError, ObjectLockedError, StoreError } from '../errors/errors.ts';
 import { assertObjectKey } from './layout.ts';
+import type { UploadTarget } from './multipart.ts';
 import { isLocked, type BackupStore, type ObjectInfo, type PutOptions } from './store.ts';
 
 const DAY_MS = 86_400_000;
+
+/** The AWS SDK and the uploader, loaded by the first request: a process that never talks to S3 does not pay for them (about 12 MiB of RSS). */
+interface Loaded {
+  sdk: typeof import('@aws-sdk/client-s3');
+  multipart: typeof import('./multipart.ts');
+  client: S3Client;
+}
 
 export interface S3StoreOptions {
   /** e.g. `https://rgw.example:443`; absent for AWS itself. */
@@ -33,9 +27,9 @@ export interface S3StoreOptions {
   credentials: { accessKeyId: string; secretAccessKey: string };
   /** PEM bundle for an endpoint behind a private CA. */
   caFile?: string | undefined;
-  /** Multipart part size in bytes (S3 minimum 5 MiB). */
+  /** Multipart part size in bytes (S3 minimum 5 MiB); a body of at most this goes up in one PutObject. */
   partSize: number;
-  /** Parts uploaded at once. Memory for one put is bounded by queueSize x partSize. */
+  /** Parts uploaded at once. Memory for one put is bounded by (queueSize + 1) x partSize. */
   queueSize: number;
   /** Attempts per request (and per part) for transient errors: 5xx, timeouts, resets. */
   maxAttempts: number;
@@ -46,6 +40,11 @@ export interface S3StoreOptions {
   objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; days: number } | undefined;
   /** A request whose socket moves no bytes for this long fails, and is retried (default 60 s). */
   idleTimeoutMs?: number | undefined;
+  /**
+   * How puts upload: `pooled` (the default, ./multipart.ts) or `lib-storage`, the SDK's Upload,
+   * kept as the reference the pooled uploader is cross-checked against in tests.
+   */
+  uploader?: 'pooled' | 'lib-storage' | undefined;
 }
 
 /** Per request: connecting, and (by default) a socket with no bytes moving either way. */
@@ -53,15 +52,18 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const IDLE_TIMEOUT_MS = 60_000;
 
 /**
- * S3 or Ceph RGW as a store. Puts stream through lib-storage's Upload (multipart above one
- * part), which keeps memory at queueSize x partSize and aborts the multipart upload on failure;
- * an object appears only when the upload completes. Checksums are sent only when an operation
- * requires them: Ceph Pacific's RGW refuses aws-chunked bodies with trailing checksums.
+ * S3 or Ceph RGW as a store. Puts stream through a fixed pool of part buffers (./multipart.ts):
+ * one PutObject for a body of at most partSize bytes, else a multipart upload with up to
+ * queueSize parts in flight. Memory for one put is bounded by (queueSize + 1) x partSize
+ * (default 5 x 8 MiB = 40 MiB), allocated once per put; on any failure or abort the multipart
+ * upload is aborted once its requests in flight have settled, and an object appears only when
+ * the upload completes. Checksums are sent only when an operation requires them: Ceph Pacific's
+ * RGW refuses aws-chunked bodies with trailing checksums.
  *
  * Object Lock (`objectLock`, for puts with `retain`): the upload carries the lock mode and
  * retain-until date, and a CRC32 checksum per request (AWS requires Content-MD5 or a checksum on
- * uploads with Object Lock; lib-storage buffers each part, so the checksum goes in a header,
- * never an aws-chunked trailer, and memory stays at queueSize x partSize). Pacific's RGW ignores
+ * uploads with Object Lock; each part is a buffer, so the checksum goes in a header, never an
+ * aws-chunked trailer, and memory stays within the bound above). Pacific's RGW ignores
  * the lock headers of CreateMultipartUpload, so after every retained put the stored version is
  * checked with HeadObject and, if it lacks the retention, gets it with PutObjectRetention; a
  * version that cannot be locked is deleted and the put fails.
@@ -73,13 +75,25 @@ const IDLE_TIMEOUT_MS = 60_000;
  */
 export class S3Store implements BackupStore {
   readonly description: string;
-  readonly #client: S3Client;
   readonly #options: S3StoreOptions;
+  /** The endpoint's CA bundle, read at once so that a bad caFile fails at construction. */
+  readonly #ca: Buffer | undefined;
+  #loaded: Promise<Loaded> | undefined;
 
   constructor(options: S3StoreOptions) {
     this.#options = options;
     this.description = `s3://${options.bucket}/${options.prefix}${options.endpoint ? ` at ${options.endpoint}` : ''}`;
-    this.#client = new S3Client({
+    this.#ca = options.caFile ? readFileSync(options.caFile) : undefined;
+  }
+
+  #s3(): Promise<Loaded> {
+    this.#loaded ??= Promise.all([import('@aws-sdk/client-s3'), import('./multipart.ts')]).then(([sdk, multipart]) => ({ sdk, multipart, client: this.#newClient(sdk) }));
+    return this.#loaded;
+  }
+
+  #newClient(sdk: Loaded['sdk']): S3Client {
+    const options = this.#options;
+    return new sdk.S3Client({
       region: options.region,
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       forcePathStyle: options.forcePathStyle,
@@ -92,7 +106,7 @@ export class S3Store implements BackupStore {
         // so that the SDK retries it (with backoff and jitter) instead of hanging for ever.
         connectionTimeout: CONNECT_TIMEOUT_MS,
         socketTimeout: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
-        ...(options.caFile ? { httpsAgent: new Agent({ ca: readFileSync(options.caFile), keepAlive: true }) } : {}),
+        ...(this.#ca ? { httpsAgent: new Agent({ ca: this.#ca, keepAlive: true }) } : {}),
       },
     });
   }
@@ -105,32 +119,44 @@ export class S3Store implements BackupStore {
     const Key = this.#key(key);
     const lock = options.retain ? this.#options.objectLock : undefined;
     const retainUntil = lock ? new Date(Date.now() + lock.days * DAY_MS) : undefined;
-    const params: PutObjectCommandInput = { Bucket: this.#options.bucket, Key, Body: body };
-    if (lock && retainUntil) Object.assign(params, { ObjectLockMode: lock.mode, ObjectLockRetainUntilDate: retainUntil, ChecksumAlgorithm: 'CRC32' });
-    const upload = new Upload({
-      client: this.#client,
-      params,
-      queueSize: this.#options.queueSize,
-      partSize: this.#options.partSize,
-      leavePartsOnError: false,
-    });
-    const onAbort = () => void upload.abort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const target: UploadTarget = { Bucket: this.#options.bucket, Key };
+    if (lock && retainUntil) Object.assign(target, { ObjectLockMode: lock.mode, ObjectLockRetainUntilDate: retainUntil, ChecksumAlgorithm: 'CRC32' });
+    const wrap = (err: unknown) =>
+      options.signal?.aborted ? new CancelledError(`upload of ${key} cancelled`) : this.#wrap(err, `write ${key}`, lock ? { InvalidRequest: this.#objectLockHint() } : {});
     try {
       if (options.signal?.aborted) throw new CancelledError(`upload of ${key} cancelled`);
-      await upload.done();
+      const { client, multipart } = await this.#s3();
+      const { partSize, queueSize } = this.#options;
+      if (this.#options.uploader === 'lib-storage') await this.#referenceUpload(client, target, body, options.signal);
+      else await multipart.uploadPooled(client, target, body, { partSize, queueSize, signal: options.signal, wrap });
     } catch (err) {
-      const wrapped = options.signal?.aborted ? new CancelledError(`upload of ${key} cancelled`) : this.#wrap(err, `write ${key}`, lock ? { InvalidRequest: this.#objectLockHint() } : {});
-      if (!body.destroyed) body.destroy(wrapped);
+      const wrapped = err instanceof LifeboatError ? err : wrap(err);
+      // A body nobody listens to must not crash the process with an unhandled 'error' event.
+      if (!body.destroyed) body.on('error', () => undefined).destroy(wrapped);
       throw wrapped;
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
     }
     // CompleteMultipartUpload's answer is unreliable on RGW (empty ETag); HeadObject is not.
     const head = await this.#head(key);
     if (!head) throw new StoreError(`${this.description}: ${key} is missing right after its upload completed`);
     if (lock && retainUntil) await this.#ensureRetention(key, head, lock.mode, retainUntil);
     return { size: head.ContentLength ?? 0 };
+  }
+
+  /**
+   * The same upload through lib-storage's Upload, the SDK's own streaming uploader: the
+   * reference the pooled uploader is cross-checked against in tests (`uploader: 'lib-storage'`).
+   * Loaded only when used.
+   */
+  async #referenceUpload(client: S3Client, target: UploadTarget, body: Readable, signal: AbortSignal | undefined): Promise<void> {
+    const { Upload } = await import('@aws-sdk/lib-storage');
+    const upload = new Upload({ client, params: { ...target, Body: body }, queueSize: this.#options.queueSize, partSize: this.#options.partSize, leavePartsOnError: false });
+    const onAbort = () => void upload.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await upload.done();
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
@@ -142,8 +168,9 @@ export class S3Store implements BackupStore {
     const applied = (h: HeadObjectCommandOutput | undefined) => h?.ObjectLockRetainUntilDate !== undefined && h.ObjectLockRetainUntilDate.getTime() >= retainUntil.getTime() - 1000;
     if (applied(head)) return;
     const VersionId = head.VersionId;
+    const { client, sdk } = await this.#s3();
     try {
-      await this.#client.send(new PutObjectRetentionCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}), Retention: { Mode: mode, RetainUntilDate: retainUntil } }));
+      await client.send(new sdk.PutObjectRetentionCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}), Retention: { Mode: mode, RetainUntilDate: retainUntil } }));
       const again = await this.#head(key, VersionId);
       if (!applied(again)) {
         throw new StoreError(`${this.description}: ${key} was stored, but the store did not keep its Object Lock retention`, {
@@ -153,7 +180,7 @@ export class S3Store implements BackupStore {
     } catch (err) {
       const wrapped = this.#wrap(err, `lock ${key}`, { InvalidRequest: this.#objectLockHint() });
       // Best effort: an unlocked version is deletable; cleanup removes what remains.
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}) })).catch(() => undefined);
+      await client.send(new sdk.DeleteObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(VersionId ? { VersionId } : {}) })).catch(() => undefined);
       throw wrapped;
     }
   }
@@ -164,7 +191,8 @@ export class S3Store implements BackupStore {
 
   async get(key: string): Promise<Readable> {
     try {
-      const res = await this.#client.send(new GetObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) }));
+      const { client, sdk } = await this.#s3();
+      const res = await client.send(new sdk.GetObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key) }));
       if (!(res.Body instanceof Readable)) throw new StoreError(`${this.description}: ${key}: no body`);
       return res.Body;
     } catch (err) {
@@ -180,7 +208,8 @@ export class S3Store implements BackupStore {
   /** HeadObject of the current version (or of `versionId`); undefined when there is none. */
   async #head(key: string, versionId?: string): Promise<HeadObjectCommandOutput | undefined> {
     try {
-      return await this.#client.send(new HeadObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(versionId ? { VersionId: versionId } : {}) }));
+      const { client, sdk } = await this.#s3();
+      return await client.send(new sdk.HeadObjectCommand({ Bucket: this.#options.bucket, Key: this.#key(key), ...(versionId ? { VersionId: versionId } : {}) }));
     } catch (err) {
       const wrapped = this.#wrap(err, `stat ${key}`);
       if (wrapped instanceof NotFoundError) return undefined;
@@ -192,8 +221,9 @@ export class S3Store implements BackupStore {
     const out: ObjectInfo[] = [];
     let ContinuationToken: string | undefined;
     try {
+      const { client, sdk } = await this.#s3();
       do {
-        const res = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#options.bucket, Prefix: this.#options.prefix + prefix, ContinuationToken }));
+        const res = await client.send(new sdk.ListObjectsV2Command({ Bucket: this.#options.bucket, Prefix: this.#options.prefix + prefix, ContinuationToken }));
         for (const o of res.Contents ?? []) {
           if (o.Key === undefined) continue;
           out.push({ key: o.Key.slice(this.#options.prefix.length), size: o.Size ?? 0, modified: o.LastModified ?? new Date(0) });
@@ -219,9 +249,10 @@ export class S3Store implements BackupStore {
     const versions: { VersionId: string; modified: number; marker: boolean }[] = [];
     let KeyMarker: string | undefined;
     let VersionIdMarker: string | undefined;
+    const { client, sdk } = await this.#s3();
     try {
       do {
-        const res = await this.#client.send(new ListObjectVersionsCommand({ Bucket: this.#options.bucket, Prefix: Key, KeyMarker, VersionIdMarker }));
+        const res = await client.send(new sdk.ListObjectVersionsCommand({ Bucket: this.#options.bucket, Prefix: Key, KeyMarker, VersionIdMarker }));
         for (const [list, marker] of [[res.Versions ?? [], false], [res.DeleteMarkers ?? [], true]] as const) {
           for (const v of list) {
             if (v.Key === Key && v.VersionId !== undefined) versions.push({ VersionId: v.VersionId, modified: v.LastModified?.getTime() ?? 0, marker });
@@ -237,7 +268,7 @@ export class S3Store implements BackupStore {
     versions.sort((a, b) => a.modified - b.modified || Number(a.marker) - Number(b.marker));
     for (const v of versions) {
       try {
-        await this.#client.send(new DeleteObjectCommand({ Bucket: this.#options.bucket, Key, VersionId: v.VersionId }));
+        await client.send(new sdk.DeleteObjectCommand({ Bucket: this.#options.bucket, Key, VersionId: v.VersionId }));
       } catch (err) {
         const wrapped = this.#wrap(err, `delete ${key}`, hints);
         if (wrapped instanceof NotFoundError) continue;
@@ -257,11 +288,12 @@ export class S3Store implements BackupStore {
     let KeyMarker: string | undefined;
     let UploadIdMarker: string | undefined;
     try {
+      const { client, sdk } = await this.#s3();
       do {
-        const res = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.#options.bucket, Prefix: this.#options.prefix + prefix, KeyMarker, UploadIdMarker }));
+        const res = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.#options.bucket, Prefix: this.#options.prefix + prefix, KeyMarker, UploadIdMarker }));
         for (const u of res.Uploads ?? []) {
           if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= olderThan) continue;
-          await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#options.bucket, Key: u.Key, UploadId: u.UploadId }));
+          await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.#options.bucket, Key: u.Key, UploadId: u.UploadId }));
           removed += 1;
         }
         KeyMarker = res.IsTruncated ? res.NextKeyMarker : undefined;
@@ -276,7 +308,8 @@ export class S3Store implements BackupStore {
   /** Maps SDK errors by their stable S3 error codes, with what to check next (`extraHints` first). */
   #wrap(err: unknown, what: string, extraHints: Record<string, string> = {}): Error {
     if (err instanceof LifeboatError) return err;
-    const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+    // Every error the SDK throws for an answer from the store carries its HTTP status here.
+    const status = (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
     const code = err instanceof Error ? err.name : String(err);
     const where = `${this.description}: ${what}`;
     if (code === 'NoSuchKey' || code === 'NotFound' || (status === 404 && code !== 'NoSuchBucket')) {
