@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import { SnapshotError } from '../errors/errors.ts';
 import { END_OF_ARCHIVE, fileHeader, padding } from './tar.ts';
 import { manifestJson, MANIFEST_ENTRY, SNAPSHOT_ENTRY, type ArchiveManifest } from './manifest.ts';
@@ -46,21 +47,78 @@ function* entry(path: string, mode: number, mtime: Date, content: Buffer): Gener
 }
 
 /**
- * Joins small chunks into blocks of at least `size` bytes (the last may be smaller). zlib
- * streams pay a thread-pool round trip per write: fed etcd's 32 KiB messages, zstd runs at
- * about half the speed it reaches on 1 MiB writes. Holds at most one block.
+ * Writes the chunks of `source` to `dest` in blocks of `size` bytes (the last may be smaller),
+ * then ends `dest`. zlib streams pay a thread-pool round trip per write: fed etcd's 32 KiB
+ * messages, zstd runs at about half the speed it reaches on 1 MiB writes.
+ *
+ * The blocks are `depth` buffers allocated once and reused: a block is refilled only after its
+ * write callback ran, so `dest` must be done with a block by then. zlib streams are (they copy
+ * their input into the codec before calling back), and so is the age encryptor; a stage that
+ * passes its input on unchanged (a PassThrough) is not, and must not be `dest`. With the default
+ * depth of 3, one block is being processed, one waits in `dest`, and one is filling: memory is
+ * depth x size, and nothing is allocated per block (joining chunks into a new 1 MiB block each
+ * time left V8 about a gigabyte per backup to collect).
+ *
+ * On failure (of `source`, or of `dest`) `dest` is destroyed with the error, `source` is closed,
+ * and the error is rethrown.
  */
-export async function* coalesce(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of source) {
-    parts.push(chunk);
-    length += chunk.length;
-    if (length >= size) {
-      yield parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
-      parts = [];
-      length = 0;
+export async function writeBlocks(source: AsyncIterable<Buffer>, dest: Writable, size: number, depth = 3): Promise<void> {
+  const free: Buffer[] = [];
+  let made = 0;
+  const writes: Promise<void>[] = [];
+  const take = async (): Promise<Buffer> => {
+    const reused = free.pop();
+    if (reused) return reused;
+    if (made < depth) {
+      made += 1;
+      return Buffer.allocUnsafeSlow(size);
     }
+    // Writes finish in order: wait for the oldest until one gave its block back.
+    while (free.length === 0) {
+      const oldest = writes.shift();
+      if (!oldest) throw new Error(`all ${depth} blocks are in use and none is being written`);
+      await oldest;
+    }
+    return free.pop() as Buffer;
+  };
+  const write = (block: Buffer, length: number) => {
+    const written = new Promise<void>((resolve, reject) => {
+      dest.write(length === block.length ? block : block.subarray(0, length), (err) => {
+        if (err) reject(err);
+        else {
+          free.push(block);
+          resolve();
+        }
+      });
+    });
+    written.catch(() => undefined); // awaited in order below; a failure is seen there or via `dest`
+    writes.push(written);
+  };
+  const closed = new Promise<never>((_, reject) => {
+    dest.once('close', () => reject(dest.errored ?? new Error('the stream was closed before all blocks were written')));
+  });
+  closed.catch(() => undefined);
+  try {
+    let block = await Promise.race([take(), closed]);
+    let fill = 0;
+    for await (const chunk of source) {
+      let offset = 0;
+      while (offset < chunk.length) {
+        if (fill === size) {
+          write(block, fill);
+          block = await Promise.race([take(), closed]);
+          fill = 0;
+        }
+        const n = chunk.copy(block, fill, offset);
+        fill += n;
+        offset += n;
+      }
+    }
+    if (fill > 0) write(block, fill);
+    while (writes.length > 0) await Promise.race([writes.shift(), closed]);
+    dest.end();
+  } catch (err) {
+    if (!dest.destroyed) dest.destroy(err as Error);
+    throw err;
   }
-  if (length > 0) yield Buffer.concat(parts, length);
 }

@@ -11,7 +11,7 @@ import {
   type ArchiveManifest,
   type StoredManifest,
 } from '../archive/manifest.ts';
-import { archiveChunks, coalesce } from '../archive/writer.ts';
+import { archiveChunks, writeBlocks } from '../archive/writer.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
 import { IntegrityError, LifeboatError } from '../errors/errors.ts';
@@ -24,7 +24,7 @@ import type { BackupStore } from '../store/store.ts';
 export interface BackupDeps {
   store: BackupStore;
   etcd: SnapshotSource;
-  /** An age encryptor for these recipients. */
+  /** An age encryptor for these recipients. It must be done with each written chunk when the write calls back (it is fed reused blocks when there is no compression). */
   encrypt: (recipients: readonly string[]) => Transform;
   log: Logger;
   now: () => Date;
@@ -49,7 +49,7 @@ export interface BackupSettings {
 }
 
 const MiB = 1024 * 1024;
-/** The compressor is fed in blocks of this size (see coalesce). */
+/** The compressor is fed in blocks of this size (see writeBlocks). */
 const WRITE_BLOCK = 1 * MiB;
 
 /**
@@ -103,10 +103,12 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   const total = snapshot.dbSize + TRAILER_BYTES;
   const counted = report ? tap(checkedSnapshot(snapshot.chunks, checker), () => report.progress(checker.bytes, total)) : checkedSnapshot(snapshot.chunks, checker);
   const archive = archiveChunks({ manifest, kit: kit.contents, snapshot: counted });
-  const source = Readable.from(coalesce(archive, WRITE_BLOCK), { objectMode: false });
   const compressor = createCompressor(settings.compression);
+  const encryptor = deps.encrypt(settings.recipients);
   const stored = new DigestStream();
-  const stages = [source, ...(compressor ? [compressor] : []), deps.encrypt(settings.recipients), stored];
+  // The first stage is fed reused blocks: the compressor, or else the encryptor (both copy their input).
+  const first = compressor ?? encryptor;
+  const stages = [...(compressor ? [compressor] : []), encryptor, stored];
 
   const streamStart = performance.now();
   const progress = setInterval(() => {
@@ -117,12 +119,13 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
 
   let archiveWritten = false;
   try {
-    const [produced, put] = await Promise.allSettled([
+    const [fed, produced, put] = await Promise.allSettled([
+      writeBlocks(archive, first, WRITE_BLOCK),
       pipeline(stages, signal ? { signal } : {}),
       store.put(key, stored, { retain: true, ...(signal ? { signal } : {}) }),
     ]);
-    if (produced.status === 'rejected' || put.status === 'rejected') {
-      throw rootCause([produced, put]);
+    if (fed.status === 'rejected' || produced.status === 'rejected' || put.status === 'rejected') {
+      throw rootCause([fed, produced, put]);
     }
     archiveWritten = true;
     const seconds = (performance.now() - streamStart) / 1000;
