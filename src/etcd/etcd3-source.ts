@@ -174,7 +174,7 @@ export class Etcd3SnapshotSource implements SnapshotSource {
     } catch (err) {
       throw new EtcdUnavailableError(`cannot start a snapshot from ${endpoint}: ${firstLine(err)}`, { cause: err });
     }
-    const onAbort = () => stream.destroy(new CancelledError('backup cancelled'));
+    const onAbort = () => abandon(stream, new CancelledError('backup cancelled'));
     signal?.addEventListener('abort', onAbort, { once: true });
     const it = stream[Symbol.asyncIterator]() as AsyncIterator<{ blob: Buffer; remaining_bytes: string }>;
     const first = await it.next().catch((err: unknown) => {
@@ -184,6 +184,7 @@ export class Etcd3SnapshotSource implements SnapshotSource {
     const dbSize = first.value.blob.length + Number(first.value.remaining_bytes);
     async function* chunks(): AsyncGenerator<Buffer> {
       let received = first.value!.blob.length;
+      let ended = false;
       try {
         yield first.value!.blob;
         for (;;) {
@@ -193,13 +194,17 @@ export class Etcd3SnapshotSource implements SnapshotSource {
           } catch (err) {
             throw dropped(endpoint, received, err);
           }
-          if (next.done) return;
+          if (next.done) {
+            ended = true;
+            return;
+          }
           received += next.value.blob.length;
           yield next.value.blob;
         }
       } finally {
         signal?.removeEventListener('abort', onAbort);
-        stream.destroy();
+        if (ended) stream.destroy();
+        else abandon(stream);
       }
     }
     return { dbSize, chunks: chunks() };
@@ -232,6 +237,17 @@ export async function countKeys(client: Etcd3, revision: string, options?: { dea
     client.getAll().prefix(REGISTRY_PREFIX).revision(revision).serializable(true).options(options).count(),
   ]);
   return { keyCount, registryKeyCount };
+}
+
+/**
+ * Ends a snapshot that is not read to its end (a later stage failed, or the backup was
+ * cancelled): cancels the call, so etcd stops sending and releases the read transaction the
+ * snapshot holds, then destroys the stream. Destroying alone leaves the gRPC call open: etcd
+ * keeps the transaction, and the open call keeps the process from exiting.
+ */
+function abandon(stream: Readable, err?: Error): void {
+  (stream as Readable & { cancel?: () => void }).cancel?.();
+  stream.destroy(err);
 }
 
 function dropped(endpoint: string, received: number, err: unknown): Error {
