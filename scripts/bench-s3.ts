@@ -3,12 +3,14 @@
  * the same run.
  *
  *   npm run bench:s3 -- [--size-mib 1100] [--rounds 3] [--dir DIR] [--zstd-args "-1"]
- *                       [--part-size-mib N] [--queue-size N] [--cli FILE]
+ *                       [--part-size-mib N] [--queue-size N] [--from dist|src] [--cli FILE]
  *
  * Starts a single-node Ceph RGW (memstore, sized for what one round stores; each round's objects
  * are deleted and garbage-collected after it) and a single-member TLS etcd 3.5 filled with
  * Kubernetes-shaped keys to at least --size-mib. Then, for each round:
- *   (a) `lifeboat backup` through the CLI, store.s3 on the RGW, zstd 1, one age recipient;
+ *   (a) `lifeboat backup` through the CLI, store.s3 on the RGW, zstd 1, one age recipient; by
+ *       default the CLI is built first (tsc into the working directory), and the benchmark runs
+ *       dist/cli/main.js as the installed `lifeboat` bin does (--from src runs src/ instead);
  *   (b) the shell pipeline, one command after the other, as a user would type them:
  *         etcdctl --endpoints=... --cacert=... --cert=... --key=... snapshot save FILE
  *         zstd -1 FILE                    (writes FILE.zst; the CLI's default of one worker
@@ -34,7 +36,7 @@ import { stringify } from 'yaml';
 import { generateIdentity } from '../src/crypto/age.ts';
 import { startRgw } from './rig/rgw.ts';
 import { startFilledEtcd } from './bench/etcd.ts';
-import { lifeboatBackup, SOURCE_CLI, type BackupPhases } from './bench/lifeboat.ts';
+import { chooseLifeboat, lifeboatBackup, type BackupPhases, type LifeboatCli } from './bench/lifeboat.ts';
 import { cpuDuring, median, MiB, timed, type Measured } from './bench/measure.ts';
 import { Teardown } from './bench/teardown.ts';
 
@@ -48,8 +50,9 @@ const USAGE = `usage: npm run bench:s3 -- [options]
   --zstd-args ARGS    the shell pipeline's zstd flags (default "-1"; try "-1 -T0")
   --part-size-mib N   Lifeboat store.s3.partSizeMiB (default: Lifeboat's, 8)
   --queue-size N      Lifeboat store.s3.queueSize (default: Lifeboat's, 4)
-  --cli FILE          the Lifeboat entry point (default src/cli/main.ts; after npm run build,
-                      dist/cli/main.js is what the installed lifeboat bin runs)
+  --from dist|src     run Lifeboat as the installed bin does, built with tsc into DIR (default),
+                      or from src/ with Node's type stripping (as npm run lifeboat does)
+  --cli FILE          run this Lifeboat entry point instead
 
 Needs bash scripts/install-deps.sh first. Takes a few minutes; with 1.1 GiB it holds about
 4 GB of memory at its peak (etcd, the RGW's memstore, the shell pipeline's files).`;
@@ -62,7 +65,8 @@ const { values: args } = parseArgs({
     'zstd-args': { type: 'string', default: '-1' },
     'part-size-mib': { type: 'string' },
     'queue-size': { type: 'string' },
-    cli: { type: 'string', default: SOURCE_CLI },
+    from: { type: 'string', default: 'dist' },
+    cli: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -82,7 +86,6 @@ for (const [name, n] of [['--size-mib', targetBytes], ['--rounds', rounds], ['--
   }
 }
 const dir = path.resolve(args.dir!);
-const cli = path.resolve(args.cli!);
 const REPO = path.resolve(import.meta.dirname, '..');
 /** A path as short as it is unambiguous: relative inside the checkout, absolute outside. */
 const shown = (file: string) => (path.relative(REPO, file).startsWith('..') ? file : path.relative(REPO, file));
@@ -108,6 +111,8 @@ try {
   await mkdir(dir, { recursive: true });
   teardown.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
   const measure = { teardown, scratch: dir };
+  const entry = await chooseLifeboat(args.from!, args.cli, dir);
+  const cli = entry.path;
 
   // Room for one round's two archives (at worst incompressible) plus RGW's own pools.
   const memstoreBytes = 2 * targetBytes + 512 * MiB;
@@ -199,12 +204,12 @@ try {
     results.push(round);
     console.error(`round ${r}: lifeboat ${round.lifeboat.seconds.toFixed(2)} s (peak RSS ${round.lifeboat.peakRssMiB.toFixed(0)} MiB), shell ${round.shell.seconds.toFixed(2)} s`);
   }
-  report(results, dbSize, loadBefore);
+  report(results, dbSize, loadBefore, entry);
 } finally {
   await teardown.run();
 }
 
-function report(results: Round[], dbSize: number, loadBefore: number[]): void {
+function report(results: Round[], dbSize: number, loadBefore: number[], entry: LifeboatCli): void {
   const dbMiB = dbSize / MiB;
   const rate = (seconds: number) => dbMiB / seconds;
   const f1 = (n: number) => n.toFixed(1);
@@ -224,7 +229,8 @@ function report(results: Round[], dbSize: number, loadBefore: number[]): void {
 
   console.log(`database:        ${f1(dbMiB)} MiB, single-member TLS etcd 3.5, Kubernetes-shaped keys`);
   console.log(`store:           Ceph RGW 16.2 (single node, memstore OSD) on 127.0.0.1, plain HTTP`);
-  console.log(`lifeboat:        node --max-semi-space-size=1 ${shown(cli)} backup (process start included): zstd 1, 1 age recipient, store.s3 partSizeMiB ${s3.partSizeMiB}, queueSize ${s3.queueSize}`);
+  console.log(`lifeboat:        node --max-semi-space-size=1 ${shown(entry.path)} backup (process start included): zstd 1, 1 age recipient, store.s3 partSizeMiB ${s3.partSizeMiB}, queueSize ${s3.queueSize}`);
+  console.log(`                 ${entry.what}`);
   console.log(`shell pipeline:  etcdctl snapshot save FILE; zstd ${zstdArgs.join(' ')} FILE; age -r RECIPIENT -o FILE.zst.age FILE.zst; s3cmd put FILE.zst.age s3://${BUCKET}/KEY`);
   console.log(`load average:    ${loadBefore.map(f2).join(' ')} before, ${loadavg().map(f2).join(' ')} after`);
   console.log('');
