@@ -91,7 +91,7 @@ export const S3StoreSchema = Type.Object(
     secretAccessKeyFile: Type.Optional(NonEmpty),
     accessKeyId: Type.Optional(NonEmpty),
     secretAccessKey: Type.Optional(NonEmpty),
-    /** Multipart part size; one upload holds at most queueSize x partSizeMiB in memory. */
+    /** Multipart part size; one upload holds at most (queueSize + 1) x partSizeMiB in memory. */
     partSizeMiB: Type.Integer({ minimum: 5, maximum: 512, default: 8 }),
     queueSize: Type.Integer({ minimum: 1, maximum: 16, default: 4 }),
     /** Attempts per request and per part for transient errors (5xx, timeouts, resets). */

@@ -18,7 +18,7 @@ import type { BackupStore, ObjectInfo, PutOptions } from '../store/store.ts';
  * written but not committed is deleted).
  *
  * Memory does not grow with the archive: one backup is copied at a time, and the bytes in flight
- * are bounded by the target's put (S3: queueSize x partSize; a directory: one stream buffer) plus
+ * are bounded by the target's put (S3: (queueSize + 1) x partSize; a directory: one stream buffer) plus
  * the source stream's buffer.
  */
 export interface ReplicateDeps {
