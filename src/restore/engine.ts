@@ -1,17 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Transform } from 'node:stream';
-import type { Logger } from 'pino';
-import type { StoredManifest } from '../archive/manifest.ts';
 import { BadRequestError, CancelledError, ConfigError, ConflictError, LifeboatError } from '../errors/errors.ts';
-import type { Executor } from '../exec/executor.ts';
-import type { BackupStore } from '../store/store.ts';
 import { exists, identity, moveOut, removeIfEmpty, renameDurable, writeFileAtomic } from './durable.ts';
 import { liveRevision, stopLeftover, waitClosed, type Throwaway } from './etcd.ts';
 import { pendingSteps, RestoreRecords, restoreState, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
 import { apiserverAddress, etcdFacts, etcdListenAddresses, StaticPod } from './manifests.ts';
-import { createPlan, dataDirLayout, isMountPoint, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
+import { createPlan, dataDirLayout, isMountPoint, type RestorePlan, type StepName } from './plan.ts';
 import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
 
 /**
@@ -25,15 +20,8 @@ import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
  * under the restore's state dir, restoring the snapshot for real, and removes it afterwards.
  */
 
-export interface RestoreEngineDeps {
-  store: BackupStore;
-  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest> };
-  decrypt: (identities: readonly string[]) => Transform;
-  exec: Executor;
-  log: Logger;
-  config: RestoreConfig;
-  now?: () => Date;
-}
+/** The engine's parts; `now` defaults to the clock. */
+export type RestoreEngineDeps = Omit<EngineDeps, 'now'> & { now?: () => Date };
 
 export interface ApplyOptions {
   /** From the plan: proves the caller applies the plan it reviewed. */

@@ -1,8 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { readdir, readFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,7 +9,8 @@ import { generateToken, tokenLine } from '../../src/api/tokens.ts';
 import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import type { Job } from '../../src/jobs/job.ts';
 import type { RestoreView } from '../../src/restore/engine.ts';
-import { readyz, startClusterRoots, type ClusterRoots, type NodeRoot } from '../../scripts/rig/cluster-roots.ts';
+import { readyz, startClusterRoots, type ClusterRoots } from '../../scripts/rig/cluster-roots.ts';
+import { keysOf, liveDigest } from '../support/restore-nodes.ts';
 import { etcdBinaries } from '../../scripts/rig/etcd.ts';
 import { populate } from '../../scripts/rig/populate.ts';
 import { freePorts } from '../../scripts/rig/ports.ts';
@@ -101,30 +101,6 @@ const cliEnv = () => ({ LIFEBOAT_CLIENT__URL: url(0, ''), LIFEBOAT_CLIENT__CA_FI
 const allDaemons = () => NAMES.flatMap((n, i) => ['--daemon', `${n}=${url(i, '')}`]);
 const applyAll = () => ['restore', 'apply', '--all', '--backup', backupId, '--mode', 'in-place', ...allDaemons()];
 
-async function keysOf(node: NodeRoot): Promise<{ keys: Map<string, Buffer>; revision: bigint }> {
-  const client = cluster.client([node.name]);
-  try {
-    const res = await client.getAll().prefix('/registry/').serializable(true).exec();
-    return { keys: new Map(res.kvs.map((kv) => [kv.key.toString(), kv.value])), revision: BigInt(res.header.revision) };
-  } finally {
-    client.close();
-  }
-}
-
-/** What must not change while nothing live is touched: manifests, PKI, the data dirs there are, and the members' files. */
-async function liveDigest(node: NodeRoot): Promise<string> {
-  const hash = createHash('sha256');
-  const k8s = path.join(node.root, 'etc/kubernetes');
-  for (const f of (await readdir(k8s, { recursive: true })).sort()) {
-    const p = path.join(k8s, f);
-    const s = await stat(p);
-    hash.update(`${f} ${s.mode}\n`);
-    if (s.isFile()) hash.update(await readFile(p));
-  }
-  hash.update((await readdir(path.join(node.root, 'var/lib'))).sort().join(','));
-  hash.update((await readdir(path.join(node.dataDir, 'member'))).sort().join(','));
-  return hash.digest('hex');
-}
 
 async function job(i: number, id: string): Promise<Job> {
   const res = await curl([...as('viewer'), url(i, `/v1/jobs/${id}`)]);
@@ -150,7 +126,7 @@ before(async () => {
   } finally {
     client.close();
   }
-  snapshotKeys = (await keysOf(cluster.nodes[0]!)).keys;
+  snapshotKeys = (await keysOf(cluster, cluster.nodes[0]!, '/registry/')).keys;
   pki = await makeApiPki(path.join(work, 'api-pki'));
   await writeFile(path.join(work, 'tokens'), `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n${tokenLine(tokens.restorer, 'restorer', 'dr-team')}\n`, { mode: 0o600 });
   identityFile = path.join(work, 'identity.txt');
@@ -265,7 +241,7 @@ test('refused with a clear 4xx and nothing changed: a viewer or operator, a wron
   assert.match(lines[0]!, /run the same command again to resume/);
 
   assert.deepEqual(await Promise.all(cluster.nodes.map(liveDigest)), before);
-  const live = await keysOf(cluster.nodes[1]!);
+  const live = await keysOf(cluster, cluster.nodes[1]!, '/registry/');
   assert.equal([...live.keys.keys()].filter((k) => k.startsWith('/registry/after-backup/')).length, 50, 'etcd still serves what was written after the backup');
 });
 
@@ -320,7 +296,7 @@ test('lifeboat restore apply --all: SIGKILL of a daemon mid-restore, restart, th
   assert.equal(views[1]!.journal.steps['restore-snapshot']?.attempts, 2, 'cp-2 restored the snapshot again after the kill');
   const target = backupRevision + BigInt(views[0]!.plan.bumpRevision);
   for (const [i, node] of cluster.nodes.entries()) {
-    const { keys, revision } = await keysOf(node);
+    const { keys, revision } = await keysOf(cluster, node, '/registry/');
     assert.ok(revision >= target, `${node.name} is at revision ${revision}, below ${target}`);
     assert.equal(keys.size, snapshotKeys.size, `${node.name} serves ${keys.size} /registry keys, the snapshot had ${snapshotKeys.size}`);
     for (const [k, v] of snapshotKeys) assert.deepEqual(keys.get(k), v, `${node.name} ${k}`);
@@ -360,7 +336,7 @@ test('lifeboat restore rollback --all puts every member back on its old data and
     const view = ((await curl([...as('restorer'), url(i, `/v1/restores/${restored[i]!.plan.id}`)])).json as unknown) as RestoreView;
     assert.equal(view.state, 'rolled-back');
     // The old data is back (with what was written after the backup), below the restore's revisions.
-    const { keys, revision } = await keysOf(node);
+    const { keys, revision } = await keysOf(cluster, node, '/registry/');
     assert.equal([...keys.keys()].filter((k) => k.startsWith('/registry/after-backup/')).length, 50, node.name);
     assert.ok(revision < BigInt(view.plan.targetRevision), `${node.name} is at revision ${revision}`);
     const manifest = await readFile(path.join(node.root, 'etc/kubernetes/manifests/etcd.yaml'), 'utf8');

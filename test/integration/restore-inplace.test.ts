@@ -1,7 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readdir, readFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,6 +19,7 @@ import type { InPlaceStep, RestorePlan, StepName } from '../../src/restore/plan.
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { readyz, startClusterRoots, type ClusterRoots, type NodeRoot } from '../../scripts/rig/cluster-roots.ts';
+import { keysOf, liveDigest } from '../support/restore-nodes.ts';
 import { etcdBinaries } from '../../scripts/rig/etcd.ts';
 import { populate } from '../../scripts/rig/populate.ts';
 import { configOf, ETCDUTL, quietLog, REPO } from '../support/lifeboat.ts';
@@ -59,30 +59,6 @@ function engineFor(node: NodeRoot): RestoreEngine {
   return new RestoreEngine({ store, catalog: new Catalog(store, config.cluster), decrypt: createDecryptStream, exec: processExecutor, log: quietLog, config });
 }
 
-async function allKeys(node: NodeRoot): Promise<{ keys: Map<string, Buffer>; revision: bigint }> {
-  const client = cluster.client([node.name]);
-  try {
-    const res = await client.getAll().serializable(true).exec();
-    return { keys: new Map(res.kvs.map((kv) => [kv.key.toString(), kv.value])), revision: BigInt(res.header.revision) };
-  } finally {
-    client.close();
-  }
-}
-
-/** A digest of what must not change when nothing live is touched: manifests, PKI, and which data dirs exist. */
-async function liveDigest(node: NodeRoot): Promise<string> {
-  const hash = createHash('sha256');
-  const k8s = path.join(node.root, 'etc/kubernetes');
-  for (const f of (await readdir(k8s, { recursive: true })).sort()) {
-    const p = path.join(k8s, f);
-    const s = await stat(p);
-    hash.update(`${f} ${s.mode}\n`);
-    if (s.isFile()) hash.update(await readFile(p));
-  }
-  hash.update((await readdir(path.join(node.root, 'var/lib'))).sort().join(','));
-  hash.update((await readdir(path.join(node.dataDir, 'member'))).sort().join(','));
-  return hash.digest('hex');
-}
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-restore-inplace-'));
@@ -99,7 +75,7 @@ before(async () => {
   } finally {
     client.close();
   }
-  snapshotKeys = (await allKeys(cluster.nodes[0]!)).keys;
+  snapshotKeys = (await keysOf(cluster, cluster.nodes[0]!)).keys;
   identityFile = path.join(work, 'identity.txt');
   await writeFile(identityFile, identityFileText(key.identity, key.recipient, new Date()), { mode: 0o600 });
   const config = configOf(configFor(cluster.nodes[0]!, cluster.nodes.map((n) => n.clientUrl)));
@@ -187,7 +163,7 @@ async function checkRestored(plans: RestorePlan[]): Promise<void> {
   for (const ip of STALE_LEASES) expected.delete(`/registry/masterleases/${ip}`);
   const target = BigInt(backup.etcd.revision) + BigInt(plans[0]!.bumpRevision);
   for (const [i, node] of cluster.nodes.entries()) {
-    const { keys, revision } = await allKeys(node);
+    const { keys, revision } = await keysOf(cluster, node);
     assert.ok(revision >= target, `${node.name} is at revision ${revision}, below ${target}`);
     assert.equal(keys.size, expected.size, `${node.name} serves ${keys.size} keys, the snapshot had ${expected.size} (less the stale leases)`);
     for (const [k, v] of expected) assert.deepEqual(keys.get(k), v, `${node.name} ${k}`);
@@ -282,7 +258,7 @@ test('a daemon killed mid-apply (twice) resumes when applied again, and complete
   const engines = cluster.nodes.map(engineFor);
   const plans = await planAll(engines);
   // The live cluster already jumped by the first restore's bump: the new bump covers that.
-  assert.ok(BigInt(plans[0]!.targetRevision) > (await allKeys(cluster.nodes[0]!)).revision);
+  assert.ok(BigInt(plans[0]!.targetRevision) > (await keysOf(cluster, cluster.nodes[0]!)).revision);
   const drive = (first: NodeDriver) => applyAll([first, ...cluster.nodes.slice(1).map((n, i) => inProcess(engines[i + 1]!, n, plans[i + 1]!, [key.identity]))]);
 
   const killedA: { at?: StepName } = {};
