@@ -13,7 +13,7 @@
  * it (dist/cli/main.js under node --max-semi-space-size=1); --from src runs src/ instead.
  * Targets: ratio >= 0.8, peak RSS <= 160 MiB. Needs scripts/install-deps.sh first.
  */
-import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +22,7 @@ import { generateIdentity } from '../src/crypto/age.ts';
 import { startFilledEtcd } from './bench/etcd.ts';
 import { chooseLifeboat, lifeboatBackup } from './bench/lifeboat.ts';
 import { cpuDuring, median, MiB, timed, type Measured } from './bench/measure.ts';
+import { busiestThreads, printTable } from './bench/report.ts';
 import { Teardown } from './bench/teardown.ts';
 
 const { values: args } = parseArgs({
@@ -55,9 +56,7 @@ const dir = path.resolve(args.dir!);
 const teardown = new Teardown();
 teardown.onSignals();
 try {
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  teardown.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  await teardown.freshDir(dir);
   const measure = { teardown, scratch: dir };
   const loadBefore = loadavg();
   const entry = await chooseLifeboat(args.from!, args.cli, dir);
@@ -119,14 +118,9 @@ try {
     stderr: '',
   });
   rows.push(row('median', { etcdctl: medianRun('etcdctl'), lifeboat: medianRun('lifeboat') }));
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) console.log(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '));
-  const threadNames = [...new Set(runs.flatMap((x) => Object.keys(x.lifeboat.threadCpu ?? {})))];
-  const busy = threadNames.map((name) => ({ name, seconds: median(runs.map((x) => x.lifeboat.threadCpu?.[name] ?? 0)) })).filter((t) => t.seconds >= 0.01).sort((a, b) => b.seconds - a.seconds);
-  if (busy.length) {
-    const legend: Record<string, string> = { MainThread: 'JavaScript, TLS, sha256, age', 'libuv-worker': 'thread pool: zstd, file writes', V8Worker: 'V8 helpers, mostly GC' };
-    console.log(`lifeboat threads (CPU s, median): ${busy.map((t) => `${t.name}${legend[t.name] ? ` (${legend[t.name]})` : ''} ${f2(t.seconds)}`).join(', ')}`);
-  }
+  printTable(rows);
+  const threads = busiestThreads(runs.map((x) => x.lifeboat), { MainThread: 'JavaScript, TLS, sha256, age', 'libuv-worker': 'thread pool: zstd, file writes', V8Worker: 'V8 helpers, mostly GC' });
+  if (threads) console.log(`lifeboat threads (CPU s, median): ${threads}`);
   console.log('');
   console.log(`etcdctl snapshot save:    ${f1(etcdctlRate)} MiB/s (median of ${runs.length})`);
   console.log(`lifeboat backup:          ${f1(lifeboatRate)} MiB/s (median of ${runs.length})`);

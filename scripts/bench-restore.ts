@@ -20,7 +20,7 @@
  * started is stopped by PID and the directory removed, also on failure and Ctrl-C.
  * Needs scripts/install-deps.sh first and GNU time; about 12 GB of disk for 1.1 GiB.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,6 +37,7 @@ import { SOURCE_CLI } from './bench/lifeboat.ts';
 import { MiB, timed } from './bench/measure.ts';
 import { Teardown } from './bench/teardown.ts';
 import { startClusterRoots, type ClusterRoots } from './rig/cluster-roots.ts';
+import { memberStatus } from './rig/etcd.ts';
 import { freePorts } from './rig/ports.ts';
 
 const USAGE = `usage: npm run bench:restore -- [options]
@@ -72,16 +73,7 @@ async function healthyAfter(cluster: ClusterRoots, revision: () => bigint | unde
   while (!stop.done) {
     const target = revision();
     if (target !== undefined) {
-      const answers = await Promise.all(cluster.nodes.map(async (node) => {
-        const client = cluster.client([node.name]);
-        try {
-          return await client.maintenance.status({ deadline: new Date(Date.now() + 1000) });
-        } catch {
-          return undefined;
-        } finally {
-          client.close();
-        }
-      }));
+      const answers = await Promise.all(cluster.nodes.map((node) => memberStatus(node.clientUrl, node.tls, 1000)));
       const leaders = new Set(answers.map((a) => a?.leader));
       if (answers.every((a) => a !== undefined && a.leader !== '0' && BigInt(a.header.revision) >= target) && leaders.size === 1) return performance.now() - since;
     }
@@ -94,19 +86,11 @@ const teardown = new Teardown();
 teardown.onSignals();
 try {
   const loadBefore = loadavg();
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  teardown.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  await teardown.freshDir(dir);
 
   const cluster = await startClusterRoots({ base: path.join(dir, 'cluster'), names: NAMES });
   teardown.add('stop the kubelets and what they run', () => cluster.stop());
-  const fillClient = cluster.client();
-  let dbSize: number;
-  try {
-    dbSize = await fillTo(fillClient, sizeMiB * MiB);
-  } finally {
-    fillClient.close();
-  }
+  const dbSize = await fillTo(cluster, sizeMiB * MiB);
 
   // One daemon per node; the API serves with each node's kube-apiserver certificate (the cluster CA, 127.0.0.1).
   const { identity, recipient } = await generateIdentity();

@@ -28,7 +28,7 @@
  * Needs scripts/install-deps.sh first (etcd 3.5, ceph, age, zstd, s3cmd) and GNU time.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -38,6 +38,7 @@ import { startRgw } from './rig/rgw.ts';
 import { startFilledEtcd } from './bench/etcd.ts';
 import { chooseLifeboat, lifeboatBackup, type BackupPhases, type LifeboatCli } from './bench/lifeboat.ts';
 import { cpuDuring, median, MiB, timed, type Measured } from './bench/measure.ts';
+import { busiestThreads, printTable } from './bench/report.ts';
 import { Teardown } from './bench/teardown.ts';
 
 const run = promisify(execFile);
@@ -107,9 +108,7 @@ const teardown = new Teardown();
 teardown.onSignals();
 try {
   const loadBefore = loadavg();
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  teardown.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  await teardown.freshDir(dir);
   const measure = { teardown, scratch: dir };
   const entry = await chooseLifeboat(args.from!, args.cli, dir);
   const cli = entry.path;
@@ -215,10 +214,6 @@ function report(results: Round[], dbSize: number, loadBefore: number[], entry: L
   const f1 = (n: number) => n.toFixed(1);
   const f2 = (n: number) => n.toFixed(2);
   const mib = (bytes: number) => (bytes / MiB).toFixed(0);
-  const table = (rows: string[][]) => {
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-    for (const row of rows) console.log(row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '));
-  };
   const med = (pick: (r: Round) => number) => median(results.map(pick));
 
   const lifeboat = med((r) => r.lifeboat.seconds);
@@ -267,7 +262,7 @@ function report(results: Round[], dbSize: number, loadBefore: number[], entry: L
     mib(med((r) => r.shell.sizes.age)),
     f2(ratio),
   ]);
-  table(rows);
+  printTable(rows);
 
   console.log('');
   console.log('where the time goes (medians; CPU seconds used while each step ran: by the command itself, etcd, radosgw, the OSD, and anything else on the machine)');
@@ -285,7 +280,7 @@ function report(results: Round[], dbSize: number, loadBefore: number[], entry: L
     f2(med((r) => pick(r).cpu.osd!)),
     f2(med((r) => others(pick(r)))),
   ];
-  table([
+  printTable([
     ['step', 'wall s', 'db MiB/s', 'peak RSS MiB', 'own CPU s', 'etcd CPU s', 'radosgw CPU s', 'OSD CPU s', 'other CPU s'],
     stepRow('lifeboat backup', (r) => r.lifeboat),
     stepRow(`etcdctl snapshot save`, (r) => r.shell.snapshot),
@@ -298,12 +293,8 @@ function report(results: Round[], dbSize: number, loadBefore: number[], entry: L
     const p = (pick: (x: BackupPhases) => number) => f2(median(phases.map(pick)));
     console.log(`lifeboat phases: start-up and exit ${p((x) => x.startSeconds)} s, member and kit ${p((x) => x.setupSeconds)} s, stream to RGW ${p((x) => x.streamSeconds)} s, check and commit ${p((x) => x.commitSeconds)} s`);
   }
-  const threadNames = [...new Set(results.flatMap((r) => Object.keys(r.lifeboat.threadCpu ?? {})))];
-  const busy = threadNames.map((name) => ({ name, seconds: median(results.map((r) => r.lifeboat.threadCpu?.[name] ?? 0)) })).filter((t) => t.seconds >= 0.01).sort((a, b) => b.seconds - a.seconds);
-  if (busy.length) {
-    const legend: Record<string, string> = { MainThread: 'JavaScript', 'libuv-worker': 'thread pool, mostly zstd', V8Worker: 'V8 helpers, mostly GC' };
-    console.log(`lifeboat threads (CPU s): ${busy.map((t) => `${t.name}${legend[t.name] ? ` (${legend[t.name]})` : ''} ${f2(t.seconds)}`).join(', ')}`);
-  }
+  const threads = busiestThreads(results.map((r) => r.lifeboat), { MainThread: 'JavaScript', 'libuv-worker': 'thread pool, mostly zstd', V8Worker: 'V8 helpers, mostly GC' });
+  if (threads) console.log(`lifeboat threads (CPU s): ${threads}`);
   const sizes = results.at(-1)!.shell.sizes;
   console.log(`archives:        lifeboat ${mib(med((r) => r.lifeboat.stored))} MiB (tar.zst.age with the kit); shell ${mib(sizes.snapshot)} MiB snapshot, ${mib(sizes.zst)} MiB .zst, ${mib(sizes.age)} MiB .zst.age`);
   console.log('');

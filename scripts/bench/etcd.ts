@@ -1,7 +1,5 @@
-import path from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { makeKubeadmTree } from '../rig/pki.ts';
-import { startEtcd, type EtcdCluster } from '../rig/etcd.ts';
+import { startEtcdHost, type EtcdCluster } from '../rig/etcd.ts';
 import { populate } from '../rig/populate.ts';
 import { MiB } from './measure.ts';
 import type { Teardown } from './teardown.ts';
@@ -22,33 +20,30 @@ export interface FilledEtcd {
  * at least `targetBytes`. Stopped by `teardown`.
  */
 export async function startFilledEtcd(dir: string, targetBytes: number, teardown: Teardown): Promise<FilledEtcd> {
-  const hostRoot = path.join(dir, 'host');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
-  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(dir, 'etcd'), extraArgs: ['--quota-backend-bytes=8589934592'] });
+  const { etcd, hostRoot } = await startEtcdHost(dir, { members: 1, extraArgs: ['--quota-backend-bytes=8589934592'] });
   teardown.add('stop etcd', () => etcd.stop());
-  const client = etcd.client();
-  let dbSize: number;
-  try {
-    dbSize = await fillTo(client, targetBytes);
-  } finally {
-    client.close();
-  }
+  const dbSize = await fillTo(etcd, targetBytes);
   const etcdctlFlags = [`--endpoints=${etcd.endpoints[0]}`, `--cacert=${etcd.tls.caFile}`, `--cert=${etcd.tls.certFile}`, `--key=${etcd.tls.keyFile}`];
   return { etcd, hostRoot, dbSize, etcdctlFlags };
 }
 
 /**
- * Puts Kubernetes-shaped keys (values 1–100 KiB, about 3.3:1 compressible) through `client`
- * until the database is at least `targetBytes`; returns the size reached.
+ * Puts Kubernetes-shaped keys (values 1–100 KiB, about 3.3:1 compressible) through a client of
+ * `rig` until the database is at least `targetBytes`; returns the size reached.
  */
-export async function fillTo(client: Etcd3, targetBytes: number): Promise<number> {
-  let dbSize = 0;
-  const t0 = performance.now();
-  for (let batch = 0; dbSize < targetBytes; batch++) {
-    const keys = Math.max(1000, Math.ceil((targetBytes - dbSize) / (51 * 1024)));
-    await populate(client, { keys, valueBytes: [1024, 100 * 1024], seed: 1000 + batch, prefix: `/registry/b${batch}`, concurrency: 64 });
-    dbSize = Number((await client.maintenance.status()).dbSize);
-    console.error(`populated: database ${(dbSize / MiB).toFixed(0)} MiB after ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+export async function fillTo(rig: { client(): Etcd3 }, targetBytes: number): Promise<number> {
+  const client = rig.client();
+  try {
+    let dbSize = 0;
+    const t0 = performance.now();
+    for (let batch = 0; dbSize < targetBytes; batch++) {
+      const keys = Math.max(1000, Math.ceil((targetBytes - dbSize) / (51 * 1024)));
+      await populate(client, { keys, valueBytes: [1024, 100 * 1024], seed: 1000 + batch, prefix: `/registry/b${batch}`, concurrency: 64 });
+      dbSize = Number((await client.maintenance.status()).dbSize);
+      console.error(`populated: database ${(dbSize / MiB).toFixed(0)} MiB after ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    }
+    return dbSize;
+  } finally {
+    client.close();
   }
-  return dbSize;
 }

@@ -37,7 +37,7 @@ export interface LifeboatCli {
  * dist/ alone: the JavaScript the installed `lifeboat` bin runs. Running src/ instead costs
  * Node's type stripping, about 25 MiB more peak RSS and a slower start.
  */
-export async function buildLifeboat(dir: string): Promise<LifeboatCli> {
+async function buildLifeboat(dir: string): Promise<LifeboatCli> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   const tsc = path.join(REPO, 'node_modules/.bin/tsc');

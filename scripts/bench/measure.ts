@@ -116,7 +116,7 @@ function sampleThreads(timePid: number, threads: Map<string, { name: string; sec
 }
 
 /** CPU seconds the whole machine has been busy (every CPU, every process, steal included). */
-export function machineCpuSeconds(): number {
+function machineCpuSeconds(): number {
   const total = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = total;

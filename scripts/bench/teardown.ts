@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
 
 /**
  * Everything a benchmark started, undone once: on success, on failure, and on Ctrl-C or
@@ -14,6 +15,13 @@ export class Teardown {
   /** Adds an undo step; steps run newest first, and one failing does not stop the others. */
   add(what: string, step: () => Promise<void>): void {
     this.#steps.push({ what, step });
+  }
+
+  /** Makes `dir` anew (empty), and removes it on teardown. */
+  async freshDir(dir: string): Promise<void> {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    this.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
   }
 
   /** A measured command, ended by its process group on teardown while it runs. */

@@ -11,8 +11,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { Etcd3 } from 'etcd3';
-import { etcdBinaries, type EtcdVersion } from './etcd.ts';
+import type { Etcd3 } from 'etcd3';
+import { etcdBinaries, tlsClient, waitForLeader, type EtcdVersion, type TlsFiles } from './etcd.ts';
 import { StandInKubelet } from './kubelet.ts';
 import { makeKubeadmTree, type KubeadmTree } from './pki.ts';
 import { freePorts } from './ports.ts';
@@ -28,7 +28,7 @@ export interface NodeRoot {
   /** The data dir on the host, as a local path. */
   dataDir: string;
   /** The etcd client certificate (healthcheck-client) of this node, as local paths. */
-  tls: { caFile: string; certFile: string; keyFile: string };
+  tls: TlsFiles;
   logDir: string;
   kubelet: StandInKubelet | undefined;
 }
@@ -81,14 +81,7 @@ export async function startClusterRoots(opts: { base: string; names?: string[]; 
   await mkdir(opts.base, { recursive: true });
   for (const node of nodes) node.kubelet = await StandInKubelet.start({ root: node.root, etcd: bins.etcd, logDir: node.logDir });
 
-  const credentials = (node: NodeRoot) => ({ rootCertificate: readFileSync(node.tls.caFile), certChain: readFileSync(node.tls.certFile), privateKey: readFileSync(node.tls.keyFile) });
-  const client = (which = names) =>
-    new Etcd3({
-      hosts: nodes.filter((n) => which.includes(n.name)).map((n) => n.clientUrl),
-      credentials: credentials(nodes[0]!),
-      dialTimeout: 2000,
-      grpcOptions: { 'grpc.ssl_target_name_override': 'localhost', 'grpc.max_receive_message_length': 64 << 20 },
-    });
+  const client = (which = names) => tlsClient(nodes.filter((n) => which.includes(n.name)).map((n) => n.clientUrl), nodes[0]!.tls, { dialTimeout: 2000 });
 
   const cluster: ClusterRoots = {
     nodes,
@@ -98,19 +91,9 @@ export async function startClusterRoots(opts: { base: string; names?: string[]; 
     async waitHealthy(timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
       for (const node of nodes) {
-        for (;;) {
-          const c = client([node.name]);
-          try {
-            const status = await c.maintenance.status({ deadline: new Date(Date.now() + 1000) });
-            if (status.leader !== '0') break;
-          } catch {
-            // not yet
-          } finally {
-            c.close();
-          }
+        await waitForLeader(node.clientUrl, node.tls, () => {
           if (Date.now() > until) throw new Error(`etcd ${node.name} not healthy after ${timeoutMs} ms; see ${node.logDir}: ${JSON.stringify(node.kubelet?.pods())}`);
-          await sleep(100);
-        }
+        }, 1000);
         for (;;) {
           if ((await readyz(node)) === 200) break;
           if (Date.now() > until) throw new Error(`apiserver of ${node.name} not ready after ${timeoutMs} ms; see ${node.logDir}`);

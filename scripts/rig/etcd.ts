@@ -1,13 +1,16 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { connect } from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
+import { acceptsConnections } from '../../src/exec/ports.ts';
+import { makeKubeadmTree, type KubeadmTree } from './pki.ts';
+import { populateRig, type PopulateOptions } from './populate.ts';
 import { freePorts } from './ports.ts';
-import type { KubeadmTree } from './pki.ts';
+import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 
 const run = promisify(execFile);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -56,28 +59,26 @@ export interface StartOptions {
   detached?: boolean;
 }
 
+export interface TlsFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
 export interface EtcdCluster {
   tree: KubeadmTree;
   bins: EtcdBinaries;
   members: RigMember[];
   endpoints: string[];
-  tls: { caFile: string; certFile: string; keyFile: string };
+  tls: TlsFiles;
   /** A TLS client for all members (or the given endpoints). Close it when done. */
   client(endpoints?: string[]): Etcd3;
   /** etcdctl with the client certificate against every member; returns stdout. */
   etcdctl(args: string[]): Promise<string>;
   kill(name: string, signal?: NodeJS.Signals): void;
-  /** Restart a stopped member on its data dir. */
-  start(name: string): Promise<void>;
   /** SIGTERM every member, SIGKILL after 5 s; waits until they are gone. */
   stop(): Promise<void>;
 }
-
-/** Our children, killed by PID if this process exits without stopping them. */
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
 
 export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
   const bins = etcdBinaries(options.version ?? '3.5');
@@ -132,68 +133,20 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
     ...(options.extraArgs ?? []),
   ];
 
-  const spawnMember = (m: RigMember) => {
-    const log = openSync(m.logFile, 'a');
-    const child = spawn(bins.etcd, argsFor(m), { stdio: ['ignore', log, log], detached: options.detached ?? false });
-    closeSync(log);
+  const processes = members.map((m) => {
+    const child = spawnLogged(bins.etcd, argsFor(m), m.logFile, { detached: options.detached });
     m.pid = child.pid;
-    if (options.detached) child.unref();
-    else {
-      children.add(child);
-      child.once('exit', () => children.delete(child));
-    }
     return child;
-  };
-  const processes = new Map<string, ChildProcess>();
-  for (const m of members) processes.set(m.name, spawnMember(m));
+  });
 
-  const tls = { caFile: t.caCert, certFile: t.clientCert, keyFile: t.clientKey };
-  const credentials = { rootCertificate: readFileSync(tls.caFile), certChain: readFileSync(tls.certFile), privateKey: readFileSync(tls.keyFile) };
-  const client = (endpoints = members.map((m) => m.clientUrl)) =>
-    new Etcd3({
-      hosts: endpoints,
-      credentials,
-      grpcOptions: { 'grpc.ssl_target_name_override': 'localhost', 'grpc.max_receive_message_length': 64 << 20 },
-    });
-
-  const waitHealthy = async (which: RigMember[]) => {
-    const deadline = Date.now() + 30_000;
-    const check = (m: RigMember) => {
-      const exited = processes.get(m.name)?.exitCode;
-      if (exited !== null && exited !== undefined) {
-        throw new Error(`etcd ${m.name} exited with ${exited}; see ${m.logFile}:\n${tail(m.logFile)}`);
-      }
-      if (Date.now() > deadline) throw new Error(`etcd ${m.name} not healthy after 30 s; see ${m.logFile}:\n${tail(m.logFile)}`);
-    };
-    for (const m of which) {
-      // Wait for the port first: a gRPC client that fails to connect backs off for seconds.
-      while (!(await listening(m.clientUrl))) {
-        check(m);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      for (;;) {
-        check(m);
-        const c = client([m.clientUrl]);
-        try {
-          const status = await c.maintenance.status({ deadline: new Date(Date.now() + 2000) });
-          if (status.leader !== '0') break;
-        } catch {
-          // no leader yet
-        } finally {
-          c.close();
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  };
-
+  const tls: TlsFiles = { caFile: t.caCert, certFile: t.clientCert, keyFile: t.clientKey };
   const cluster: EtcdCluster = {
     tree,
     bins,
     members,
     endpoints: members.map((m) => m.clientUrl),
     tls,
-    client,
+    client: (endpoints = members.map((m) => m.clientUrl)) => tlsClient(endpoints, tls),
     async etcdctl(args) {
       const { stdout } = await run(bins.etcdctl, [`--endpoints=${cluster.endpoints.join(',')}`, `--cacert=${tls.caFile}`, `--cert=${tls.certFile}`, `--key=${tls.keyFile}`, ...args], {
         env: { ...process.env, ETCDCTL_API: '3' },
@@ -205,31 +158,19 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
       const m = members.find((x) => x.name === name);
       if (m?.pid !== undefined) process.kill(m.pid, signal);
     },
-    async start(name) {
-      const m = members.find((x) => x.name === name);
-      if (!m) throw new Error(`no member ${name}`);
-      processes.set(m.name, spawnMember(m));
-      await waitHealthy([m]);
-    },
     async stop() {
-      await Promise.all(
-        [...processes.values()].map(
-          (child) =>
-            new Promise<void>((resolve) => {
-              if (child.exitCode !== null || child.signalCode !== null) return resolve();
-              const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-              child.once('exit', () => {
-                clearTimeout(force);
-                resolve();
-              });
-              child.kill('SIGTERM');
-            }),
-        ),
-      );
+      await Promise.all(processes.map((child) => stopChild(child)));
     },
   };
   try {
-    await waitHealthy(members);
+    const deadline = Date.now() + 30_000;
+    for (const [i, m] of members.entries()) {
+      const child = processes[i]!;
+      await waitForLeader(m.clientUrl, tls, () => {
+        if (hasExited(child)) throw new Error(`etcd ${m.name} exited with ${child.exitCode ?? child.signalCode}; see ${m.logFile}:\n${tail(m.logFile, 5)}`);
+        if (Date.now() > deadline) throw new Error(`etcd ${m.name} not healthy after 30 s; see ${m.logFile}:\n${tail(m.logFile, 5)}`);
+      });
+    }
   } catch (err) {
     await cluster.stop();
     throw err;
@@ -237,19 +178,67 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
   return cluster;
 }
 
-function listening(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port) });
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
+export interface HostEtcdOptions extends Omit<StartOptions, 'tree' | 'dataRoot'> {
+  /** Extra SANs of the etcd certificates (makeKubeadmTree's `hosts`). */
+  hosts?: string[];
+  clusterName?: string;
+  /** Written with populate() before the etcd is handed over. */
+  populate?: PopulateOptions;
+}
+
+/**
+ * A kubeadm node on disk and its etcd: the host root `<dir>/host` (it plays `/`; the kubeadm tree
+ * is its /etc/kubernetes) and an etcd with that tree's certificates, its data and logs in
+ * `<dir>/etcd`, optionally filled with populate(). Stop it with `etcd.stop()`.
+ */
+export async function startEtcdHost(dir: string, options: HostEtcdOptions): Promise<{ etcd: EtcdCluster; hostRoot: string }> {
+  const { hosts, clusterName, populate, ...start } = options;
+  const hostRoot = path.join(dir, 'host');
+  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'), { hosts, clusterName });
+  const etcd = await startEtcd({ ...start, tree, dataRoot: path.join(dir, 'etcd') });
+  if (populate) {
+    try {
+      await populateRig(etcd, populate);
+    } catch (err) {
+      await etcd.stop();
+      throw err;
+    }
+  }
+  return { etcd, hostRoot };
+}
+
+/** A client of `endpoints` over TLS with these files (kubeadm's serving certificates name localhost). Close it when done. */
+export function tlsClient(endpoints: string[], tls: TlsFiles, options: { dialTimeout?: number } = {}): Etcd3 {
+  return new Etcd3({
+    hosts: endpoints,
+    credentials: { rootCertificate: readFileSync(tls.caFile), certChain: readFileSync(tls.certFile), privateKey: readFileSync(tls.keyFile) },
+    ...(options.dialTimeout === undefined ? {} : { dialTimeout: options.dialTimeout }),
+    grpcOptions: { 'grpc.ssl_target_name_override': 'localhost', 'grpc.max_receive_message_length': 64 << 20 },
   });
 }
 
-function tail(file: string): string {
+/** One member's Status (its `leader` is '0' while it has none), or undefined if it does not answer within `timeoutMs`. */
+export async function memberStatus(endpoint: string, tls: TlsFiles, timeoutMs = 2000): Promise<Awaited<ReturnType<Etcd3['maintenance']['status']>> | undefined> {
+  const client = tlsClient([endpoint], tls, { dialTimeout: timeoutMs });
   try {
-    return readFileSync(file, 'utf8').split('\n').slice(-5).join('\n');
+    return await client.maintenance.status({ deadline: new Date(Date.now() + timeoutMs) });
   } catch {
-    return '';
+    return undefined;
+  } finally {
+    client.close();
+  }
+}
+
+/** Polls the member at `endpoint` until it answers Status with a leader; `giveUp` runs before each try and throws to stop waiting. */
+export async function waitForLeader(endpoint: string, tls: TlsFiles, giveUp: () => void, timeoutMs = 2000): Promise<void> {
+  const { hostname, port } = new URL(endpoint);
+  for (;;) {
+    giveUp();
+    // The port first: a gRPC client that fails to connect backs off for seconds.
+    if (await acceptsConnections(hostname, Number(port))) {
+      const status = await memberStatus(endpoint, tls, timeoutMs);
+      if (status !== undefined && status.leader !== '0') return;
+    }
+    await sleep(100);
   }
 }

@@ -23,15 +23,16 @@
  * Each pod's output goes to `<logDir>/<manifest>.log`; the kubelet's own events to
  * `<logDir>/kubelet.log`. `stop()` stops every pod it started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, openSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { parse } from 'yaml';
+import { spawnLogged, stopChild } from './process.ts';
 
 export interface KubeletOptions {
   /** The host root: every host path is under it. */
@@ -217,9 +218,7 @@ export class StandInKubelet {
       if (m && ETCD_PATH_FLAGS.includes(m[1]!) && m[2]!.startsWith('/')) return `--${m[1]}=${this.#host(spec, m[2]!)}`;
       return arg;
     });
-    const log = openSync(path.join(this.#opts.logDir, `${pod.file}.log`), 'a');
-    const child = spawn(this.#opts.etcd, args, { stdio: ['ignore', log, log] });
-    closeSync(log);
+    const child = spawnLogged(this.#opts.etcd, args, path.join(this.#opts.logDir, `${pod.file}.log`));
     pod.child = child;
     child.once('exit', (code, signal) => {
       if (pod.child !== child || this.#stopped) return;
@@ -272,17 +271,7 @@ export class StandInKubelet {
   }
 
   async #stopPod(pod: Pod): Promise<void> {
-    const child = pod.child;
-    if (child && child.exitCode === null && child.signalCode === null) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-        child.once('exit', () => {
-          clearTimeout(force);
-          resolve();
-        });
-        child.kill('SIGTERM');
-      });
-    }
+    if (pod.child) await stopChild(pod.child);
     delete pod.child;
     const server = pod.server;
     if (server) {

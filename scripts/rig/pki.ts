@@ -163,7 +163,7 @@ function staticPod(name: string, image: string, command: string[], volumes: [str
 }
 
 /** The CA key pairs (and the service-account key pair) all control-plane nodes of a cluster share. */
-export const CA_FILES = ['ca.crt', 'ca.key', 'front-proxy-ca.crt', 'front-proxy-ca.key', 'sa.key', 'sa.pub', 'etcd/ca.crt', 'etcd/ca.key'] as const;
+const CA_FILES = ['ca.crt', 'ca.key', 'front-proxy-ca.crt', 'front-proxy-ca.key', 'sa.key', 'sa.pub', 'etcd/ca.crt', 'etcd/ca.key'] as const;
 
 /**
  * Issues kubeadm's leaf certificates from the CAs in `pki` (as `kubeadm init phase certs`

@@ -72,3 +72,13 @@ export async function populate(client: Etcd3, options: PopulateOptions): Promise
   await Promise.all(Array.from({ length: concurrency }, worker));
   return { keys: options.keys, bytes };
 }
+
+/** populate() through a new client of `rig` (an etcd rig, or a control plane of node roots), closed after. */
+export async function populateRig(rig: { client(): Etcd3 }, options: PopulateOptions): Promise<{ keys: number; bytes: number }> {
+  const client = rig.client();
+  try {
+    return await populate(client, options);
+  } finally {
+    client.close();
+  }
+}

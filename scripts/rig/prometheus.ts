@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
+import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 
 /**
  * A real Prometheus (Debian's /usr/bin/prometheus) on 127.0.0.1, for tests: its own data dir
@@ -13,8 +13,6 @@ import { freePorts } from './ports.ts';
 export interface PrometheusRig {
   /** http://127.0.0.1:<port> */
   url: string;
-  pid: number;
-  dir: string;
   /** An instant query through the HTTP API; throws on an error answer. */
   query(promql: string): Promise<PromSample[]>;
   /** Polls `query` until `accept` says yes (or the deadline passes, then throws with the last result). */
@@ -33,16 +31,8 @@ export interface PrometheusOptions {
   dir: string;
   /** host:port of each /metrics endpoint to scrape. */
   targets: string[];
-  /** The scrape job's name; the rules' absent(up{job=~".*lifeboat.*"}) expects lifeboat in it. */
-  job?: string;
   ruleFiles?: string[];
-  binary?: string;
 }
-
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
 
 export async function startPrometheus(options: PrometheusOptions): Promise<PrometheusRig> {
   const dir = path.resolve(options.dir);
@@ -51,36 +41,27 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
   const config = {
     global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
     rule_files: (options.ruleFiles ?? []).map((f) => path.resolve(f)),
-    scrape_configs: [{ job_name: options.job ?? 'lifeboat', static_configs: [{ targets: options.targets }] }],
+    // The rules' absent(up{job=~".*lifeboat.*"}) expects lifeboat in the job's name.
+    scrape_configs: [{ job_name: 'lifeboat', static_configs: [{ targets: options.targets }] }],
   };
   const configFile = path.join(dir, 'prometheus.yml');
   await writeFile(configFile, stringify(config));
   const logFile = path.join(dir, 'prometheus.log');
-  const log = openSync(logFile, 'a');
-  const child = spawn(
-    options.binary ?? '/usr/bin/prometheus',
-    [
-      `--config.file=${configFile}`,
-      `--storage.tsdb.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      '--log.level=warn',
-    ],
-    { stdio: ['ignore', log, log] },
+  const child = spawnLogged(
+    '/usr/bin/prometheus',
+    [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+    logFile,
   );
-  closeSync(log);
-  children.add(child);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  void exited.then(() => children.delete(child));
   const url = `http://127.0.0.1:${port}`;
 
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`prometheus exited ${child.exitCode ?? child.signalCode}:\n${tail(logFile)}`);
+    if (hasExited(child)) throw new Error(`prometheus exited ${child.exitCode ?? child.signalCode}:\n${tail(logFile, 10)}`);
     const ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
     if (ready) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`prometheus not ready within 30 s:\n${tail(logFile)}`);
+      throw new Error(`prometheus not ready within 30 s:\n${tail(logFile, 10)}`);
     }
     await sleep(100);
   }
@@ -98,8 +79,6 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
   };
   return {
     url,
-    pid: child.pid!,
-    dir,
     api,
     query,
     async waitFor(promql, accept, timeoutMs = 30_000) {
@@ -111,24 +90,6 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
         await sleep(250);
       }
     },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      child.kill('SIGTERM');
-      await exited;
-      clearTimeout(force);
-    },
+    stop: () => stopChild(child, 10_000),
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function tail(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').split('\n').slice(-10).join('\n');
-  } catch {
-    return '';
-  }
 }

@@ -1,11 +1,12 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { acceptsConnections } from '../../src/exec/ports.ts';
 import { freePortRange, freePorts } from './ports.ts';
+import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 
 const run = promisify(execFile);
 
@@ -34,11 +35,6 @@ export interface Rgw {
   startGateway(): Promise<void>;
   stop(): Promise<void>;
 }
-
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
 
 const DAEMON_ENV = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
 
@@ -115,17 +111,8 @@ admin socket =
   await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort},v1:127.0.0.1:${monV1}]`, monmap]);
   await run('ceph-mon', [...c, '--mkfs', '-i', 'a', '--monmap', monmap, '--keyring', keyring]);
 
-  const daemon = (name: string, args: string[]) => {
-    const log = openSync(path.join(dir, 'log', `${name}.stdout`), 'a');
-    const child = spawn(args[0]!, [...c, ...args.slice(1)], { stdio: ['ignore', log, log], env: DAEMON_ENV, detached: options.detached ?? false });
-    closeSync(log);
-    if (options.detached) child.unref();
-    else {
-      children.add(child);
-      child.once('exit', () => children.delete(child));
-    }
-    return child;
-  };
+  const daemon = (name: string, args: string[]) =>
+    spawnLogged(args[0]!, [...c, ...args.slice(1)], path.join(dir, 'log', `${name}.stdout`), { env: DAEMON_ENV, detached: options.detached });
   const mon = daemon('mon', ['ceph-mon', '-f', '-i', 'a']);
   const osdUuid = randomUUID();
   const { stdout: osdId } = await run('ceph', [...c, '--connect-timeout', '20', 'osd', 'new', osdUuid]);
@@ -142,24 +129,14 @@ admin socket =
   const gatewayPorts = tls ? [rgwPort!, httpsPort!] : [rgwPort!];
   const waitGateway = async () => {
     const deadline = Date.now() + 60_000;
-    while (!(await Promise.all(gatewayPorts.map(listening))).every(Boolean)) {
-      if (rgw.exitCode !== null) throw new Error(`radosgw exited ${rgw.exitCode}: see ${dir}/log`);
-      if (Date.now() > deadline) throw new Error(`radosgw did not listen within 60 s: see ${dir}/log\n${tail(path.join(dir, 'log', 'client.rgw.a.log'))}`);
-      await new Promise((r) => setTimeout(r, 50));
+    while (!(await Promise.all(gatewayPorts.map((port) => acceptsConnections('127.0.0.1', port)))).every(Boolean)) {
+      if (hasExited(rgw)) throw new Error(`radosgw exited ${rgw.exitCode ?? rgw.signalCode}: see ${dir}/log`);
+      if (Date.now() > deadline) throw new Error(`radosgw did not listen within 60 s: see ${dir}/log\n${tail(path.join(dir, 'log', 'client.rgw.a.log'), 8)}`);
+      await sleep(50);
     }
   };
   await waitGateway();
 
-  const stopChild = (child: ChildProcess) =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      const force = setTimeout(() => child.kill('SIGKILL'), 5000);
-      child.once('exit', () => {
-        clearTimeout(force);
-        resolve();
-      });
-      child.kill('SIGTERM');
-    });
   return {
     endpoint,
     httpsEndpoint: tls ? `https://127.0.0.1:${httpsPort}` : undefined,
@@ -216,20 +193,4 @@ authorityKeyIdentifier = keyid
   await run('openssl', ['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.crt'), '-subj', '/CN=lifeboat-rig-rgw-ca', ...common, '-extensions', 'ca']);
   await run('openssl', ['req', '-x509', ...ec, '-keyout', file('rgw.key'), '-out', file('rgw.crt'), '-subj', '/CN=127.0.0.1', '-CA', file('ca.crt'), '-CAkey', file('ca.key'), ...common, '-extensions', 'server']);
   return { caFile: file('ca.crt'), certFile: file('rgw.crt'), keyFile: file('rgw.key') };
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
-}
-
-function tail(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').split('\n').slice(-8).join('\n');
-  } catch {
-    return '';
-  }
 }

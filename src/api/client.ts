@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import type { StoredManifest } from '../archive/manifest.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Static } from '@sinclair/typebox';
+import { readField } from '../config/load.ts';
 import type { ClientConfig } from '../config/schema.ts';
 import {
   BadRequestError,
@@ -18,57 +19,37 @@ import {
 import type { Job, JobKind, JobState, Submitted } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
 import type { RestorePlan, RestoreRequest, StepName } from '../restore/plan.ts';
-import type { VerificationRecord } from '../verify/record.ts';
+import type { BackupEntry } from './deps.ts';
 import { STATUS_BY_CODE, type ErrorBody } from './errors.ts';
+import type { StatusResponse } from './schemas.ts';
 
 export interface ClientOptions {
   /** `https://host:port` of the daemon's API. */
   url: string;
-  ca?: Buffer;
+  /** PEM. */
+  ca?: string | Buffer;
   serverName?: string;
-  cert?: Buffer;
-  key?: Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
   token?: string;
   timeoutMs?: number;
 }
 
-export interface BackupEntryView {
-  manifest: StoredManifest;
-  verification?: VerificationRecord;
-}
-
-export interface StatusView {
-  cluster: string;
-  node: string;
-  version: string;
-  leader: { self: boolean; identity: string | null };
-  ready: boolean;
-  reasons: string[];
-  running: Job | null;
-  queued: number;
-}
-
+export type StatusView = Static<typeof StatusResponse>;
 
 /** Responses larger than this are refused rather than held in memory. */
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 /** Reads the files the client section names; ConfigError naming the field when one is unreadable. */
 export function clientOptions(config: ClientConfig): ClientOptions {
-  const read = (file: string, field: string): Buffer => {
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new ConfigError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-  };
   const options: ClientOptions = { url: config.url.replace(/\/$/, '') };
-  if (config.caFile !== undefined) options.ca = read(config.caFile, '/client/caFile');
+  if (config.caFile !== undefined) options.ca = readField(config.caFile, '/client/caFile');
   if (config.serverName !== undefined) options.serverName = config.serverName;
-  if (config.certFile !== undefined) options.cert = read(config.certFile, '/client/certFile');
-  if (config.keyFile !== undefined) options.key = read(config.keyFile, '/client/keyFile');
+  if (config.certFile !== undefined) options.cert = readField(config.certFile, '/client/certFile');
+  if (config.keyFile !== undefined) options.key = readField(config.keyFile, '/client/keyFile');
   if (config.token !== undefined) options.token = config.token.trim();
   if (config.tokenFile !== undefined) {
-    const token = read(config.tokenFile, '/client/tokenFile').toString('utf8').trim();
+    const token = readField(config.tokenFile, '/client/tokenFile').trim();
     if (token === '') throw new ConfigError('/client/tokenFile', `${config.tokenFile} is empty`);
     options.token = token;
   }
@@ -94,15 +75,11 @@ export class ApiClient {
     return this.request('GET', '/v1/status');
   }
 
-  async backups(options: { limit?: number; before?: string } = {}): Promise<BackupEntryView[]> {
-    const query = new URLSearchParams();
-    if (options.limit !== undefined) query.set('limit', String(options.limit));
-    if (options.before !== undefined) query.set('before', options.before);
-    const q = query.size > 0 ? `?${query.toString()}` : '';
-    return (await this.request<{ backups: BackupEntryView[] }>('GET', `/v1/backups${q}`)).backups;
+  async backups(options: { limit?: number; before?: string } = {}): Promise<BackupEntry[]> {
+    return (await this.request<{ backups: BackupEntry[] }>('GET', withQuery('/v1/backups', options))).backups;
   }
 
-  backup(id: string): Promise<BackupEntryView> {
+  backup(id: string): Promise<BackupEntry> {
     return this.request('GET', `/v1/backups/${encodeURIComponent(id)}`);
   }
 
@@ -123,12 +100,7 @@ export class ApiClient {
   }
 
   async jobs(options: { limit?: number; kind?: JobKind; state?: JobState } = {}): Promise<Job[]> {
-    const query = new URLSearchParams();
-    if (options.limit !== undefined) query.set('limit', String(options.limit));
-    if (options.kind !== undefined) query.set('kind', options.kind);
-    if (options.state !== undefined) query.set('state', options.state);
-    const q = query.size > 0 ? `?${query.toString()}` : '';
-    return (await this.request<{ jobs: Job[] }>('GET', `/v1/jobs${q}`)).jobs;
+    return (await this.request<{ jobs: Job[] }>('GET', withQuery('/v1/jobs', options))).jobs;
   }
 
   /** Plans a restore on this daemon's node; a dry run's job comes with it. */
@@ -213,6 +185,40 @@ export class ApiClient {
       req.on('error', (err) => reject(err instanceof LifeboatError ? err : unreachable(url, err)));
       req.end(payload);
     });
+  }
+}
+
+/** `path?name=value&...` of the parameters that are set. */
+function withQuery(path: string, params: Record<string, string | number | undefined>): string {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) if (value !== undefined) query.set(name, String(value));
+  return query.size > 0 ? `${path}?${query.toString()}` : path;
+}
+
+/**
+ * Polls a job every `intervalMs` until it ends and returns its last record, calling `changed`
+ * with the first record and each change of state or phase. Up to two unreachable polls in a row
+ * are retried (a daemon restarting, a network blip); the third, or any other error, is thrown.
+ */
+export async function followJob(api: Pick<ApiClient, 'job'>, submitted: Job, intervalMs: number, changed: (job: Job) => void): Promise<Job> {
+  let job = submitted;
+  let last = '';
+  let failures = 0;
+  for (;;) {
+    const now = `${job.state} ${job.phase}`;
+    if (now !== last) {
+      changed(job);
+      last = now;
+    }
+    if (job.state === 'succeeded' || job.state === 'failed') return job;
+    await sleep(intervalMs);
+    try {
+      job = await api.job(job.id);
+      failures = 0;
+    } catch (err) {
+      if (!(err instanceof DaemonUnreachableError) || ++failures >= 3) throw err;
+      await sleep(1000);
+    }
   }
 }
 

@@ -55,7 +55,7 @@ export const ErrorSchema = Type.Object(
 );
 export type ErrorBody = Static<typeof ErrorSchema>;
 
-export const INTERNAL_MESSAGE = 'internal error; see the daemon log';
+const INTERNAL_MESSAGE = 'internal error; see the daemon log';
 
 export interface ErrorResponse {
   status: number;

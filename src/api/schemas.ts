@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
 import { StoredManifestSchema } from '../archive/manifest.ts';
 import { JOB_KINDS, JobSchema, JobStateSchema } from '../jobs/job.ts';
 import { RestoreJournalSchema, type RestoreState } from '../restore/journal.ts';
@@ -35,7 +35,6 @@ export const BackupListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
-export type BackupListQuery = Static<typeof BackupListQuery>;
 
 export const JobListQuery = Type.Object(
   {
@@ -45,7 +44,6 @@ export const JobListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
-export type JobListQuery = Static<typeof JobListQuery>;
 
 export const IdempotencyHeaders = Type.Object({
   'idempotency-key': Type.Optional(
@@ -60,7 +58,6 @@ export const VerifyBody = Type.Object(
   { deep: Type.Optional(Type.Boolean({ description: 'false (default): check the stored archive against its manifest; true: a restore drill into a throwaway etcd' })) },
   { additionalProperties: false },
 );
-export type VerifyBody = Static<typeof VerifyBody>;
 
 export const BackupEntrySchema = Type.Object({
   manifest: StoredManifestSchema,
@@ -111,7 +108,6 @@ export const ApplyRestoreBody = Type.Object(
   },
   { additionalProperties: false },
 );
-export type ApplyRestoreBody = Static<typeof ApplyRestoreBody>;
 
 export const RollbackRestoreBody = Type.Object({ confirmationToken: ConfirmationToken }, { additionalProperties: false });
 

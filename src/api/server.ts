@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import { readField } from '../config/load.ts';
 import { ConfigError, NotLeaderError, UnauthenticatedError } from '../errors/errors.ts';
 import { allows, Authenticator, FailureLimiter, forbidden, type Access, type Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
@@ -17,7 +16,7 @@ import { TokenFile } from './tokens.ts';
 import { validatorCompiler } from './validation.ts';
 
 /** Requests carry small JSON bodies at most. */
-export const BODY_LIMIT = 64 * 1024;
+const BODY_LIMIT = 64 * 1024;
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export interface Servers {
@@ -52,10 +51,10 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   const log = deps.log.child({ component: 'api' });
   const frameworkLog = atLeastWarn(log);
   const { tls } = deps.api;
-  const clientCa = tls.clientCaFile === undefined ? undefined : readPem(tls.clientCaFile, '/api/tls/clientCaFile');
+  const clientCa = tls.clientCaFile === undefined ? undefined : readField(tls.clientCaFile, '/api/tls/clientCaFile');
   const https = {
-    cert: readPem(tls.certFile, '/api/tls/certFile'),
-    key: readPem(tls.keyFile, '/api/tls/keyFile'),
+    cert: readField(tls.certFile, '/api/tls/certFile'),
+    key: readField(tls.keyFile, '/api/tls/keyFile'),
     minVersion: 'TLSv1.2' as const,
     // Token clients have no certificate, so the handshake must not require one: the CA check
     // result (socket.authorized) decides instead, per request.
@@ -146,6 +145,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   api.addHook('onResponse', async (request, reply) => {
     if (!MUTATING.has(request.method)) return;
     const f = facts.get(request) ?? {};
+    const route = routeOf(request);
     log.info(
       {
         audit: true,
@@ -154,14 +154,14 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         via: f.principal?.via ?? null,
         ip: request.ip,
         method: request.method,
-        route: request.routeOptions.url ?? clip(request.url),
+        route,
         params: request.is404 ? {} : request.params,
         status: reply.statusCode,
         ...(f.restoreId !== undefined ? { restoreId: f.restoreId } : {}),
         ...(f.jobId !== undefined ? { jobId: f.jobId, created: f.created } : {}),
         ...(f.code !== undefined ? { code: f.code } : {}),
       },
-      `${request.method} ${request.routeOptions.url ?? clip(request.url)} ${reply.statusCode}`,
+      `${request.method} ${route} ${reply.statusCode}`,
     );
   });
 
@@ -228,9 +228,9 @@ function prepare(app: App, log: Logger, factsOf: (request: FastifyRequest) => Re
     const response = errorResponse(err);
     factsOf(request).code = response.body.code;
     if (response.unexpected) {
-      log.error({ err, method: request.method, route: request.routeOptions.url ?? clip(request.url) }, 'unexpected error while answering an API request');
+      log.error({ err, method: request.method, route: routeOf(request) }, 'unexpected error while answering an API request');
     } else if (response.serverSide) {
-      log.error({ code: response.body.code, err: response.body.message, method: request.method, route: request.routeOptions.url ?? clip(request.url) }, 'an API request failed');
+      log.error({ code: response.body.code, err: response.body.message, method: request.method, route: routeOf(request) }, 'an API request failed');
     }
     return reply.code(response.status).headers(response.headers).send(response.body);
   });
@@ -262,17 +262,11 @@ function accessOf(request: FastifyRequest): Access {
   return request.routeOptions.config.access ?? 'viewer';
 }
 
-function clip(url: string): string {
-  const path = url.split('?')[0] ?? '';
+/** The route's pattern; for a request no route matched, its path (clipped). */
+function routeOf(request: FastifyRequest): string {
+  if (request.routeOptions.url !== undefined) return request.routeOptions.url;
+  const path = request.url.split('?')[0] ?? '';
   return path.length > 200 ? `${path.slice(0, 200)}...` : path;
-}
-
-function readPem(file: string, field: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    throw new ConfigError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
 }
 
 /** Fastify's own log lines at warn and above only: audit lines are written separately. */

@@ -18,7 +18,7 @@ export const ROLES: readonly Role[] = ['viewer', 'operator', 'restorer'];
 export const TOKEN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,99}$/;
 const LINE_RE = /^sha256:([0-9a-f]{64})\s+(\S+)\s+(\S+)$/;
 /** Tokens are `lbt_` + 43 base64url characters (32 random bytes). */
-export const TOKEN_PREFIX = 'lbt_';
+const TOKEN_PREFIX = 'lbt_';
 
 export interface TokenEntry {
   name: string;

@@ -14,7 +14,7 @@ import {
 import { archiveChunks, writeBlocks } from '../archive/writer.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
-import { IntegrityError, LifeboatError } from '../errors/errors.ts';
+import { IntegrityError, LifeboatError, rootCause } from '../errors/errors.ts';
 import { TRAILER_BYTES, type SnapshotSource } from '../etcd/source.ts';
 import { checkedSnapshot, SnapshotChecker } from '../etcd/trailer.ts';
 import { collectKit } from '../kit/collect.ts';
@@ -165,12 +165,6 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   } finally {
     clearInterval(progress);
   }
-}
-
-/** Of the failures of concurrent stages, the one that says what happened, not "premature close". */
-function rootCause(results: PromiseSettledResult<unknown>[]): unknown {
-  const reasons = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
-  return reasons.find((r) => r instanceof LifeboatError) ?? reasons.find((r) => (r as NodeJS.ErrnoException)?.code !== 'ERR_STREAM_PREMATURE_CLOSE') ?? reasons[0];
 }
 
 async function* tap(chunks: AsyncIterable<Buffer>, see: () => void): AsyncGenerator<Buffer> {

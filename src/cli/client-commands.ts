@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { ApiClient, clientOptions, jobError, type BackupEntryView } from '../api/client.ts';
+import { ApiClient, clientOptions, followJob, jobError } from '../api/client.ts';
+import type { BackupEntry } from '../api/deps.ts';
 import { DaemonUnreachableError, describeError, LifeboatError } from '../errors/errors.ts';
 import { loadClientConfig } from '../config/load.ts';
-import { JOB_KINDS, type Job, type JobKind, type JobState } from '../jobs/job.ts';
-import { formatBytes } from './commands.ts';
+import { JOB_KINDS, type Job, type JobKind, type JobState, type Submitted } from '../jobs/job.ts';
+import { formatBytes, printTable } from './commands.ts';
 import type { GlobalOptions } from './context.ts';
 
 const CONNECT_HELP = `
@@ -46,7 +46,7 @@ Examples:
       const api = client(cmd);
       const status = await api.status();
       // The daemon can be up while its store is not: say so rather than fail the whole status.
-      let newest: BackupEntryView | undefined;
+      let newest: BackupEntry | undefined;
       let failure: LifeboatError | undefined;
       try {
         [newest] = await api.backups({ limit: 1 });
@@ -162,24 +162,14 @@ interface TriggerOptions {
 }
 
 /** Prints the submitted job; with --wait, polls it and prints every change of phase until it ends. */
-async function follow(api: ApiClient, submitted: { job: Job; created: boolean }, options: TriggerOptions): Promise<void> {
-  let job = submitted.job;
+async function follow(api: ApiClient, submitted: Submitted, options: TriggerOptions): Promise<void> {
   if (options.json && !options.wait) return print(JSON.stringify(submitted, null, 2));
   if (!options.json) {
+    const { job } = submitted;
     print(submitted.created ? `started ${job.kind} job ${job.id}` : `${job.kind} job ${job.id} was already ${job.state === 'queued' || job.state === 'running' ? job.state : 'made for this request'}; following it`);
   }
   if (!options.wait) return;
-  let last = '';
-  for (;;) {
-    const line = `${job.state} ${job.phase}`;
-    if (line !== last && !options.json) {
-      print(`${new Date().toISOString()}  ${describeJob(job)}`);
-      last = line;
-    }
-    if (job.state === 'succeeded' || job.state === 'failed') break;
-    await sleep(options.pollInterval);
-    job = await api.job(job.id);
-  }
+  const job = await followJob(api, submitted.job, options.pollInterval, options.json ? () => undefined : (j) => print(`${new Date().toISOString()}  ${describeJob(j)}`));
   if (options.json) print(JSON.stringify(job, null, 2));
   else if (job.state === 'succeeded') print(`job ${job.id} succeeded${job.backupId ? ` (backup ${job.backupId})` : ''} in ${(job.durationSeconds ?? 0).toFixed(1)} s`);
   if (job.state === 'failed') throw jobError(job);
@@ -202,9 +192,4 @@ function printJob(job: Job): void {
   if (job.startedAt) print(`started   ${job.startedAt}`);
   if (job.finishedAt) print(`finished  ${job.finishedAt} (${(job.durationSeconds ?? 0).toFixed(1)} s)`);
   if (job.error) print(`error     ${job.error.code}: ${job.error.message}${job.error.hint ? ` (${job.error.hint})` : ''}`);
-}
-
-function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  for (const row of [header, ...rows]) print(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
 }

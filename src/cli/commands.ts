@@ -2,10 +2,10 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
-import { CancelledError, ConfigError, DestinationNotEmptyError, StoreError, describeError } from '../errors/errors.ts';
+import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
-import { failedRecord, passedRecord, type VerificationRecord } from '../verify/record.ts';
-import { verifyBackup, type VerifyReport } from '../verify/verify.ts';
+import { checkAndRecord, type VerificationRecord } from '../verify/record.ts';
+import { verifyBackup } from '../verify/verify.ts';
 import { createContext, loadIdentities, requireIdentities, snapshotSource, type Context, type GlobalOptions } from './context.ts';
 
 function globals(cmd: Command): GlobalOptions {
@@ -99,30 +99,13 @@ Example:
       const ctx = createContext(globals(cmd));
       const identities = await loadIdentities(ctx, options.identity);
       const stored = await ctx.catalog.resolve(id);
-      const started = performance.now();
-      const seconds = () => (performance.now() - started) / 1000;
-      let report: VerifyReport;
-      try {
-        report = await verifyBackup(
+      const { report, record } = await checkAndRecord(ctx.catalog, stored.backupId, identities ? 'deep' : 'ciphertext', () =>
+        verifyBackup(
           { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
           stored,
           { etcdutl: ctx.config.tools.etcdutl, ...(identities ? { identities } : {}) },
-        );
-      } catch (err) {
-        if (!(err instanceof CancelledError)) {
-          const record = failedRecord(stored.backupId, identities ? 'deep' : 'ciphertext', new Date(), seconds(), err);
-          await ctx.catalog.recordVerification(record).catch((recordErr: unknown) =>
-            ctx.log.error({ phase: 'verify', backupId: stored.backupId, err: describeError(recordErr) }, 'could not record the failed verification'),
-          );
-        }
-        throw err;
-      }
-      let record: VerificationRecord;
-      try {
-        record = await ctx.catalog.recordVerification(passedRecord(report.backupId, report.level, new Date(), seconds()));
-      } catch (err) {
-        throw new StoreError(`backup ${report.backupId} passed verification, but the result could not be recorded: ${describeError(err)}`, { cause: err, hint: 'check the store, then run `lifeboat verify` again' });
-      }
+        ),
+      ctx.log);
       if (options.json) return printJson({ ...report, verification: record });
       if (report.level === 'ciphertext') {
         print(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
@@ -191,7 +174,7 @@ export function formatVerified(record: VerificationRecord | undefined): string {
   return `${record.result === 'failed' ? 'FAILED ' : ''}${record.level} ${when}`;
 }
 
-function printTable(header: string[], rows: string[][]): void {
+export function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   for (const row of [header, ...rows]) print(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
 }

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { CancelledError, describeError, StoreError } from '../errors/errors.ts';
 import { runDrill, type DrillReport } from '../verify/drill.ts';
-import { failedRecord, passedRecord, type VerificationRecord } from '../verify/record.ts';
+import { checkAndRecord } from '../verify/record.ts';
 import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
 
 const HELP = `
@@ -38,41 +37,26 @@ export function registerDrillCommand(program: Command): void {
       const stop = () => abort.abort();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      const started = performance.now();
-      const seconds = () => (performance.now() - started) / 1000;
-      let report: DrillReport;
       try {
-        report = await runDrill(
-          { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
-          stored,
-          {
-            identities,
-            etcdutl: ctx.config.tools.etcdutl,
-            etcd: ctx.config.tools.etcd,
-            startTimeoutSeconds: ctx.config.drill.startTimeoutSeconds,
-            signal: abort.signal,
-            ...(scratchDir === undefined ? {} : { scratchDir }),
-          },
-        );
-      } catch (err) {
-        // A drill that was stopped proved nothing either way: it is not recorded.
-        if (!(err instanceof CancelledError)) {
-          await ctx.catalog.recordVerification(failedRecord(stored.backupId, 'drill', new Date(), seconds(), err)).catch((recordErr: unknown) =>
-            ctx.log.error({ phase: 'drill', backupId: stored.backupId, err: describeError(recordErr) }, 'could not record the failed drill'),
-          );
-        }
-        throw err;
+        const { report, record } = await checkAndRecord(ctx.catalog, stored.backupId, 'drill', () =>
+          runDrill(
+            { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
+            stored,
+            {
+              identities,
+              etcdutl: ctx.config.tools.etcdutl,
+              etcd: ctx.config.tools.etcd,
+              startTimeoutSeconds: ctx.config.drill.startTimeoutSeconds,
+              signal: abort.signal,
+              ...(scratchDir === undefined ? {} : { scratchDir }),
+            },
+          ),
+        ctx.log);
+        process.stdout.write(options.json ? `${JSON.stringify({ ...report, verification: record }, null, 2)}\n` : `${drillSummary(report)}\n`);
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
       }
-      let record: VerificationRecord;
-      try {
-        record = await ctx.catalog.recordVerification(passedRecord(report.backupId, 'drill', new Date(), report.durationSeconds));
-      } catch (err) {
-        throw new StoreError(`backup ${report.backupId} passed its drill, but the result could not be recorded: ${describeError(err)}`, { cause: err, hint: 'check the store, then run `lifeboat drill` again' });
-      }
-      process.stdout.write(options.json ? `${JSON.stringify({ ...report, verification: record }, null, 2)}\n` : `${drillSummary(report)}\n`);
     });
 }
 

@@ -1,13 +1,13 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { ApiClient, clientOptions, jobError } from '../api/client.ts';
+import { ApiClient, clientOptions, followJob, jobError } from '../api/client.ts';
 import { loadClientConfig } from '../config/load.ts';
-import { BadRequestError, ConflictError, DaemonUnreachableError, describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
+import { BadRequestError, ConflictError, describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
+import { stepStarted } from '../restore/journal.ts';
 import { APPLY_ALL_PHASES, applyAll, checkPlans, rollbackAll, type ApplyAllReport, type NodeDriver } from '../restore/orchestrate.ts';
-import { RESTORE_MODES, STEP_NAMES, type InPlaceStep, type MemberRef, type RestoreMode, type RestorePlan, type RestoreRequest, type StepName } from '../restore/plan.ts';
-import { formatBytes } from './commands.ts';
+import { parseTime, RESTORE_MODES, STEP_NAMES, type InPlaceStep, type MemberRef, type RestoreMode, type RestorePlan, type RestoreRequest, type StepName } from '../restore/plan.ts';
+import { formatBytes, printTable } from './commands.ts';
 import type { GlobalOptions } from './context.ts';
 
 /**
@@ -156,7 +156,7 @@ The same with curl (201, Location: /v1/restores/<id>):
       if (!planned.job) return;
       if (!options.json) print(`\ndry run started: job ${planned.job.id}${options.wait ? '' : ` (follow it: lifeboat jobs ${planned.job.id}, or lifeboat restore show ${planned.plan.id})`}`);
       if (!options.wait) return;
-      const job = await follow(api, planned.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
+      const job = await followJob(api, planned.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
       const view = await api.restore(planned.plan.id);
       if (options.json) return print(JSON.stringify({ plan: planned.plan, job, restore: view }, null, 2));
       printDryRun(view);
@@ -289,36 +289,13 @@ async function followSubmitted(api: ApiClient, id: string, submitted: { job: Job
     print(`follow it: lifeboat restore show ${id}   (or lifeboat jobs ${submitted.job.id})`);
     return;
   }
-  const job = await follow(api, submitted.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
+  const job = await followJob(api, submitted.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
   const view = await api.restore(id);
   if (options.json) print(JSON.stringify({ job, restore: view }, null, 2));
   else printProgress(view);
   if (job.state === 'failed') {
     const err = jobError(job);
     throw new LifeboatError(err.code, err.message, { hint: `${err.hint ? `${err.hint}; ` : ''}apply it again to resume (every step is idempotent), or roll it back: lifeboat restore rollback ${id} --token <token>` });
-  }
-}
-
-/** Polls a job until it ends, telling each change of state or phase. A few failed polls in a row are retried. */
-async function follow(api: ApiClient, submitted: Job, intervalMs: number, changed: (job: Job) => void): Promise<Job> {
-  let job = submitted;
-  let last = '';
-  let failures = 0;
-  for (;;) {
-    const now = `${job.state} ${job.phase}`;
-    if (now !== last) {
-      changed(job);
-      last = now;
-    }
-    if (job.state === 'succeeded' || job.state === 'failed') return job;
-    await sleep(intervalMs);
-    try {
-      job = await api.job(job.id);
-      failures = 0;
-    } catch (err) {
-      if (!(err instanceof DaemonUnreachableError) || ++failures >= 3) throw err;
-      await sleep(1000);
-    }
   }
 }
 
@@ -365,8 +342,7 @@ function printPlan(plan: RestorePlan, url: string, options: { next?: boolean } =
 }
 
 function lastStep(view: RestoreView): string {
-  const started = view.plan.steps.filter((s) => (view.journal.steps[s]?.state ?? 'pending') !== 'pending');
-  const step = started.at(-1);
+  const step = view.plan.steps.findLast((s) => stepStarted(view.journal, s));
   return step === undefined ? '' : `${step} (${view.journal.steps[step]?.state})`;
 }
 
@@ -408,11 +384,6 @@ function printDryRun(view: RestoreView): void {
   }
 }
 
-function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  for (const row of [header, ...rows]) print(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
-}
-
 // ---- every member -----------------------------------------------------------------------------
 
 interface Node {
@@ -440,11 +411,11 @@ function daemonUrls(cmd: Command, base: ApiClient, given: readonly string[]): { 
 /** The backup id a reference names, asked of the daemon, so every member plans the same backup. */
 async function resolveBackupId(api: ApiClient, ref: RestoreRequest['backup']): Promise<string> {
   if (typeof ref === 'string') return (await api.backup(ref)).manifest.backupId;
-  const at = Date.parse(ref.before);
-  if (!/^\d{4}-\d{2}-\d{2}T/.test(ref.before) || Number.isNaN(at)) throw new BadRequestError('--before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
+  const at = parseTime(ref.before);
+  if (at === undefined) throw new BadRequestError('--before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
   // GET /v1/backups?before= keeps backups made strictly before; "at or before" is one millisecond more.
-  const [found] = await api.backups({ limit: 1, before: new Date(at + 1).toISOString() });
-  if (!found) throw new LifeboatError('NOT_FOUND', `no backup was made at or before ${new Date(at).toISOString()}`, { hint: 'lifeboat list shows the backups' });
+  const [found] = await api.backups({ limit: 1, before: new Date(at.getTime() + 1).toISOString() });
+  if (!found) throw new LifeboatError('NOT_FOUND', `no backup was made at or before ${at.toISOString()}`, { hint: 'lifeboat list shows the backups' });
   return found.manifest.backupId;
 }
 
@@ -456,8 +427,17 @@ async function resolveBackupId(api: ApiClient, ref: RestoreRequest['backup']): P
 async function findStarted(api: ApiClient, backupId: string): Promise<RestoreView | undefined> {
   const views = (await api.restores())
     .filter((v) => !v.plan.dryRun && v.plan.mode === 'in-place' && v.plan.backupId === backupId && v.journal.rollback === undefined)
-    .filter((v) => v.plan.steps.some((s) => (v.journal.steps[s]?.state ?? 'pending') !== 'pending'));
+    .filter((v) => v.plan.steps.some((s) => stepStarted(v.journal, s)));
   return views.at(-1);
+}
+
+/** Plans on member `name`'s daemon (undefined: whichever member that daemon is) and says so, with the plan's warnings. */
+async function planOn(api: ApiClient, name: string | undefined, body: RestoreRequest, say: (line: string) => void): Promise<Node> {
+  const { plan } = await api.planRestore(body);
+  const node = name ?? plan.node;
+  say(`${node}: planned ${plan.id} on ${api.url}`);
+  for (const w of plan.warnings) say(`${node}: warning: ${w}`);
+  return { name: node, api, plan };
 }
 
 /** Every member's plan: the restore found on each daemon by the first plan's cluster token, else a new plan with the first one's choices pinned. */
@@ -472,17 +452,14 @@ async function planMembers(first: Node, urls: ReturnType<typeof daemonUrls>, bas
         say(`${m.name}: resuming ${existing.plan.id} (${existing.state}) on ${api.url}`);
         return { name: m.name, api, plan: existing.plan };
       }
-      const planned = await api.planRestore({
+      return planOn(api, m.name, {
         backup: plan.backupId,
         mode: 'in-place',
         members: plan.members,
         clusterToken: plan.clusterToken,
         bumpRevision: plan.bumpRevision,
         leaseCleanupBy: plan.leaseCleanupBy,
-      });
-      say(`${m.name}: planned ${planned.plan.id} on ${api.url}`);
-      for (const w of planned.plan.warnings) say(`${m.name}: warning: ${w}`);
-      return { name: m.name, api, plan: planned.plan };
+      }, say);
     }).map((p, i) => p.catch((err: unknown) => {
       throw err instanceof LifeboatError ? new LifeboatError(err.code, `${others[i]!.name}: ${err.message}`, err.hint ? { hint: err.hint } : {}) : err;
     })),
@@ -490,14 +467,19 @@ async function planMembers(first: Node, urls: ReturnType<typeof daemonUrls>, bas
   return [first, ...rest];
 }
 
-async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<void> {
+/** What both --all commands start from: how to talk to each member's daemon, and which backup. */
+async function allMembers(cmd: Command, options: ApplyOptions | RollbackOptions) {
   const ref = backupRef(cmd, options);
   const say = options.json ? () => undefined : (line: string) => print(line);
   const base = client(cmd);
   const urls = daemonUrls(cmd, base, options.daemon);
   const firstApi = base.withUrl(urls.first);
+  return { say, base, urls, firstApi, backupId: await resolveBackupId(firstApi, ref) };
+}
+
+async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const backupId = await resolveBackupId(firstApi, ref);
+  const { say, base, urls, firstApi, backupId } = await allMembers(cmd, options);
 
   let first: Node;
   const found = options.again ? undefined : await findStarted(firstApi, backupId);
@@ -505,13 +487,8 @@ async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<voi
     first = { name: found.plan.node, api: firstApi, plan: found.plan };
     say(`${first.name}: resuming ${found.plan.id} (${found.state}) on ${firstApi.url}`);
   } else {
-    const body: RestoreRequest = { backup: backupId, mode: 'in-place' };
     const m = members(cmd, options.member);
-    if (m) body.members = m;
-    const planned = await firstApi.planRestore(body);
-    first = { name: planned.plan.node, api: firstApi, plan: planned.plan };
-    say(`${first.name}: planned ${planned.plan.id} on ${firstApi.url}`);
-    for (const w of planned.plan.warnings) say(`${first.name}: warning: ${w}`);
+    first = await planOn(firstApi, undefined, { backup: backupId, mode: 'in-place', ...(m ? { members: m } : {}) }, say);
   }
   urls.check(first.plan.members);
   const nodes = await planMembers(first, urls, base, say);
@@ -549,7 +526,7 @@ async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<voi
       const view = await n.api.restore(n.plan.id);
       if (view.state === 'done' || view.journal.steps[through]?.state === 'done') return;
       const { job } = await n.api.applyRestore(n.plan.id, { confirmationToken: n.plan.confirmationToken, through });
-      const done = await follow(n.api, job, options.pollInterval, (j) => {
+      const done = await followJob(n.api, job, options.pollInterval, (j) => {
         if (j.state === 'running' && STEP_NAMES.includes(j.phase as StepName)) say(`      ${n.name}  ${j.phase}`);
       });
       if (done.state === 'failed') throw jobError(done);
@@ -594,12 +571,7 @@ async function report(nodes: Node[], result: ApplyAllReport, elapsedMs: number, 
 }
 
 async function rollbackAllCommand(cmd: Command, options: RollbackOptions): Promise<void> {
-  const ref = backupRef(cmd, options);
-  const say = options.json ? () => undefined : (line: string) => print(line);
-  const base = client(cmd);
-  const urls = daemonUrls(cmd, base, options.daemon);
-  const firstApi = base.withUrl(urls.first);
-  const backupId = await resolveBackupId(firstApi, ref);
+  const { say, base, urls, firstApi, backupId } = await allMembers(cmd, options);
   const found = await findStarted(firstApi, backupId);
   if (!found) throw new ConflictError(`no restore of ${backupId} that touched anything is on ${firstApi.url}; there is nothing to roll back`, { hint: 'lifeboat restore list shows the restores of one node' });
   urls.check(found.plan.members);
@@ -619,7 +591,7 @@ async function rollbackAllCommand(cmd: Command, options: RollbackOptions): Promi
       const view = await n.api.restore(n.plan.id);
       if (view.journal.rollback?.state === 'done') return;
       const { job } = await n.api.rollbackRestore(n.plan.id, { confirmationToken: n.plan.confirmationToken });
-      const done = await follow(n.api, job, options.pollInterval, () => undefined);
+      const done = await followJob(n.api, job, options.pollInterval, () => undefined);
       if (done.state === 'failed') throw jobError(done);
     },
   })));

@@ -1,7 +1,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import type { TSchema } from '@sinclair/typebox';
+import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { ConfigError, KeyError } from '../errors/errors.ts';
@@ -42,15 +42,18 @@ export function loadConfig(options: LoadOptions = {}): Config {
 
 /** Validates an already-parsed document (env overrides applied) into the frozen Config. */
 export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config', env: NodeJS.ProcessEnv = {}): Config {
-  const input = Value.Default(ConfigSchema, structuredClone(raw)) as ConfigInput;
-  const first = Value.Errors(ConfigSchema, input).First();
+  return deepFreeze(finish(validated(ConfigSchema, raw, '', sourceName), env));
+}
+
+/** `raw` with the schema's defaults, or a ConfigError naming the first bad field (under `at`). */
+function validated<T extends TSchema>(schema: T, raw: unknown, at: string, sourceName: string): Static<T> {
+  const input = Value.Default(schema, structuredClone(raw)) as Static<T>;
+  const first = Value.Errors(schema, input).First();
   if (first) {
-    const field = first.path === '' ? '/' : first.path;
-    throw new ConfigError(field, `${first.message}${describeValue(first.value)}`, {
-      hint: `fix it in ${sourceName}`,
-    });
+    const field = `${at}${first.path}` || '/';
+    throw new ConfigError(field, `${first.message}${describeValue(first.value)}`, { hint: `fix it in ${sourceName}` });
   }
-  return deepFreeze(finish(input, env));
+  return input;
 }
 
 /**
@@ -62,12 +65,7 @@ export function loadClientConfig(options: LoadOptions = {}): ClientConfig {
   const file = configFileFor(options);
   const raw = file === undefined ? {} : readConfigFile(file);
   applyEnvOverrides(raw, env);
-  const section = raw.client ?? {};
-  const input = Value.Default(ClientSchema, structuredClone(section));
-  const first = Value.Errors(ClientSchema, input).First();
-  if (first) {
-    throw new ConfigError(`/client${first.path}`, `${first.message}${describeValue(first.value)}`, { hint: `fix it in ${file ?? 'the environment (LIFEBOAT_CLIENT__*)'}` });
-  }
+  const input = validated(ClientSchema, raw.client ?? {}, '/client', file ?? 'the environment (LIFEBOAT_CLIENT__*)');
   return deepFreeze(checkClient(input as ClientConfig));
 }
 
@@ -212,7 +210,8 @@ function readConfigFile(file: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
-function readField(file: string, field: string): string {
+/** The text of a file a setting names; a ConfigError naming the setting when it cannot be read. */
+export function readField(file: string, field: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {

@@ -115,23 +115,16 @@ export const S3StoreSchema = Type.Object(
   Strict,
 );
 
-export const StoreSchema = Type.Object(
-  {
-    /** The local directory store; the default when no store is configured. */
-    fs: Type.Optional(FsStoreSchema),
-    s3: Type.Optional(S3StoreSchema),
-  },
-  { ...Strict, default: {} },
-);
+/** One store: the local directory store (the default when no store is configured) or S3. */
+const StoreSections = {
+  fs: Type.Optional(FsStoreSchema),
+  s3: Type.Optional(S3StoreSchema),
+};
+
+export const StoreSchema = Type.Object(StoreSections, { ...Strict, default: {} });
 
 /** A second store (another bucket, zone or endpoint) that every committed backup is copied to. */
-export const SecondaryStoreSchema = Type.Object(
-  {
-    fs: Type.Optional(FsStoreSchema),
-    s3: Type.Optional(S3StoreSchema),
-  },
-  Strict,
-);
+export const SecondaryStoreSchema = Type.Object(StoreSections, Strict);
 
 /**
  * Which backups to keep, like restic's `forget`: the newest `keepLast`, plus the newest backup

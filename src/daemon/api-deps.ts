@@ -36,10 +36,7 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
     identity: { cluster: config.cluster, node: config.node, version: BUILD_INFO.version },
     log: parts.log,
     backups: {
-      list: async ({ limit, before }) => {
-        const all = await catalog.entries();
-        return all.filter((e) => before === undefined || Date.parse(e.manifest.createdAt) < before.getTime()).slice(0, limit);
-      },
+      list: ({ limit, before }) => catalog.entries({ limit, ...(before ? { before } : {}) }),
       get: entry,
       delete: async (id, requestedBy) => {
         const all = await catalog.entries();
@@ -57,11 +54,7 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
         parts.log.info({ phase: 'deleted', backupId: id, requestedBy }, 'backup deleted');
       },
     },
-    jobs: {
-      submit: (request) => jobs.submit(request),
-      get: (id) => jobs.get(id),
-      list: (options) => jobs.list(options),
-    },
+    jobs,
     restores: daemonRestores({ engine: parts.restores.engine, identities: parts.restores.identities, jobs, catalog, log: parts.log }),
     leadership: parts.leadership,
     health: { ready: parts.ready },

@@ -15,7 +15,6 @@ import { createStore } from '../store/create-store.ts';
 import { daemonApiDeps } from './api-deps.ts';
 import { createHandlers, handlerDeps } from './handlers.ts';
 import { PausableElection } from './pausable-election.ts';
-import { restoreJobParams } from './restores.ts';
 
 export interface DaemonOptions {
   config: Config;
@@ -36,13 +35,11 @@ export interface DaemonOptions {
  * abort it: it cleans up after itself), resign leadership, close the listeners.
  */
 export class Daemon {
-  readonly ports: { api: number; metrics: number };
   readonly #parts: Parts;
   #stopping: Promise<void> | undefined;
 
-  private constructor(parts: Parts, ports: { api: number; metrics: number }) {
+  private constructor(parts: Parts) {
     this.#parts = parts;
-    this.ports = ports;
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -60,21 +57,18 @@ export class Daemon {
     const real = handlerDeps({ config, store, secondary, catalog, metrics, now, log });
     const restores = real.restores;
     // A restore replaces the etcd data under the leader election: leave it meanwhile (pausable-election.ts).
-    const jobs = createHandlers(real);
-    const handlers: typeof jobs = {
-      ...jobs,
-      restore: async (ctx, params) => {
-        const { plan } = await restores.get(restoreJobParams(params).restoreId);
-        if (plan.dryRun) return jobs.restore(ctx, params);
-        log.info({ phase: 'election-paused', restoreId: plan.id }, `leaving the leader election while restore ${plan.id} runs on this node`);
+    const handlers = createHandlers({
+      ...real,
+      duringRestore: async (restoreId, run) => {
+        log.info({ phase: 'election-paused', restoreId }, `leaving the leader election while restore ${restoreId} runs on this node`);
         await election.pause();
         try {
-          return await jobs.restore(ctx, params);
+          return await run();
         } finally {
           election.resume();
         }
       },
-    };
+    });
     const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory });
     await runner.recover();
     // A restore the last process was applying when it died: its job is failed now (above), and
@@ -91,7 +85,8 @@ export class Daemon {
     const backupInterval = expectedIntervalSeconds(config.daemon.schedules.backup, config.daemon.schedules.timezone);
     metrics.setExpectedInterval(backupInterval, 'backup');
     metrics.setExpectedInterval(expectedIntervalSeconds(config.daemon.schedules.drill, config.daemon.schedules.timezone), 'drill');
-    await seedMetrics(catalog, metrics, log);
+    // In the background: reading every manifest of a large catalogue must not hold up the start.
+    void seedMetrics(catalog, metrics, log);
 
     let catchUp: () => void = () => undefined;
     const election = new PausableElection(() => new EtcdLeaderElection({
@@ -130,7 +125,7 @@ export class Daemon {
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not check whether a scheduled backup was missed'));
     };
 
-    const parts: Parts = { config, log, metrics, store, catalog, runner, election, scheduler, servers: undefined, ready: false };
+    const parts: Parts = { config, log, metrics, runner, election, scheduler, servers: undefined, ready: false };
     const deps = daemonApiDeps({
       config,
       log,
@@ -156,15 +151,7 @@ export class Daemon {
     runner.submit({ kind: 'cleanup', trigger: 'startup', requestedBy: 'startup' });
     parts.ready = true;
     log.info({ phase: 'serving', apiPort: ports.apiPort, metricsPort: ports.metricsPort, node: config.node, cluster: config.cluster, version: BUILD_INFO.version, schedules: scheduler.nextRuns() }, 'lifeboat is serving');
-    return new Daemon(parts, { api: ports.apiPort, metrics: ports.metricsPort });
-  }
-
-  get leadership() {
-    return this.#parts.election;
-  }
-
-  get jobs() {
-    return this.#parts.runner;
+    return new Daemon(parts);
   }
 
   /** Graceful stop; safe to call more than once. */
@@ -191,8 +178,6 @@ interface Parts {
   config: Config;
   log: Logger;
   metrics: LifeboatMetrics;
-  store: InstrumentedStore;
-  catalog: Catalog;
   runner: JobRunner;
   election: PausableElection;
   scheduler: Scheduler;

@@ -18,7 +18,7 @@ import { prune } from '../retention/prune.ts';
 import { Catalog } from '../store/catalog.ts';
 import type { BackupStore } from '../store/store.ts';
 import { runDrill } from '../verify/drill.ts';
-import { failedRecord, passedRecord, type VerificationLevel } from '../verify/record.ts';
+import { checkAndRecord, type VerificationLevel } from '../verify/record.ts';
 import { verifyBackup } from '../verify/verify.ts';
 import { restoreIdentities, restoreJobParams, restoreSummary } from './restores.ts';
 
@@ -37,6 +37,8 @@ export interface HandlerDeps {
   identities: () => Promise<string[] | undefined>;
   /** This node's restore engine (the one the API plans with). */
   restores: Pick<RestoreEngine, 'get' | 'apply' | 'rollback'>;
+  /** Runs a restore that touches this node's etcd (not a dry run); the daemon leaves the leader election meanwhile. */
+  duringRestore?: <T>(restoreId: string, run: () => Promise<T>) => Promise<T>;
   now: () => Date;
   log: Logger;
 }
@@ -99,20 +101,15 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
     }
   };
 
-  /** Records a check's outcome in the catalogue and the metrics, passed or failed. */
+  /** Runs a check, records its outcome beside the backup, and counts it in the metrics. */
   const checked = async <T>(ctx: JobContext, stored: StoredManifest, level: VerificationLevel, check: () => Promise<T>): Promise<T> => {
-    const started = deps.now();
     ctx.setBackupId(stored.backupId);
     try {
-      const report = await check();
-      await deps.catalog.recordVerification(passedRecord(stored.backupId, level, deps.now(), seconds(started, deps.now())));
+      const { report } = await checkAndRecord(deps.catalog, stored.backupId, level, check, ctx.log);
       metrics.verifyFinished({ result: 'success', level });
       return report;
     } catch (err) {
       metrics.verifyFinished({ result: 'failure', level });
-      await deps.catalog
-        .recordVerification(failedRecord(stored.backupId, level, deps.now(), seconds(started, deps.now()), err))
-        .catch((recordErr: unknown) => ctx.log.error({ err: (recordErr as Error).message }, 'could not record the failed check'));
       throw err;
     }
   };
@@ -180,21 +177,24 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
       const engine = deps.restores;
       const before = await engine.get(restoreId);
       const confirmationToken = before.plan.confirmationToken;
-      if (action === 'rollback') {
-        ctx.phase('rollback');
-        return restoreSummary(await engine.rollback(restoreId, { confirmationToken, signal: ctx.signal }), request);
-      }
-      // The identity is needed only to fetch (a dry run always fetches again).
-      const needsKey = before.plan.dryRun || before.journal.steps.fetch?.state !== 'done';
-      const identities = needsKey ? await restoreIdentities(deps.identities) : [];
-      const view = await engine.apply(restoreId, {
-        confirmationToken,
-        identities,
-        ...(through === undefined ? {} : { through }),
-        report: (step) => ctx.phase(step),
-        signal: ctx.signal,
-      });
-      return restoreSummary(view, request);
+      const run = async () => {
+        if (action === 'rollback') {
+          ctx.phase('rollback');
+          return restoreSummary(await engine.rollback(restoreId, { confirmationToken, signal: ctx.signal }), request);
+        }
+        // The identity is needed only to fetch (a dry run always fetches again).
+        const needsKey = before.plan.dryRun || before.journal.steps.fetch?.state !== 'done';
+        const identities = needsKey ? await restoreIdentities(deps.identities) : [];
+        const view = await engine.apply(restoreId, {
+          confirmationToken,
+          identities,
+          ...(through === undefined ? {} : { through }),
+          report: (step) => ctx.phase(step),
+          signal: ctx.signal,
+        });
+        return restoreSummary(view, request);
+      };
+      return before.plan.dryRun || !deps.duringRestore ? run() : deps.duringRestore(restoreId, run);
     },
   };
 }

@@ -1,12 +1,11 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RestoreApi } from '../api/deps.ts';
 import type { StoredManifest } from '../archive/manifest.ts';
 import { recipientOf } from '../crypto/age.ts';
 import { BadRequestError, ConfigError, ConflictError, KeyError } from '../errors/errors.ts';
 import type { JobRequest, Submitted } from '../jobs/job.ts';
-import type { RestoreEngine, RestoreView } from '../restore/engine.ts';
-import { resolveBackup, validateRequest, type RestorePlan, type StepName } from '../restore/plan.ts';
+import { checkRollback, checkToken, type RestoreEngine, type RestoreView } from '../restore/engine.ts';
+import { resolveBackup, validateRequest, type StepName } from '../restore/plan.ts';
 
 /**
  * Restores over the API, on this node: the checks that must pass before a restore job exists
@@ -46,7 +45,7 @@ export function daemonRestores(parts: RestoreParts): RestoreApi {
         // A dry run decrypts the backup at once: refuse it before anything is recorded.
         const input = await bodyFields(() => validateRequest(body));
         const backup = await bodyFields(async () => resolveBackup(input.backup, await parts.catalog.list(), parts.catalog));
-        await identitiesFor(parts, backup);
+        await restoreIdentities(parts.identities, backup);
       }
       const plan = await bodyFields(() => engine.plan(body));
       log.info({ phase: 'restore-planned', restoreId: plan.id, requestedBy, dryRun: plan.dryRun }, `restore ${plan.id} planned by ${requestedBy}`);
@@ -61,7 +60,7 @@ export function daemonRestores(parts: RestoreParts): RestoreApi {
 
     async apply(id, request, requestedBy) {
       const view = await engine.get(id);
-      checkToken(view.plan, request.confirmationToken);
+      await bodyFields(() => checkToken(view.plan, request.confirmationToken));
       if (view.journal.rollback) {
         throw new ConflictError(`restore ${id} was rolled back (${view.state}); it cannot be applied again`, { hint: 'plan a new restore with POST /v1/restores' });
       }
@@ -74,20 +73,15 @@ export function daemonRestores(parts: RestoreParts): RestoreApi {
       if (through !== undefined && !view.plan.steps.includes(through)) {
         throw new BadRequestError('/body/through', `${through} is not a step of a ${view.plan.mode} restore; its steps are ${view.plan.steps.join(', ')}`);
       }
-      if (view.plan.dryRun || view.journal.steps.fetch?.state !== 'done') await identitiesFor(parts, await parts.catalog.get(view.plan.backupId));
+      if (view.plan.dryRun || view.journal.steps.fetch?.state !== 'done') await restoreIdentities(parts.identities, await parts.catalog.get(view.plan.backupId));
       return submit({ restoreId: id, action: 'apply', ...(through === undefined ? {} : { through }) }, requestedBy);
     },
 
     async rollback(id, request, requestedBy) {
       const view = await engine.get(id);
-      checkToken(view.plan, request.confirmationToken);
-      if (view.plan.dryRun) throw new ConflictError(`restore ${id} is a dry run: it changed nothing, so there is nothing to roll back`);
+      await bodyFields(() => checkToken(view.plan, request.confirmationToken));
+      checkRollback(view.plan, view.journal);
       if (view.journal.rollback?.state === 'done') throw new ConflictError(`restore ${id} is already rolled back`, { hint: `GET /v1/restores/${id} shows what the rollback did` });
-      if (view.plan.mode === 'fresh-control-plane' && (view.journal.steps['kubeadm-init']?.state ?? 'pending') !== 'pending') {
-        throw new ConflictError(`kubeadm init has run for restore ${id}: Lifeboat cannot undo it`, {
-          hint: 'run `kubeadm reset` on this host; the data Lifeboat set aside is listed in the plan (setAside)',
-        });
-      }
       return submit({ restoreId: id, action: 'rollback' }, requestedBy);
     },
   };
@@ -105,16 +99,6 @@ async function bodyFields<T>(work: () => T | Promise<T>): Promise<T> {
   }
 }
 
-export function checkToken(plan: RestorePlan, token: string): void {
-  const expected = Buffer.from(plan.confirmationToken);
-  const given = Buffer.from(token);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    throw new BadRequestError('/body/confirmationToken', `the confirmation token does not match restore ${plan.id}'s`, {
-      hint: `GET /v1/restores/${plan.id} shows the plan and its token; review the plan, then apply with that token`,
-    });
-  }
-}
-
 /**
  * The identities of encryption.identityFile, checked to open `backup` (one of them is one of its
  * recipients). Every failure is a ConfigError on encryption.identityFile: a 400 that says what
@@ -126,7 +110,7 @@ export async function restoreIdentities(identities: () => Promise<string[] | und
     found = await identities();
   } catch (err) {
     if (err instanceof KeyError) throw new ConfigError(IDENTITY_FIELD, err.message, { cause: err, hint: 'point encryption.identityFile at the age identity file (AGE-SECRET-KEY-1...) that matches the backups\' recipients' });
-    if (err instanceof ConfigError) throw new ConfigError(IDENTITY_FIELD, err.message.replace(/^config \/encryption\/identityFile: /, ''), { cause: err, hint: 'mount the identity file on this node (or fix encryption.identityFile), then apply again' });
+    if (err instanceof ConfigError) throw new ConfigError(IDENTITY_FIELD, err.detail, { cause: err, hint: 'mount the identity file on this node (or fix encryption.identityFile), then apply again' });
     throw err;
   }
   if (found === undefined) {
@@ -144,10 +128,6 @@ export async function restoreIdentities(identities: () => Promise<string[] | und
     }
   }
   return found;
-}
-
-function identitiesFor(parts: RestoreParts, backup: StoredManifest): Promise<string[]> {
-  return restoreIdentities(parts.identities, backup);
 }
 
 /**

@@ -3,32 +3,35 @@
  * text. The CLI prints `message` (one line, plus `hint` when present); the HTTP API maps `code`
  * to a status in one place.
  */
-export type ErrorCode =
-  | 'CONFIG_INVALID'
-  | 'KEY_INVALID'
-  | 'KIT_FILE_MISSING'
-  | 'ETCD_UNAVAILABLE'
-  | 'SNAPSHOT_INVALID'
-  | 'ARCHIVE_INVALID'
-  | 'INTEGRITY_MISMATCH'
-  | 'DECRYPT_FAILED'
-  | 'NO_MATCHING_IDENTITY'
-  | 'NOT_FOUND'
-  | 'UNSAFE_PATH'
-  | 'DESTINATION_NOT_EMPTY'
-  | 'STORE_FAILED'
-  | 'TOOL_FAILED'
-  | 'CANCELLED'
-  | 'OBJECT_LOCKED'
-  | 'BACKUP_PROTECTED'
-  | 'NOT_LEADER'
-  | 'CONFLICT'
-  | 'BAD_REQUEST'
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'RATE_LIMITED'
-  | 'DAEMON_UNREACHABLE'
-  | 'INTERNAL';
+/** Every error code, once: the metrics pre-create a failure series for each. */
+export const ERROR_CODES = [
+  'CONFIG_INVALID',
+  'KEY_INVALID',
+  'KIT_FILE_MISSING',
+  'ETCD_UNAVAILABLE',
+  'SNAPSHOT_INVALID',
+  'ARCHIVE_INVALID',
+  'INTEGRITY_MISMATCH',
+  'DECRYPT_FAILED',
+  'NO_MATCHING_IDENTITY',
+  'NOT_FOUND',
+  'UNSAFE_PATH',
+  'DESTINATION_NOT_EMPTY',
+  'STORE_FAILED',
+  'TOOL_FAILED',
+  'CANCELLED',
+  'OBJECT_LOCKED',
+  'BACKUP_PROTECTED',
+  'NOT_LEADER',
+  'CONFLICT',
+  'BAD_REQUEST',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'RATE_LIMITED',
+  'DAEMON_UNREACHABLE',
+  'INTERNAL',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export interface LifeboatErrorOptions {
   cause?: unknown;
@@ -51,9 +54,12 @@ export class LifeboatError extends Error {
 /** A config field (named by its path, e.g. `/store/fs/dir`) is missing, unknown or wrong. */
 export class ConfigError extends LifeboatError {
   readonly field: string;
-  constructor(field: string, message: string, options: LifeboatErrorOptions = {}) {
-    super('CONFIG_INVALID', `config ${field}: ${message}`, options);
+  /** What is wrong with the field, without the `config <field>: ` the message starts with. */
+  readonly detail: string;
+  constructor(field: string, detail: string, options: LifeboatErrorOptions = {}) {
+    super('CONFIG_INVALID', `config ${field}: ${detail}`, options);
     this.field = field;
+    this.detail = detail;
   }
 }
 
@@ -160,10 +166,12 @@ export class CancelledError extends LifeboatError {
 export class ObjectLockedError extends LifeboatError {
   readonly key: string;
   readonly retainUntil: Date | undefined;
-  constructor(key: string, retainUntil: Date | undefined, message: string, options: LifeboatErrorOptions = {}) {
+  readonly legalHold: boolean;
+  constructor(key: string, lock: { retainUntil?: Date | undefined; legalHold?: boolean | undefined }, message: string, options: LifeboatErrorOptions = {}) {
     super('OBJECT_LOCKED', message, options);
     this.key = key;
-    this.retainUntil = retainUntil;
+    this.retainUntil = lock.retainUntil;
+    this.legalHold = lock.legalHold === true;
   }
 }
 
@@ -234,6 +242,23 @@ export class InternalError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('INTERNAL', message, options);
   }
+}
+
+/** An error as a record keeps it (a job, a restore step): its stable code, message and hint; INTERNAL for anything untyped. */
+export function errorInfo(err: unknown): { code: string; message: string; hint?: string } {
+  return err instanceof LifeboatError
+    ? { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
+    : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * Of the failures of stages that ran together (a stream pipeline and the store put that reads
+ * it), the one that says what happened: a typed error first, then anything but the "premature
+ * close" that the other side sees when one side fails.
+ */
+export function rootCause(results: readonly PromiseSettledResult<unknown>[]): unknown {
+  const reasons = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  return reasons.find((r) => r instanceof LifeboatError) ?? reasons.find((r) => (r as NodeJS.ErrnoException)?.code !== 'ERR_STREAM_PREMATURE_CLOSE') ?? reasons[0];
 }
 
 /** One line for a person: the message, then the hint if any. */

@@ -39,6 +39,9 @@ export interface Executor {
   start(command: string, args: readonly string[], options?: StartOptions): Promise<RunningProcess>;
 }
 
+/** The tools are etcdutl, etcd and kubeadm, each with its path under `tools`. */
+const NOT_INSTALLED = 'install it, or set its path under tools in the config';
+
 export const processExecutor: Executor = {
   run(command, args, options = {}) {
     return new Promise((resolve, reject) => {
@@ -51,10 +54,7 @@ export const processExecutor: Executor = {
         const detail = code === 'ENOENT'
           ? `${command} is not installed or not on PATH`
           : (stderr.trim().split('\n').pop() ?? err.message);
-        reject(new ToolError(`${what} failed: ${detail}`, {
-          cause: err,
-          ...(code === 'ENOENT' ? { hint: 'install etcd 3.5+ (etcdutl) or set tools.etcdutl' } : {}),
-        }));
+        reject(new ToolError(`${what} failed: ${detail}`, { cause: err, ...(code === 'ENOENT' ? { hint: NOT_INSTALLED } : {}) }));
       });
     });
   },
@@ -75,7 +75,7 @@ export const processExecutor: Executor = {
         child.once('spawn', resolve);
         child.once('error', (err: NodeJS.ErrnoException) => {
           const detail = err.code === 'ENOENT' ? 'not found' : err.code === 'EACCES' ? 'not executable' : err.message;
-          reject(new ToolError(`cannot start ${command}: ${detail}`, { cause: err, hint: 'install it, or set its path under tools in the config' }));
+          reject(new ToolError(`cannot start ${command}: ${detail}`, { cause: err, hint: NOT_INSTALLED }));
         });
       });
       const pid = child.pid!;

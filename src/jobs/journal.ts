@@ -1,8 +1,9 @@
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import type { Logger } from 'pino';
 import { StoreError } from '../errors/errors.ts';
+import { isAtomicTemp, writeFileAtomic } from '../store/durable-file.ts';
 import { JobSchema, type Job } from './job.ts';
 
 /** Where job records persist across restarts. The directory implementation is beside it. */
@@ -16,8 +17,8 @@ export interface JobJournal {
 const ID_RE = /^job-[0-9A-Za-z.-]{1,80}$/;
 
 /**
- * One JSON file per job in `<stateDir>/jobs/`, written atomically (temp file, fsync, rename):
- * a crash leaves either the old record or the new one, never half of one.
+ * One JSON file per job in `<stateDir>/jobs/`, written atomically (writeFileAtomic): a crash
+ * leaves either the old record or the new one, never half of one.
  */
 export class DirectoryJobJournal implements JobJournal {
   readonly #dir: string;
@@ -40,7 +41,7 @@ export class DirectoryJobJournal implements JobJournal {
     for (const name of names) {
       const file = path.join(this.#dir, name);
       if (!name.endsWith('.json')) {
-        if (name.includes('.tmp-')) await rm(file, { force: true });
+        if (isAtomicTemp(name) || name.includes('.tmp-')) await rm(file, { force: true });
         continue;
       }
       try {
@@ -56,19 +57,10 @@ export class DirectoryJobJournal implements JobJournal {
 
   async save(job: Job): Promise<void> {
     const file = this.#file(job.id);
-    const temp = `${file}.tmp-${process.pid}`;
     try {
       await mkdir(this.#dir, { recursive: true, mode: 0o700 });
-      const handle = await open(temp, 'w', 0o600);
-      try {
-        await handle.writeFile(`${JSON.stringify(job)}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, file);
+      await writeFileAtomic(file, `${JSON.stringify(job)}\n`, 0o600);
     } catch (err) {
-      await rm(temp, { force: true });
       throw new StoreError(`cannot write job record ${file}: ${(err as Error).message}`, { cause: err, hint: 'check daemon.stateDir' });
     }
   }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { CancelledError, ConflictError, LifeboatError } from '../errors/errors.ts';
+import { CancelledError, ConflictError, errorInfo, LifeboatError } from '../errors/errors.ts';
 import type { Job, JobKind, JobRequest, JobState, Submitted } from './job.ts';
 import type { JobJournal } from './journal.ts';
 
@@ -233,9 +233,7 @@ export class JobRunner {
     job.finishedAt = finished.toISOString();
     if (job.startedAt) job.durationSeconds = Math.max(0, (finished.getTime() - Date.parse(job.startedAt)) / 1000);
     if (err !== undefined) {
-      job.error = err instanceof LifeboatError
-        ? { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
-        : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+      job.error = errorInfo(err);
     } else if (result !== undefined) {
       job.result = result;
     }

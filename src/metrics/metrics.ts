@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ErrorCode } from '../errors/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../errors/errors.ts';
 
 /**
  * Lifeboat's Prometheus metrics behind domain verbs. The facade owns its registry (never
@@ -62,36 +62,7 @@ export interface CatalogueFacts {
   lastVerifiedAt?: Partial<Record<VerifyLevel, Date>>;
 }
 
-/** Every ErrorCode: the compiler rejects this object when a code is added to or removed from the union. */
-const ERROR_CODES: Record<ErrorCode, true> = {
-  CONFIG_INVALID: true,
-  KEY_INVALID: true,
-  KIT_FILE_MISSING: true,
-  ETCD_UNAVAILABLE: true,
-  SNAPSHOT_INVALID: true,
-  ARCHIVE_INVALID: true,
-  INTEGRITY_MISMATCH: true,
-  DECRYPT_FAILED: true,
-  NO_MATCHING_IDENTITY: true,
-  NOT_FOUND: true,
-  UNSAFE_PATH: true,
-  DESTINATION_NOT_EMPTY: true,
-  STORE_FAILED: true,
-  TOOL_FAILED: true,
-  CANCELLED: true,
-  OBJECT_LOCKED: true,
-  BACKUP_PROTECTED: true,
-  NOT_LEADER: true,
-  CONFLICT: true,
-  BAD_REQUEST: true,
-  UNAUTHENTICATED: true,
-  FORBIDDEN: true,
-  RATE_LIMITED: true,
-  DAEMON_UNREACHABLE: true,
-  INTERNAL: true,
-};
-
-export const FAILURE_REASONS: readonly FailureReason[] = [...(Object.keys(ERROR_CODES) as ErrorCode[]), 'unknown'];
+export const FAILURE_REASONS: readonly FailureReason[] = [...ERROR_CODES, 'unknown'];
 export const VERIFY_LEVELS: readonly VerifyLevel[] = ['ciphertext', 'deep', 'drill'];
 export const STORE_NAMES: readonly StoreName[] = ['primary', 'secondary'];
 export const STORE_OPS: readonly StoreOp[] = ['put', 'get', 'stat', 'list', 'delete', 'cleanup'];
@@ -382,7 +353,7 @@ function seconds(date: Date): number {
 }
 
 function knownReason(reason: string | undefined): FailureReason {
-  return reason !== undefined && Object.hasOwn(ERROR_CODES, reason) ? (reason as ErrorCode) : 'unknown';
+  return (ERROR_CODES as readonly string[]).includes(reason ?? '') ? (reason as ErrorCode) : 'unknown';
 }
 
 function assertNonNegative(what: string, n: number): void {

@@ -4,10 +4,10 @@ import type { Logger } from 'pino';
 import { DigestStream } from '../archive/digest.ts';
 import { manifestJson, type StoredManifest } from '../archive/manifest.ts';
 import { checkCiphertext } from '../archive/reader.ts';
-import { ArchiveError, CancelledError, describeError, IntegrityError, LifeboatError, StoreError, type ErrorCode } from '../errors/errors.ts';
+import { ArchiveError, CancelledError, describeError, IntegrityError, LifeboatError, rootCause, StoreError, type ErrorCode } from '../errors/errors.ts';
 import { Catalog } from '../store/catalog.ts';
-import { assertBackupId, backupsPrefix, manifestKey, parseKey } from '../store/layout.ts';
-import type { BackupStore, ObjectInfo, PutOptions } from '../store/store.ts';
+import { assertBackupId, backupsPrefix, committedIds, manifestKey, parseKey } from '../store/layout.ts';
+import type { BackupStore, PutOptions } from '../store/store.ts';
 
 /**
  * The second copy: committed backups of one store copied to another (another bucket, zone or
@@ -118,12 +118,6 @@ export async function replicateOne(deps: ReplicateDeps, cluster: string, manifes
   return { status: 'copied', ...(await copyBackup(deps, cluster, manifest, options.signal)) };
 }
 
-/** Newest first: ids sort by creation time. */
-function committedIds(objects: ObjectInfo[]): string[] {
-  const ids = objects.map((o) => parseKey(o.key)).filter((k) => k?.kind === 'manifest').map((k) => k!.id);
-  return [...new Set(ids)].sort().reverse();
-}
-
 function cancelled(report: ReplicateReport, target: BackupStore): CancelledError {
   return new CancelledError(`copying to ${target.description} cancelled after ${report.copied.length} backups`);
 }
@@ -197,12 +191,6 @@ async function removeCopy(deps: ReplicateDeps, cluster: string, id: string, key:
       log.error({ backupId: id, key, err: describeError(err) }, 'could not delete the uncommitted copy; cleanup of the second store will remove it'),
     );
   }
-}
-
-/** Of the failures of the two sides, the one that says what happened, not "premature close". */
-function rootCause(results: PromiseSettledResult<unknown>[]): unknown {
-  const reasons = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
-  return reasons.find((r) => r instanceof LifeboatError) ?? reasons.find((r) => (r as NodeJS.ErrnoException)?.code !== 'ERR_STREAM_PREMATURE_CLOSE') ?? reasons[0];
 }
 
 function round1(n: number): number {

@@ -1,52 +1,15 @@
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { copyFile, lstat, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConflictError } from '../errors/errors.ts';
+import { syncDir, writeFileAtomic } from '../store/durable-file.ts';
 
 /**
  * File operations on the host that survive a crash or a power cut at any point: every change is
  * a rename of a fully written, fsynced file or directory, followed by an fsync of the directory
- * that holds it. Each one is idempotent: it looks at what exists and finishes what an earlier,
- * interrupted attempt started.
- *
- * Temp files are hidden (`.name.lifeboat-tmp-*`): the kubelet ignores dot files in the static
- * pod directory, so a half-written manifest is never run.
+ * that holds it (writeFileAtomic and syncDir, src/store/durable-file.ts). Each one is
+ * idempotent: it looks at what exists and finishes what an earlier, interrupted attempt started.
  */
-
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Writes `data` to `file` with exactly `mode` (not the umask's), atomically. */
-export async function writeFileAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
-  const dir = path.dirname(file);
-  const temp = path.join(dir, `.${path.basename(file)}.lifeboat-tmp-${randomBytes(4).toString('hex')}`);
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.chmod(mode);
-    await handle.writeFile(data);
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await handle.close();
-  try {
-    await rename(temp, file);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await syncDir(dir);
-}
 
 /** rename(2), then fsync of both directories. */
 export async function renameDurable(from: string, to: string): Promise<void> {
@@ -83,17 +46,7 @@ export async function moveOut(src: string, dest: string): Promise<'moved' | 'alr
       throw new ConflictError(`${src} and its set-aside copy ${dest} differ: something changed the manifest during the restore`, { hint: 'compare them, keep the right one in the manifests dir, and apply again' });
     }
   } else {
-    const temp = `${dest}.lifeboat-tmp-${randomBytes(4).toString('hex')}`;
-    await copyFile(src, temp, constants.COPYFILE_EXCL);
-    const handle = await open(temp, 'r+');
-    try {
-      await handle.chmod((await stat(src)).mode & 0o7777);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, dest);
-    await syncDir(path.dirname(dest));
+    await writeFileAtomic(dest, await readFile(src), (await stat(src)).mode & 0o7777);
   }
   await unlink(src);
   await syncDir(path.dirname(src));

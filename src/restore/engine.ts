@@ -1,11 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { BadRequestError, CancelledError, ConfigError, ConflictError, LifeboatError } from '../errors/errors.ts';
-import { exists, identity, moveOut, removeIfEmpty, renameDurable, writeFileAtomic } from './durable.ts';
-import { liveRevision, stopLeftover, waitClosed, type Throwaway } from './etcd.ts';
-import { pendingSteps, RestoreRecords, restoreState, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
-import { apiserverAddress, etcdFacts, etcdListenAddresses, StaticPod } from './manifests.ts';
+import { BadRequestError, CancelledError, ConfigError, ConflictError, errorInfo } from '../errors/errors.ts';
+import { writeFileAtomic } from '../store/durable-file.ts';
+import { exists, identity, moveOut, removeIfEmpty, renameDurable } from './durable.ts';
+import { liveRevision, stopLeftover, waitClosed } from './etcd.ts';
+import { pendingSteps, RestoreRecords, restoreState, stepStarted, type LockHolder, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
+import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, StaticPod } from './manifests.ts';
 import { createPlan, dataDirLayout, isMountPoint, type RestorePlan, type StepName } from './plan.ts';
 import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
 
@@ -84,14 +85,18 @@ export class RestoreEngine {
   }
 
   async get(id: string): Promise<RestoreView> {
-    const [plan, journal, holder] = await Promise.all([this.#records.plan(id), this.#records.journal(id), this.#records.holder()]);
-    return { plan, journal, state: restoreState(plan.steps as StepName[], journal, holder?.restoreId === id) };
+    return this.#view(id, await this.#records.holder());
   }
 
   /** Every restore on this node, oldest first. */
   async list(): Promise<RestoreView[]> {
-    const ids = await this.#records.ids();
-    return Promise.all(ids.map((id) => this.get(id)));
+    const [ids, holder] = await Promise.all([this.#records.ids(), this.#records.holder()]);
+    return Promise.all(ids.map((id) => this.#view(id, holder)));
+  }
+
+  async #view(id: string, holder: LockHolder | undefined): Promise<RestoreView> {
+    const [plan, journal] = await Promise.all([this.#records.plan(id), this.#records.journal(id)]);
+    return { plan, journal, state: restoreState(plan.steps as StepName[], journal, holder?.restoreId === id) };
   }
 
   /**
@@ -103,14 +108,15 @@ export class RestoreEngine {
   async apply(id: string, options: ApplyOptions): Promise<RestoreView> {
     const plan = await this.#records.plan(id);
     checkToken(plan, options.confirmationToken);
-    let journal = await this.#records.journal(id);
+    const journal = await this.#records.journal(id);
     if (journal.rollback) throw new ConflictError(`restore ${id} was rolled back; plan a new restore`);
     const steps = plan.steps as StepName[];
     if (options.through !== undefined && !steps.includes(options.through)) {
       throw new BadRequestError('/through', `${options.through} is not a step of a ${plan.mode} restore (${steps.join(', ')})`);
     }
     if (plan.dryRun && steps.every((s) => journal.steps[s]?.state === 'done')) return this.get(id);
-    let todo = plan.dryRun ? [...steps] : pendingSteps(steps, journal, options.through);
+    // A dry run always starts over: its temp tree is gone with the process that made it.
+    const todo = plan.dryRun ? [...steps] : pendingSteps(steps, journal, options.through);
     if (todo.length === 0) return this.get(id);
     if (todo.includes('fetch') && options.identities.length === 0) {
       throw new ConfigError('/encryption/identityFile', `applying restore ${id} needs an age identity to decrypt backup ${plan.backupId}`, {
@@ -135,10 +141,7 @@ export class RestoreEngine {
     };
     try {
       if (plan.dryRun) {
-        // A dry run always starts over: its temp tree is gone with the process that made it.
-        journal = await this.#resetDryRun(plan);
-        ctx.journal = journal;
-        todo = [...steps];
+        await this.#resetDryRun(plan, journal);
         await this.#prepareDryRoot(plan);
       }
       for (const step of todo) {
@@ -176,9 +179,7 @@ export class RestoreEngine {
     } catch (caught) {
       // An abort surfaces from timers and child processes as a plain AbortError.
       const err = ctx.signal?.aborted && !(caught instanceof CancelledError) ? new CancelledError(`restore ${ctx.plan.id} was cancelled during ${step}`, { cause: caught }) : caught;
-      const error = err instanceof LifeboatError
-        ? { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
-        : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+      const error = errorInfo(err);
       Object.assign(record, { state: 'failed', finishedAt: this.#deps.now().toISOString(), error, ...(err instanceof CancelledError ? { interrupted: true } : {}) });
       await ctx.save();
       log.error({ phase: step, durationMs: Math.round(performance.now() - started), code: error.code, err: error.message }, `${step} failed`);
@@ -186,14 +187,13 @@ export class RestoreEngine {
     }
   }
 
-  async #resetDryRun(plan: RestorePlan): Promise<RestoreJournal> {
-    const journal = await this.#records.journal(plan.id);
+  /** Every step pending again, facts and results cleared (in place: the step context holds this journal). */
+  async #resetDryRun(plan: RestorePlan, journal: RestoreJournal): Promise<void> {
     await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot!, plan.self.dataDir));
     for (const s of plan.steps) journal.steps[s] = { state: 'pending', attempts: journal.steps[s]?.attempts ?? 0 };
     journal.facts = {};
     journal.result = {};
     await this.#records.save(journal, this.#deps.now());
-    return journal;
   }
 
   /**
@@ -225,16 +225,10 @@ export class RestoreEngine {
     }
   }
 
-  /** Stops the throwaway etcd and removes the dry-run root, the decrypted backup and the staged manifests (the logs stay). */
+  /** Stops the throwaway etcd, removes what the dry run left, and journals that. */
   async #cleanupDryRun(ctx: StepContext): Promise<void> {
-    const throwaway: Throwaway | undefined = ctx.throwaway;
-    await throwaway?.stop();
-    if (ctx.plan.dryRunRoot) await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, path.join(ctx.plan.dryRunRoot, ctx.plan.self.dataDir));
-    delete ctx.journal.facts.throwawayPid;
-    await rm(ctx.plan.dryRunRoot!, { recursive: true, force: true });
-    await rm(path.join(ctx.plan.staging, 'archive'), { recursive: true, force: true });
-    await rm(path.join(ctx.plan.staging, 'archive.partial'), { recursive: true, force: true });
-    await rm(path.join(ctx.plan.staging, 'manifests'), { recursive: true, force: true });
+    await ctx.throwaway?.stop();
+    await removeDryRunLeftovers(ctx.plan, ctx.journal);
     await ctx.save().catch(() => undefined);
   }
 
@@ -247,19 +241,14 @@ export class RestoreEngine {
   async rollback(id: string, options: { confirmationToken: string; signal?: AbortSignal }): Promise<RestoreView> {
     const plan = await this.#records.plan(id);
     checkToken(plan, options.confirmationToken);
-    if (plan.dryRun) throw new ConflictError(`restore ${id} is a dry run: it changed nothing, so there is nothing to roll back`);
+    checkRollback(plan);
     const release = await this.#records.lock(id, this.#deps.now());
     const journal = await this.#records.journal(id);
     const log = this.#deps.log.child({ restoreId: id, mode: plan.mode, node: plan.node });
     const save = () => this.#records.save(journal, this.#deps.now());
     try {
       if (journal.rollback?.state === 'done') return await this.get(id);
-      const started = (s: string) => (journal.steps[s]?.state ?? 'pending') !== 'pending';
-      if (plan.mode === 'fresh-control-plane' && started('kubeadm-init')) {
-        throw new ConflictError(`kubeadm init has run for restore ${id}: Lifeboat cannot undo it`, {
-          hint: `run \`kubeadm reset\` on this host; the data Lifeboat set aside is listed in the plan (setAside)`,
-        });
-      }
+      checkRollback(plan, journal);
       journal.rollback = { state: 'running', startedAt: this.#deps.now().toISOString(), actions: journal.rollback?.actions ?? [] };
       await save();
       const actions = journal.rollback.actions;
@@ -276,7 +265,7 @@ export class RestoreEngine {
         await save();
       } catch (err) {
         journal.rollback.state = 'failed';
-        journal.rollback.error = err instanceof LifeboatError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String(err) };
+        journal.rollback.error = errorInfo(err);
         await save();
         throw err;
       }
@@ -292,24 +281,24 @@ export class RestoreEngine {
     const onHost = (p: string) => path.join(root, p);
     const manifestsDir = onHost(config.restore.manifestsDir);
     const stage = (n: string) => path.join(plan.staging, 'manifests', n);
-    const started = (s: string) => (journal.steps[s]?.state ?? 'pending') !== 'pending';
+    const started = (s: StepName) => stepStarted(journal, s);
 
     if (plan.mode === 'in-place') {
       // 1. Stop what runs on the restored data: the apiserver, then etcd.
-      const apiserverLive = path.join(manifestsDir, 'kube-apiserver.yaml');
-      if (started('start-apiserver') && (await exists(apiserverLive)) && (await exists(stage('kube-apiserver.yaml')))) {
-        await moveOut(apiserverLive, stage('kube-apiserver.yaml'));
-        const address = apiserverAddress(StaticPod.parse(await readFile(stage('kube-apiserver.yaml'), 'utf8'), 'kube-apiserver.yaml'));
+      const apiserverLive = path.join(manifestsDir, APISERVER_MANIFEST);
+      if (started('start-apiserver') && (await exists(apiserverLive)) && (await exists(stage(APISERVER_MANIFEST)))) {
+        await moveOut(apiserverLive, stage(APISERVER_MANIFEST));
+        const address = apiserverAddress(await StaticPod.read(stage(APISERVER_MANIFEST)));
         await waitClosed([address], 'kube-apiserver', config.restore.apiserverWaitSeconds, signal);
         await act('stopped kube-apiserver running on the restored data');
       }
-      const etcdLive = path.join(manifestsDir, 'etcd.yaml');
+      const etcdLive = path.join(manifestsDir, ETCD_MANIFEST);
       if (started('start-etcd') && (await exists(etcdLive))) {
-        const original = await readFile(stage('etcd.yaml'));
+        const original = await readFile(stage(ETCD_MANIFEST));
         if (!(await readFile(etcdLive)).equals(original)) {
           // The restored member's manifest: kept with the staged files, out of the manifests dir.
           await moveOut(etcdLive, stage('etcd.running-at-rollback.yaml'));
-          const addresses = etcdListenAddresses(etcdFacts(StaticPod.parse(original.toString('utf8'), 'etcd.yaml')));
+          const addresses = etcdListenAddresses(etcdFacts(StaticPod.parse(original.toString('utf8'), stage(ETCD_MANIFEST))));
           await waitClosed(addresses, 'etcd', config.restore.etcdWaitSeconds, signal);
           await act('stopped etcd running on the restored data');
         }
@@ -346,7 +335,7 @@ export class RestoreEngine {
 
     // 3. The original manifests (in place), or the files the kit replaced (fresh).
     if (plan.mode === 'in-place') {
-      for (const name of ['etcd.yaml', 'kube-apiserver.yaml']) {
+      for (const name of [ETCD_MANIFEST, APISERVER_MANIFEST]) {
         const original = stage(name);
         const target = path.join(manifestsDir, name);
         if (!(await exists(original))) continue;
@@ -394,9 +383,7 @@ export class RestoreEngine {
         changed = true;
       }
       if (plan.dryRun && plan.dryRunRoot && (await exists(plan.dryRunRoot))) {
-        await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot, plan.self.dataDir));
-        await rm(plan.dryRunRoot, { recursive: true, force: true });
-        await rm(path.join(plan.staging, 'archive'), { recursive: true, force: true });
+        await removeDryRunLeftovers(plan, journal);
         changed = true;
       }
       if (changed) await this.#records.save(journal, this.#deps.now());
@@ -409,14 +396,15 @@ export class RestoreEngine {
   async #unfinishedLive(): Promise<RestoreView | undefined> {
     for (const view of await this.list()) {
       if (view.plan.dryRun || view.state === 'done' || view.state === 'rolled-back') continue;
-      const touched = view.plan.steps.some((s) => s !== 'fetch' && (view.journal.steps[s]?.state ?? 'pending') !== 'pending');
+      const touched = view.plan.steps.some((s) => s !== 'fetch' && stepStarted(view.journal, s));
       if (touched) return view;
     }
     return undefined;
   }
 }
 
-function checkToken(plan: RestorePlan, token: unknown): void {
+/** A BadRequestError on /confirmationToken unless `token` is the plan's (compared in constant time). */
+export function checkToken(plan: RestorePlan, token: unknown): void {
   const expected = Buffer.from(plan.confirmationToken);
   const given = Buffer.from(typeof token === 'string' ? token : '');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
@@ -424,4 +412,27 @@ function checkToken(plan: RestorePlan, token: unknown): void {
       hint: `GET /v1/restores/${plan.id} shows the plan and its token; review the plan, then apply with that token`,
     });
   }
+}
+
+/**
+ * A ConflictError when a restore cannot be rolled back: a dry run changed nothing, and kubeadm
+ * init (fresh control plane) cannot be undone. Without a journal, checks the plan alone.
+ */
+export function checkRollback(plan: RestorePlan, journal?: RestoreJournal): void {
+  if (plan.dryRun) throw new ConflictError(`restore ${plan.id} is a dry run: it changed nothing, so there is nothing to roll back`);
+  if (journal && plan.mode === 'fresh-control-plane' && stepStarted(journal, 'kubeadm-init')) {
+    throw new ConflictError(`kubeadm init has run for restore ${plan.id}: Lifeboat cannot undo it`, {
+      hint: 'run `kubeadm reset` on this host; the data Lifeboat set aside is listed in the plan (setAside)',
+    });
+  }
+}
+
+/** What a dry run leaves: its throwaway etcd, its stand-in host root, the decrypted backup and the staged manifests (the logs stay). */
+async function removeDryRunLeftovers(plan: RestorePlan, journal: RestoreJournal): Promise<void> {
+  if (plan.dryRunRoot) {
+    await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot, plan.self.dataDir));
+    await rm(plan.dryRunRoot, { recursive: true, force: true });
+  }
+  delete journal.facts.throwawayPid;
+  for (const dir of ['archive', 'archive.partial', 'manifests']) await rm(path.join(plan.staging, dir), { recursive: true, force: true });
 }

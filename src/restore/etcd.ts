@@ -3,15 +3,18 @@ import { request } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3, type IMember } from 'etcd3';
 import type { Config } from '../config/schema.ts';
-import { CancelledError, ConflictError, EtcdUnavailableError, ToolError } from '../errors/errors.ts';
+import { CancelledError, ConflictError, EtcdUnavailableError } from '../errors/errors.ts';
 import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
-import type { Executor, RunningProcess } from '../exec/executor.ts';
-import { acceptsConnections, freePorts } from '../exec/ports.ts';
+import { loopbackClient, startThrowawayEtcd, type ThrowawayEtcd } from '../etcd/throwaway.ts';
+import type { Executor } from '../exec/executor.ts';
+import { acceptsConnections } from '../exec/ports.ts';
+
+export { stopLeftover } from '../etcd/throwaway.ts';
 
 /**
  * How a restore talks to etcd and the apiserver: the live (or restored) cluster over TLS with
- * the client certificate from etcd.tls, a throwaway member on loopback (plain HTTP, ports free
- * at that moment, like the restore drill's), and the apiserver's /readyz.
+ * the client certificate from etcd.tls, a throwaway member on loopback (the restore drill's
+ * kind: ../etcd/throwaway.ts), and the apiserver's /readyz.
  */
 
 const POLL_MS = 200;
@@ -28,18 +31,22 @@ export function tlsClient(endpoints: string | string[], tls: TlsConfig): Etcd3 {
   });
 }
 
-function plainClient(endpoint: string): Etcd3 {
-  return new Etcd3({ hosts: endpoint, dialTimeout: CALL_MS, grpcOptions: { 'grpc.max_receive_message_length': 64 << 20 } });
-}
-
 const deadline = (ms = CALL_MS) => ({ deadline: new Date(Date.now() + ms) });
 
-function abortable(signal: AbortSignal | undefined): { signal: AbortSignal } | Record<string, never> {
-  return signal ? { signal } : {};
-}
-
-function checkAbort(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new CancelledError(`${what} was cancelled`);
+/**
+ * Runs `attempt` every `intervalMs` until it gives something other than false, and returns that;
+ * past `timeoutSeconds`, throws `timedOut()` (which may describe the last attempt). An abort is a
+ * CancelledError naming `what`.
+ */
+async function poll<T>(what: string, timing: { timeoutSeconds: number; intervalMs: number; signal?: AbortSignal | undefined }, attempt: () => Promise<T | false>, timedOut: () => Error): Promise<T> {
+  const until = Date.now() + timing.timeoutSeconds * 1000;
+  for (;;) {
+    if (timing.signal?.aborted) throw new CancelledError(`${what} was cancelled`);
+    const result = await attempt();
+    if (result !== false) return result;
+    if (Date.now() > until) throw timedOut();
+    await sleep(timing.intervalMs, undefined, timing.signal ? { signal: timing.signal } : {});
+  }
 }
 
 function firstLine(err: unknown): string {
@@ -65,34 +72,31 @@ export async function liveRevision(etcd: Config['etcd']): Promise<string | undef
 
 /** Waits until nothing accepts connections on any of `addresses`. */
 export async function waitClosed(addresses: { host: string; port: number }[], what: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-  const until = Date.now() + timeoutSeconds * 1000;
-  for (;;) {
-    checkAbort(signal, `waiting for ${what} to stop`);
-    const open = [];
-    for (const a of addresses) if (await acceptsConnections(a.host, a.port)) open.push(`${a.host}:${a.port}`);
-    if (open.length === 0) return;
-    if (Date.now() > until) {
-      throw new ConflictError(`${what} still accepts connections on ${open.join(', ')} ${timeoutSeconds} s after its manifest was moved out`, {
-        hint: 'check that the kubelet is running and watches the manifests dir, and that nothing else uses the port; then apply again',
-      });
-    }
-    await sleep(POLL_MS, undefined, abortable(signal));
-  }
+  let open: string[] = [];
+  await poll(
+    `waiting for ${what} to stop`,
+    { timeoutSeconds, intervalMs: POLL_MS, signal },
+    async () => {
+      open = [];
+      for (const a of addresses) if (await acceptsConnections(a.host, a.port)) open.push(`${a.host}:${a.port}`);
+      return open.length === 0;
+    },
+    () => new ConflictError(`${what} still accepts connections on ${open.join(', ')} ${timeoutSeconds} s after its manifest was moved out`, {
+      hint: 'check that the kubelet is running and watches the manifests dir, and that nothing else uses the port; then apply again',
+    }),
+  );
 }
 
 /** Waits until something accepts connections on `address`. */
 export async function waitOpen(address: { host: string; port: number }, what: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-  const until = Date.now() + timeoutSeconds * 1000;
-  for (;;) {
-    checkAbort(signal, `waiting for ${what}`);
-    if (await acceptsConnections(address.host, address.port)) return;
-    if (Date.now() > until) {
-      throw new EtcdUnavailableError(`${what} does not listen on ${address.host}:${address.port} ${timeoutSeconds} s after its manifest was put back`, {
-        hint: 'check the kubelet and the container log (crictl logs); then apply again',
-      });
-    }
-    await sleep(POLL_MS, undefined, abortable(signal));
-  }
+  await poll(
+    `waiting for ${what}`,
+    { timeoutSeconds, intervalMs: POLL_MS, signal },
+    () => acceptsConnections(address.host, address.port),
+    () => new EtcdUnavailableError(`${what} does not listen on ${address.host}:${address.port} ${timeoutSeconds} s after its manifest was put back`, {
+      hint: 'check the kubelet and the container log (crictl logs); then apply again',
+    }),
+  );
 }
 
 export interface QuorumReport {
@@ -108,13 +112,14 @@ export interface QuorumReport {
  * of at least `targetRevision`.
  */
 export async function waitQuorum(opts: { clientURL: string; names: string[]; targetRevision: string; tls: TlsConfig; timeoutSeconds: number; signal?: AbortSignal }): Promise<QuorumReport> {
-  const until = Date.now() + opts.timeoutSeconds * 1000;
   const self = new URL(opts.clientURL);
   let problem = 'this member does not listen yet';
   let missing: string[] = [...opts.names];
-  for (;;) {
-    checkAbort(opts.signal, 'waiting for the etcd quorum');
-    if (await acceptsConnections(self.hostname, Number(self.port))) {
+  return poll(
+    'waiting for the etcd quorum',
+    { timeoutSeconds: opts.timeoutSeconds, intervalMs: 250, signal: opts.signal },
+    async () => {
+      if (!(await acceptsConnections(self.hostname, Number(self.port)))) return false;
       const client = tlsClient(opts.clientURL, opts.tls);
       try {
         const list = await client.cluster.memberList({ linearizable: true }, deadline());
@@ -124,25 +129,24 @@ export async function waitQuorum(opts: { clientURL: string; names: string[]; tar
         if (extra.length > 0) throw new ConflictError(`the restored cluster has members the plan does not: ${extra.join(', ')}`);
         if (missing.length > 0) {
           problem = `members not started yet: ${missing.join(', ')}`;
-        } else {
-          const report = await checkMembers(started, opts.tls, opts.targetRevision);
-          if (typeof report === 'string') problem = report;
-          else return report;
+          return false;
         }
+        const report = await checkMembers(started, opts.tls, opts.targetRevision);
+        if (typeof report !== 'string') return report;
+        problem = report;
+        return false;
       } catch (err) {
         if (err instanceof ConflictError) throw err;
         problem = `no quorum yet: ${firstLine(err)}`;
+        return false;
       } finally {
         client.close();
       }
-    }
-    if (Date.now() > until) {
-      throw new EtcdUnavailableError(`the restored etcd has no healthy quorum after ${opts.timeoutSeconds} s: ${problem}`, {
-        hint: missing.length > 0 ? `restore the other members from the same plan: run \`lifeboat restore apply --all\` (not restored or not running: ${missing.join(', ')})` : 'check the etcd logs on every member; then apply again',
-      });
-    }
-    await sleep(250, undefined, abortable(opts.signal));
-  }
+    },
+    () => new EtcdUnavailableError(`the restored etcd has no healthy quorum after ${opts.timeoutSeconds} s: ${problem}`, {
+      hint: missing.length > 0 ? `restore the other members from the same plan: run \`lifeboat restore apply --all\` (not restored or not running: ${missing.join(', ')})` : 'check the etcd logs on every member; then apply again',
+    }),
+  );
 }
 
 async function checkMembers(members: IMember[], tls: TlsConfig, target: string): Promise<QuorumReport | string> {
@@ -228,20 +232,14 @@ export async function cleanupLeases(client: Etcd3, opts: { keepAddresses: string
   return report;
 }
 
-export interface Throwaway {
-  pid: number;
-  endpoint: string;
-  client: Etcd3;
-  stop(): Promise<void>;
-}
+export type Throwaway = ThrowawayEtcd<Etcd3>;
 
 /**
- * Starts etcd on an existing (restored) data dir on loopback, plain HTTP, on two ports free at
- * that moment, and waits until it has a leader. `forceNewCluster` makes a member of a
- * multi-member restore serve alone (it rewrites the copy's membership: only for a dry run's
- * copy). `started` hears the PID at once, so a crash can find and stop it.
+ * A throwaway etcd on an existing (restored) data dir, once it has a leader (../etcd/throwaway.ts).
+ * `forceNewCluster` makes a member of a multi-member restore serve alone: only for a dry run's
+ * copy. `started` hears the PID at once, so a crash can find and stop it (`stopLeftover`).
  */
-export async function startThrowaway(opts: {
+export function startThrowaway(opts: {
   exec: Executor;
   etcd: string;
   name: string;
@@ -252,59 +250,12 @@ export async function startThrowaway(opts: {
   signal?: AbortSignal;
   started?: (pid: number) => Promise<void>;
 }): Promise<Throwaway> {
-  const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const args = [
-    `--name=${opts.name}`,
-    `--data-dir=${opts.dataDir}`,
-    `--listen-client-urls=${endpoint}`,
-    `--advertise-client-urls=${endpoint}`,
-    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-    ...(opts.forceNewCluster ? ['--force-new-cluster'] : []),
-    '--logger=zap',
-    '--log-outputs=stderr',
-  ];
-  const child: RunningProcess = await opts.exec.start(opts.etcd, args, { output: opts.logFile });
-  let exited = false;
-  void child.exited.then(() => (exited = true));
-  const stop = async () => child.stop(10_000);
-  try {
-    await opts.started?.(child.pid);
-    const until = Date.now() + opts.timeoutSeconds * 1000;
-    for (;;) {
-      checkAbort(opts.signal, 'starting the throwaway etcd');
-      if (exited) throw new ToolError(`${opts.etcd} on ${opts.dataDir} exited before it served: ${await lastError(opts.logFile)}`, { hint: 'check that tools.etcd is etcd 3.5 or later' });
-      if (Date.now() > until) throw new ToolError(`${opts.etcd} on ${opts.dataDir} did not get a leader within ${opts.timeoutSeconds} s: ${await lastError(opts.logFile)}`);
-      if (await acceptsConnections('127.0.0.1', clientPort)) {
-        const client = plainClient(endpoint);
-        try {
-          const status = await client.maintenance.status(deadline());
-          if (status.leader !== '0') return { pid: child.pid, endpoint, client, stop: async () => (client.close(), await stop()) };
-        } catch {
-          // not serving yet
-        }
-        client.close();
-      }
-      await sleep(100, undefined, abortable(opts.signal));
-    }
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
-async function lastError(logFile: string): Promise<string> {
-  const text = await readFile(logFile, 'utf8').catch(() => '');
-  const lines = text.trim().split('\n').filter(Boolean);
-  for (const line of lines.reverse()) {
-    try {
-      const entry = JSON.parse(line) as { level?: string; msg?: string; error?: string };
-      if (entry.level === 'fatal' || entry.level === 'error' || entry.level === 'panic') return `${entry.msg ?? ''}${entry.error ? `: ${entry.error}` : ''}`;
-    } catch {
-      return line.slice(0, 300);
-    }
-  }
-  return `see ${logFile}`;
+  return startThrowawayEtcd({
+    ...opts,
+    timeoutSetting: 'restore.etcdWaitSeconds',
+    connect: loopbackClient,
+    hasLeader: async (client, at) => (await client.maintenance.status({ deadline: at })).leader !== '0',
+  });
 }
 
 /** The throwaway etcd's revision and key count. */
@@ -315,33 +266,11 @@ export async function describeMember(client: Etcd3): Promise<{ revision: string;
 }
 
 /**
- * Stops a throwaway etcd an earlier, killed attempt left running, by its recorded PID, and only
- * if that process still runs etcd on `dataDir` (so a reused PID is never signalled).
- */
-export async function stopLeftover(pid: number | undefined, dataDir: string): Promise<boolean> {
-  if (pid === undefined) return false;
-  const cmdline = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
-  if (!cmdline || !cmdline.toString().split('\0').includes(`--data-dir=${dataDir}`)) return false;
-  process.kill(pid, 'SIGTERM');
-  const until = Date.now() + 10_000;
-  while (await readFile(`/proc/${pid}/cmdline`).then(() => true, () => false)) {
-    if (Date.now() > until) {
-      process.kill(pid, 'SIGKILL');
-      await sleep(200);
-      break;
-    }
-    await sleep(100);
-  }
-  return true;
-}
-
-/**
- * GET https://host:port/readyz, trusting only `caFile` and checking the certificate for the
+ * GET https://host:port/readyz, trusting only `ca` and checking the certificate for the
  * name `kubernetes` (a SAN of every kubeadm apiserver certificate; its IP SANs may not include
  * the address probed). Resolves with the status code, or undefined when nothing answers.
  */
-export async function readyz(address: { host: string; port: number }, caFile: string): Promise<number | undefined> {
-  const ca = await readFile(caFile);
+function readyz(address: { host: string; port: number }, ca: Buffer): Promise<number | undefined> {
   return new Promise((resolve) => {
     const req = request({ host: address.host, port: address.port, path: '/readyz', method: 'GET', ca, servername: 'kubernetes', timeout: CALL_MS }, (res) => {
       res.resume();
@@ -356,17 +285,14 @@ export async function readyz(address: { host: string; port: number }, caFile: st
 
 /** Waits for /readyz to answer 200. */
 export async function waitReady(address: { host: string; port: number }, caFile: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
-  const until = Date.now() + timeoutSeconds * 1000;
+  const ca = await readFile(caFile);
   let last: number | undefined;
-  for (;;) {
-    checkAbort(signal, 'waiting for kube-apiserver');
-    last = await readyz(address, caFile);
-    if (last === 200) return;
-    if (Date.now() > until) {
-      throw new EtcdUnavailableError(`kube-apiserver on ${address.host}:${address.port} is not ready after ${timeoutSeconds} s (${last === undefined ? 'no answer' : `/readyz answered ${last}`})`, {
-        hint: 'check its container log (crictl logs); raise restore.apiserverWaitSeconds for a big cluster; then apply again',
-      });
-    }
-    await sleep(500, undefined, abortable(signal));
-  }
+  await poll(
+    'waiting for kube-apiserver',
+    { timeoutSeconds, intervalMs: 500, signal },
+    async () => (last = await readyz(address, ca)) === 200,
+    () => new EtcdUnavailableError(`kube-apiserver on ${address.host}:${address.port} is not ready after ${timeoutSeconds} s (${last === undefined ? 'no answer' : `/readyz answered ${last}`})`, {
+      hint: 'check its container log (crictl logs); raise restore.apiserverWaitSeconds for a big cluster; then apply again',
+    }),
+  );
 }

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { ConfigError, ConflictError, NotFoundError } from '../errors/errors.ts';
-import { writeFileAtomic } from './durable.ts';
+import { writeFileAtomic } from '../store/durable-file.ts';
 import { RestorePlanSchema, type RestorePlan, type StepName } from './plan.ts';
 
 /**
@@ -23,12 +23,14 @@ import { RestorePlanSchema, type RestorePlan, type StepName } from './plan.ts';
  * stale and taken over, so applying again resumes.
  */
 
-export const StepStateSchema = Type.Union([Type.Literal('pending'), Type.Literal('running'), Type.Literal('done'), Type.Literal('failed')]);
+const StepStateSchema = Type.Union([Type.Literal('pending'), Type.Literal('running'), Type.Literal('done'), Type.Literal('failed')]);
 export type StepState = Static<typeof StepStateSchema>;
 
+/** How a failure is recorded (a step's, a rollback's, a node's in apply --all): errorInfo() in ../errors/errors.ts. */
 const ErrorInfo = Type.Object({ code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) });
+export type ErrorInfo = Static<typeof ErrorInfo>;
 
-export const StepRecordSchema = Type.Object({
+const StepRecordSchema = Type.Object({
   state: StepStateSchema,
   startedAt: Type.Optional(Type.String()),
   finishedAt: Type.Optional(Type.String()),
@@ -119,7 +121,7 @@ export class RestoreRecords {
     const entries = await readdir(this.root).catch(() => [] as string[]);
     const ids: string[] = [];
     for (const e of entries.filter((n) => ID_RE.test(n)).sort()) {
-      if (await readFile(path.join(this.root, e, 'plan.json')).then(() => true, () => false)) ids.push(e);
+      if (await access(path.join(this.root, e, 'plan.json')).then(() => true, () => false)) ids.push(e);
     }
     return ids;
   }
@@ -234,6 +236,15 @@ export function pendingSteps(steps: readonly StepName[], journal: RestoreJournal
   return steps.slice(0, end).filter((s) => journal.steps[s]?.state !== 'done');
 }
 
+export function stepState(journal: RestoreJournal, step: string): StepState {
+  return journal.steps[step]?.state ?? 'pending';
+}
+
+/** Whether a step was ever started (it is not pending): it may have touched the host. */
+export function stepStarted(journal: RestoreJournal, step: string): boolean {
+  return stepState(journal, step) !== 'pending';
+}
+
 /** The summary GET shows. */
 export type RestoreState = 'planned' | 'applying' | 'interrupted' | 'failed' | 'partly-applied' | 'done' | 'rolling-back' | 'rolled-back' | 'rollback-failed';
 
@@ -243,7 +254,7 @@ export function restoreState(steps: readonly StepName[], journal: RestoreJournal
     if (journal.rollback.state === 'failed') return 'rollback-failed';
     return locked ? 'rolling-back' : 'rollback-failed';
   }
-  const states = steps.map((s) => journal.steps[s]?.state ?? 'pending');
+  const states = steps.map((s) => stepState(journal, s));
   if (states.every((s) => s === 'done')) return 'done';
   if (states.includes('running')) return locked ? 'applying' : 'interrupted';
   if (states.includes('failed')) return 'failed';

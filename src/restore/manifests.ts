@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
 import { ConfigError } from '../errors/errors.ts';
@@ -15,6 +16,10 @@ import { ConfigError } from '../errors/errors.ts';
 
 /** The source is named in errors: a manifest is host state, fixed under restore.manifestsDir. */
 const FIELD = '/restore/manifestsDir';
+
+/** kubeadm's static pod manifests of etcd and kube-apiserver, in restore.manifestsDir. */
+export const ETCD_MANIFEST = 'etcd.yaml';
+export const APISERVER_MANIFEST = 'kube-apiserver.yaml';
 
 interface FlagSlot {
   seq: YAMLSeq;
@@ -49,6 +54,11 @@ export class StaticPod {
     const first = isSeq(containers) ? containers.items[0] : undefined;
     if (!isMap(first)) throw new ConfigError(FIELD, `${source} has no container in spec.containers`);
     return new StaticPod(source, doc, first, indentsSequences(text));
+  }
+
+  /** Reads and parses the manifest at `file` (a local path); `source` names it in errors. */
+  static async read(file: string, source = file): Promise<StaticPod> {
+    return StaticPod.parse(await readFile(file, 'utf8'), source);
   }
 
   /** metadata.name, e.g. `etcd` or `kube-apiserver`. */
@@ -196,7 +206,7 @@ function stripSuffix(hostPath: string, rest: string): string | undefined {
 }
 
 /** A URL list flag (`--listen-client-urls=a,b`) as URLs; bad entries are a ConfigError naming the flag. */
-export function urlList(pod: StaticPod, flag: string): URL[] {
+function urlList(pod: StaticPod, flag: string): URL[] {
   const value = pod.flag(flag);
   if (value === undefined || value === '') return [];
   return value.split(',').map((u) => {

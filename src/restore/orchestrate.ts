@@ -1,5 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
-import { BadRequestError, LifeboatError } from '../errors/errors.ts';
+import { BadRequestError } from '../errors/errors.ts';
+import { errorInfo } from '../errors/errors.ts';
+import type { ErrorInfo } from './journal.ts';
 import type { InPlaceStep, RestorePlan } from './plan.ts';
 
 /**
@@ -45,7 +47,7 @@ export interface NodeOutcome {
   node: string;
   ok: boolean;
   durationMs: number;
-  error?: { code: string; message: string; hint?: string };
+  error?: ErrorInfo;
 }
 
 export interface PhaseOutcome {
@@ -124,9 +126,6 @@ async function outcomeOf(node: string, work: () => Promise<void>): Promise<NodeO
     await work();
     return { node, ok: true, durationMs: Math.round(performance.now() - started) };
   } catch (err) {
-    const error = err instanceof LifeboatError
-      ? { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
-      : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
-    return { node, ok: false, durationMs: Math.round(performance.now() - started), error };
+    return { node, ok: false, durationMs: Math.round(performance.now() - started), error: errorInfo(err) };
   }
 }

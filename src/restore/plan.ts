@@ -8,7 +8,7 @@ import type { KitFile, StoredManifest } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
 import { BadRequestError, ConfigError, NotFoundError } from '../errors/errors.ts';
 import { parseBackupId } from '../store/layout.ts';
-import { etcdFacts, localClientURL, StaticPod } from './manifests.ts';
+import { APISERVER_MANIFEST, ETCD_MANIFEST, etcdFacts, localClientURL, StaticPod } from './manifests.ts';
 
 /**
  * A restore plan: everything a restore of one backup will do on one node, computed before
@@ -60,6 +60,11 @@ export function stepsOf(mode: RestoreMode): readonly StepName[] {
   return mode === 'in-place' ? IN_PLACE_STEPS : FRESH_STEPS;
 }
 
+/** etcd's `--initial-cluster`: `name=peerURL,...`. */
+export function initialCluster(members: readonly MemberRef[]): string {
+  return members.map((m) => `${m.name}=${m.peerURL}`).join(',');
+}
+
 const Timestamp = Type.String({ description: 'RFC 3339, UTC' });
 const Uint64 = Type.String({ pattern: '^[0-9]{1,20}$', description: 'a uint64 as a decimal string' });
 /** etcd member and Kubernetes node names: no `=` or `,` (they separate --initial-cluster). */
@@ -67,7 +72,7 @@ const MemberName = Type.String({ pattern: '^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-
 const PeerURL = Type.String({ pattern: '^https?://[^\\s/,=]+:[0-9]{1,5}/?$', description: 'scheme://host:port, e.g. https://10.0.0.1:2380' });
 const ClusterToken = Type.String({ pattern: '^[A-Za-z0-9][-A-Za-z0-9_.]{0,127}$' });
 
-export const MemberRefSchema = Type.Object(
+const MemberRefSchema = Type.Object(
   {
     name: MemberName,
     peerURL: PeerURL,
@@ -217,17 +222,10 @@ export interface PlanContext {
 }
 
 /** Kit roles a fresh control plane places on the host (kubeadm writes the static pod manifests itself). */
-export const PLACED_ROLES: readonly string[] = ['pki', 'encryption-provider-config', 'cluster-configuration', 'extra'];
+const PLACED_ROLES: readonly string[] = ['pki', 'encryption-provider-config', 'cluster-configuration', 'extra'];
 
-/** Where kubeadm's host files live, joined with the kit's kubernetesDir. */
-const ETCD_MANIFEST = 'etcd.yaml';
-const APISERVER_MANIFEST = 'kube-apiserver.yaml';
 const DEFAULT_DATA_DIR = '/var/lib/etcd';
 const PEER_PORT = 2380;
-
-export function restoreDirName(dataDir: string, id: string): string {
-  return `${dataDir}.lifeboat-restore-${id}`;
-}
 
 /**
  * Validates a request and computes the plan. Bad input is a BadRequestError naming the field
@@ -280,6 +278,16 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
   const targetRevision = (BigInt(backup.etcd.revision) + BigInt(bump.bumpRevision)).toString();
   const snapshotFile = path.join(staging, 'archive', 'etcd', 'snapshot.db');
   const localRoot = dryRunRoot ?? hostRoot;
+  /** The plan's `self`: this member, its data dir, and the exact etcdutl argv that restores it for `cluster`. */
+  const selfPart = (self: MemberRef, cluster: MemberRef[], dataDir: string, layout: DataDirLayout, clientURL?: string): RestorePlan['self'] => ({
+    name: self.name,
+    peerURL: self.peerURL,
+    ...(clientURL === undefined ? {} : { clientURL }),
+    dataDir,
+    restoreDir: layout.restoreDir,
+    swap: layout.swap,
+    etcdutl: etcdutlArgv(config.tools.etcdutl, snapshotFile, self, cluster, clusterToken, bump.bumpRevision, path.join(localRoot, layout.restoreDir)),
+  });
   const common = {
     id,
     createdAt: now.toISOString(),
@@ -308,7 +316,7 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
     const apiserverManifest = path.posix.join(manifestsDir, APISERVER_MANIFEST);
     let pod: StaticPod;
     try {
-      pod = StaticPod.parse(await readFile(onHost(etcdManifest), 'utf8'), etcdManifest);
+      pod = await StaticPod.read(onHost(etcdManifest), etcdManifest);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new ConfigError('/restore/manifestsDir', `${etcdManifest} does not exist: an in-place restore needs this node's etcd static pod manifest`, {
@@ -347,16 +355,16 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
     if (clientURL === undefined) throw new ConfigError('/restore/manifestsDir', `${etcdManifest} has no --listen-client-urls or --advertise-client-urls`);
     const hasApiserver = await exists(onHost(apiserverManifest));
     if (!hasApiserver) warnings.push(`${apiserverManifest} does not exist on this node: stop-apiserver and start-apiserver do nothing here`);
-    const mount = (await exists(onHost(dataDir))) && (await (ctx.isMountPoint ?? isMountPoint)(onHost(dataDir)));
+    const hasDataDir = await exists(onHost(dataDir));
+    const mount = hasDataDir && (await (ctx.isMountPoint ?? isMountPoint)(onHost(dataDir)));
     const layout = dataDirLayout(dataDir, id, mount ? 'member' : 'dir');
     if (mount) warnings.push(`${dataDir} is a mount point: its member/ directory is swapped instead of the directory itself`);
-    if (!(await exists(onHost(dataDir)))) warnings.push(`${dataDir} does not exist on this node: there is nothing to set aside`);
+    if (!hasDataDir) warnings.push(`${dataDir} does not exist on this node: there is nothing to set aside`);
     const leaseCleanupBy = input.leaseCleanupBy ?? members[0]!.name;
     if (!members.some((m) => m.name === leaseCleanupBy)) throw new BadRequestError('/leaseCleanupBy', `${leaseCleanupBy} is not a member`);
-    const initialCluster = members.map((m) => `${m.name}=${m.peerURL}`).join(',');
     const edits = [
       `--name=${self.name}`,
-      `--initial-cluster=${initialCluster}`,
+      `--initial-cluster=${initialCluster(members)}`,
       `--initial-cluster-token=${clusterToken}`,
       '--initial-cluster-state=new',
       `--initial-advertise-peer-urls=${self.peerURL}`,
@@ -377,15 +385,7 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
       members,
       leaseCleanupBy,
       keepLeaseAddresses: leaseAddresses(members, config.restore.advertiseAddress),
-      self: {
-        name: self.name,
-        peerURL: self.peerURL,
-        clientURL,
-        dataDir,
-        restoreDir: layout.restoreDir,
-        swap: layout.swap,
-        etcdutl: etcdutlArgv(config.tools.etcdutl, snapshotFile, self, members, clusterToken, bump.bumpRevision, path.join(localRoot, layout.restoreDir)),
-      },
+      self: selfPart(self, members, dataDir, layout, clientURL),
       files: [],
       manifests,
       setAside: [{ from: layout.live, to: layout.aside, what: 'the old etcd data' }],
@@ -440,14 +440,7 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
     members: [self],
     leaseCleanupBy: self.name,
     keepLeaseAddresses: leaseAddresses([self], advertise),
-    self: {
-      name: self.name,
-      peerURL: self.peerURL,
-      dataDir,
-      restoreDir: layout.restoreDir,
-      swap: 'dir',
-      etcdutl: etcdutlArgv(config.tools.etcdutl, snapshotFile, self, [self], clusterToken, bump.bumpRevision, path.join(localRoot, layout.restoreDir)),
-    },
+    self: selfPart(self, [self], dataDir, layout),
     files,
     manifests: [
       { path: kubeadmConfig, action: 'write', detail: `InitConfiguration (${self.name}, ${advertise}) + the kit's ClusterConfiguration with etcd.local.dataDir ${dataDir}` },
@@ -515,7 +508,8 @@ export async function resolveBackup(ref: RestoreRequest['backup'], backups: Stor
   return found;
 }
 
-function parseTime(text: string): Date | undefined {
+/** An RFC 3339 time with its offset (`2026-11-24T03:30:00Z`, `...+01:00`); undefined for anything else. */
+export function parseTime(text: string): Date | undefined {
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i.test(text)) return undefined;
   const t = Date.parse(text);
   return Number.isNaN(t) ? undefined : new Date(t);
@@ -538,7 +532,7 @@ export interface BumpResult {
 }
 
 /** How many of the newest backups the revision rate is measured over. */
-export const RATE_WINDOW = 10;
+const RATE_WINDOW = 10;
 
 /**
  * The revision bump, so that the restored cluster's revision is above every revision a client
@@ -617,23 +611,23 @@ async function planBump(input: RestoreRequest, backup: StoredManifest, backups: 
       estimatedRevisionsSinceBackup: computed.estimatedRevisionsSinceBackup,
       ...(computed.revisionsPerSecond === undefined ? {} : { revisionsPerSecond: Math.round(computed.revisionsPerSecond * 1000) / 1000 }),
       ...(live === undefined ? {} : { liveRevision: live }),
-      formula: 'max(restore.minRevisionBump, ceil(2 × (max(rev(newest) + rate × age(newest), live revision) − rev(backup)))), rate over the newest 10 backups',
+      formula: `max(restore.minRevisionBump, ceil(2 × (max(rev(newest) + rate × age(newest), live revision) − rev(backup)))), rate over the newest ${RATE_WINDOW} backups`,
     },
   };
 }
 
 /** `lifeboat-<backup time>-r<revision>-<random>`: new for every restore, and says where it came from. */
-export function newClusterToken(backupId: string): string {
+function newClusterToken(backupId: string): string {
   return `lifeboat-${backupId.toLowerCase().replace(/[^a-z0-9-]/g, '')}-${randomBytes(4).toString('hex')}`;
 }
 
-export function etcdutlArgv(command: string, snapshot: string, self: MemberRef, members: MemberRef[], token: string, bump: number, dataDir: string): { command: string; args: string[] } {
+function etcdutlArgv(command: string, snapshot: string, self: MemberRef, members: MemberRef[], token: string, bump: number, dataDir: string): { command: string; args: string[] } {
   return {
     command,
     args: [
       'snapshot', 'restore', snapshot,
       '--name', self.name,
-      '--initial-cluster', members.map((m) => `${m.name}=${m.peerURL}`).join(','),
+      '--initial-cluster', initialCluster(members),
       '--initial-cluster-token', token,
       '--initial-advertise-peer-urls', self.peerURL,
       '--bump-revision', String(bump),
@@ -667,11 +661,12 @@ export interface DataDirLayout {
  */
 export function dataDirLayout(dataDir: string, id: string, swap: 'dir' | 'member'): DataDirLayout {
   if (swap === 'dir') {
+    const restoreDir = `${dataDir}.lifeboat-restore-${id}`;
     return {
       swap,
-      restoreDir: restoreDirName(dataDir, id),
+      restoreDir,
       live: dataDir,
-      incoming: restoreDirName(dataDir, id),
+      incoming: restoreDir,
       aside: `${dataDir}.lifeboat-aside-${id}`,
       failed: `${dataDir}.lifeboat-failed-${id}`,
     };
@@ -701,7 +696,7 @@ function leaseAddresses(members: MemberRef[], advertise: string | undefined): st
  * Figures from /work/shared/notes/measured.md (measured) and typical kubelet and kube-apiserver
  * behaviour (assumed). The expected downtime is the time the Kubernetes API is unavailable.
  */
-export const DOWNTIME = {
+const DOWNTIME = {
   /** etcdutl snapshot restore (3.5), seconds per GB of database: measured. */
   restorePerGB: 2.7,
   /** A restored etcd serves this long after it starts: measured. */
@@ -719,17 +714,18 @@ export const DOWNTIME = {
 function downtime(mode: RestoreMode, backup: StoredManifest, config: RestoreConfig, members: number) {
   const gb = backup.etcd.dbSize / 1e9;
   const restore = Math.max(1, Math.round(DOWNTIME.restorePerGB * gb * 10) / 10);
+  const restorePart = { what: `etcdutl snapshot restore of ${Math.round(gb * 1000) / 1000} GB (${DOWNTIME.restorePerGB} s/GB)`, seconds: restore, basis: 'measured' } as const;
   const parts: Static<typeof DowntimePartSchema>[] =
     mode === 'in-place'
       ? [
           { what: 'kubelet stops kube-apiserver, then etcd', seconds: 2 * DOWNTIME.kubeletStop, basis: 'assumed' },
-          { what: `etcdutl snapshot restore of ${Math.round(gb * 1000) / 1000} GB (2.7 s/GB)`, seconds: restore, basis: 'measured' },
+          restorePart,
           { what: 'kubelet starts the restored etcd', seconds: DOWNTIME.kubeletStart, basis: 'assumed' },
           { what: `the restored etcd serves (${members} member${members === 1 ? '' : 's'})`, seconds: DOWNTIME.etcdServes, basis: 'measured' },
           { what: 'kubelet starts kube-apiserver and it becomes ready', seconds: DOWNTIME.kubeletStart + DOWNTIME.apiserverReady, basis: 'assumed' },
         ]
       : [
-          { what: `etcdutl snapshot restore of ${Math.round(gb * 1000) / 1000} GB (2.7 s/GB)`, seconds: restore, basis: 'measured' },
+          restorePart,
           { what: 'lease cleanup on a throwaway etcd', seconds: DOWNTIME.etcdServes + 1, basis: 'measured' },
           { what: 'kubeadm init up to the static pods', seconds: DOWNTIME.kubeadmInit, basis: 'assumed' },
           { what: 'kube-apiserver becomes ready', seconds: DOWNTIME.apiserverReady, basis: 'assumed' },

@@ -8,7 +8,8 @@ import { ConfigError, ConflictError, IntegrityError } from '../errors/errors.ts'
 import type { Executor } from '../exec/executor.ts';
 import type { BackupStore } from '../store/store.ts';
 import { snapshotStatus } from '../verify/verify.ts';
-import { exists, identity, moveOut, removeIfEmpty, renameDurable, swapIn, waitUntilUnused, writeFileAtomic } from './durable.ts';
+import { writeFileAtomic } from '../store/durable-file.ts';
+import { exists, identity, moveOut, removeIfEmpty, renameDurable, swapIn, waitUntilUnused } from './durable.ts';
 import {
   cleanupLeases,
   describeMember,
@@ -24,8 +25,8 @@ import {
 } from './etcd.ts';
 import { extractBackup } from './extract.ts';
 import { joinInstructions, kubeadmConfig, parseCertificateKey, parseJoinCommand } from './kubeadm.ts';
-import { apiserverAddress, etcdFacts, etcdListenAddresses, lineDiff, localClientURL, probeAddress, StaticPod } from './manifests.ts';
-import { dataDirLayout, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
+import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, lineDiff, localClientURL, probeAddress, StaticPod } from './manifests.ts';
+import { dataDirLayout, initialCluster, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
 import type { RestoreJournal, StepState } from './journal.ts';
 
 /**
@@ -70,8 +71,6 @@ export interface StepContext {
 type Step = (ctx: StepContext) => Promise<string>;
 
 const MANIFESTS = 'manifests';
-const ETCD = 'etcd.yaml';
-const APISERVER = 'kube-apiserver.yaml';
 const RESTORED_ETCD = 'etcd.restored.yaml';
 const WAL_AND_SLACK = 128 << 20;
 
@@ -95,17 +94,15 @@ async function waitFor(ctx: StepContext, what: string, work: () => Promise<void>
 /** Download, decrypt, check every hash (readArchive, through extract), then etcdutl snapshot status. */
 const fetch: Step = async (ctx) => {
   const { plan, deps } = ctx;
+  const stored = await deps.catalog.get(plan.backupId);
   const dir = staged(ctx, 'archive');
-  const snapshot = path.join(dir, 'etcd', 'snapshot.db');
   if (await exists(dir)) {
-    const size = (await stat(snapshot).catch(() => undefined))?.size;
-    const stored = await deps.catalog.get(plan.backupId);
+    const size = (await stat(path.join(dir, 'etcd', 'snapshot.db')).catch(() => undefined))?.size;
     if (size === stored.snapshot.size && ctx.journal.facts.fetched === true) return 'already fetched and checked';
     await rm(dir, { recursive: true, force: true });
   }
   const partial = staged(ctx, 'archive.partial');
   await rm(partial, { recursive: true, force: true });
-  const stored = await deps.catalog.get(plan.backupId);
   await checkSpace(plan.staging, stored.snapshot.size + (8 << 20), '/daemon/stateDir', 'the decrypted snapshot');
   const report = await extractBackup({ store: deps.store, decrypt: deps.decrypt, log: ctx.log }, stored, ctx.identities, partial);
   const status = await snapshotStatus(deps.exec, deps.config.tools.etcdutl, path.join(partial, 'etcd', 'snapshot.db'));
@@ -127,27 +124,31 @@ async function checkSpace(dir: string, needed: number, field: string, what: stri
   }
 }
 
-const stopApiserver: Step = async (ctx) => {
-  const src = manifestPath(ctx, APISERVER);
-  const dest = staged(ctx, MANIFESTS, APISERVER);
+/** Moves a static pod manifest out of the manifests dir into the restore's state dir (the kubelet then stops its pod); resumable. */
+async function setAsideManifest(ctx: StepContext, name: string): Promise<{ pod: StaticPod; moved: string }> {
+  const dest = staged(ctx, MANIFESTS, name);
   await mkdir(staged(ctx, MANIFESTS), { recursive: true, mode: 0o700 });
-  if (!(await exists(src)) && !(await exists(dest))) {
-    if (!ctx.plan.manifests.some((m) => m.path.endsWith(`/${APISERVER}`))) return 'no kube-apiserver manifest on this node';
+  const moved = await moveOut(manifestPath(ctx, name), dest);
+  return { pod: await StaticPod.read(dest), moved: `${name} ${moved === 'moved' ? 'moved' : 'was already moved'} to ${dest}` };
+}
+
+const stopApiserver: Step = async (ctx) => {
+  const src = manifestPath(ctx, APISERVER_MANIFEST);
+  if (!(await exists(src)) && !(await exists(staged(ctx, MANIFESTS, APISERVER_MANIFEST)))) {
+    if (!ctx.plan.manifests.some((m) => m.path.endsWith(`/${APISERVER_MANIFEST}`))) return 'no kube-apiserver manifest on this node';
     throw new ConflictError(`${src} is gone and was not set aside by this restore`, { hint: 'put the kube-apiserver manifest back, then apply again' });
   }
-  const moved = await moveOut(src, dest);
-  const address = apiserverAddress(StaticPod.parse(await readFile(dest, 'utf8'), dest));
+  const { pod, moved } = await setAsideManifest(ctx, APISERVER_MANIFEST);
+  const address = apiserverAddress(pod);
   const waited = await waitFor(ctx, `kube-apiserver to stop (${address.host}:${address.port} closed)`, () =>
     waitClosed([address], 'kube-apiserver', ctx.deps.config.restore.apiserverWaitSeconds, ctx.signal),
   );
-  return `${APISERVER} ${moved === 'moved' ? 'moved' : 'was already moved'} to ${dest}; ${waited}`;
+  return `${moved}; ${waited}`;
 };
 
 const stopEtcd: Step = async (ctx) => {
   const { plan, deps } = ctx;
-  const src = manifestPath(ctx, ETCD);
-  const dest = staged(ctx, MANIFESTS, ETCD);
-  await mkdir(staged(ctx, MANIFESTS), { recursive: true, mode: 0o700 });
+  const src = manifestPath(ctx, ETCD_MANIFEST);
   if (await exists(src)) {
     // The last moment the old cluster can answer: its revision must still be below the target.
     const endpoints = [...new Set([plan.self.clientURL!, ...deps.config.etcd.endpoints])];
@@ -159,13 +160,12 @@ const stopEtcd: Step = async (ctx) => {
     }
     if (live !== undefined) ctx.journal.facts.revisionBeforeStop = live;
   }
-  const moved = await moveOut(src, dest);
-  const facts = etcdFacts(StaticPod.parse(await readFile(dest, 'utf8'), dest));
-  const addresses = etcdListenAddresses(facts);
+  const { pod, moved } = await setAsideManifest(ctx, ETCD_MANIFEST);
+  const addresses = etcdListenAddresses(etcdFacts(pod));
   const waited = await waitFor(ctx, `etcd to stop (${addresses.map((a) => `${a.host}:${a.port}`).join(', ')} closed)`, () =>
     waitClosed(addresses, 'etcd', deps.config.restore.etcdWaitSeconds, ctx.signal),
   );
-  return `${ETCD} ${moved === 'moved' ? 'moved' : 'was already moved'} to ${dest}; ${waited}`;
+  return `${moved}; ${waited}`;
 };
 
 /** etcdutl with the plan's exact arguments, into a dir of this restore (a leftover of an interrupted attempt is removed first). */
@@ -205,10 +205,10 @@ const swapDataDir: Step = async (ctx) => {
 /** The etcd manifest of the restored member, from the original that stop-etcd set aside. */
 async function restoredEtcdManifest(ctx: StepContext): Promise<{ text: string; mode: number }> {
   const { plan } = ctx;
-  const original = staged(ctx, MANIFESTS, ETCD);
-  const pod = StaticPod.parse(await readFile(original, 'utf8'), original);
+  const original = staged(ctx, MANIFESTS, ETCD_MANIFEST);
+  const pod = await StaticPod.read(original);
   pod.setFlag('name', plan.self.name);
-  pod.setFlag('initial-cluster', plan.members.map((m) => `${m.name}=${m.peerURL}`).join(','));
+  pod.setFlag('initial-cluster', initialCluster(plan.members));
   pod.setFlag('initial-cluster-token', plan.clusterToken);
   pod.setFlag('initial-cluster-state', 'new');
   pod.setFlag('initial-advertise-peer-urls', plan.self.peerURL);
@@ -225,41 +225,50 @@ const startEtcd: Step = async (ctx) => {
   const { plan, deps } = ctx;
   const { text, mode } = await restoredEtcdManifest(ctx);
   await writeFileAtomic(staged(ctx, MANIFESTS, RESTORED_ETCD), text, 0o600);
-  const dest = manifestPath(ctx, ETCD);
+  const dest = manifestPath(ctx, ETCD_MANIFEST);
   const current = await readFile(dest, 'utf8').catch(() => undefined);
   if (current !== text) await writeFileAtomic(dest, text, mode);
   ctx.journal.facts.etcdManifestSha256 = createHash('sha256').update(text).digest('hex');
   const client = localClientURL(etcdFacts(StaticPod.parse(text, dest)))!;
-  if (ctx.dry) {
-    const data = local(ctx, plan.self.dataDir);
-    await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, data);
-    ctx.throwaway = await startThrowaway({
-      exec: deps.exec,
-      etcd: deps.config.tools.etcd,
-      name: plan.self.name,
-      dataDir: data,
-      forceNewCluster: plan.members.length > 1,
-      logFile: await logFile(ctx, 'dry-run-etcd.log'),
-      timeoutSeconds: deps.config.restore.etcdWaitSeconds,
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-      started: async (pid) => {
-        ctx.journal.facts.throwawayPid = pid;
-        await ctx.save();
-      },
-    });
-    const member = await describeMember(ctx.throwaway.client);
+  if (ctx.dry) ctx.throwaway = await startRestoredMember(ctx, 'dry-run-etcd.log', plan.members.length > 1);
+  const waited = await waitFor(ctx, `etcd to listen on ${client.host}`, () => waitOpen(probeAddress(client), 'the restored etcd', deps.config.restore.etcdWaitSeconds, ctx.signal));
+  return `${ETCD_MANIFEST} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${(dryResult(ctx).etcd as { revision: string }).revision} (throwaway etcd on loopback)` : ''}`;
+};
+
+/**
+ * A throwaway etcd (on loopback) on the restored data dir, once it serves at least the target
+ * revision; stopped again if it does not. A dry run records what it serves.
+ */
+async function startRestoredMember(ctx: StepContext, logName: string, forceNewCluster: boolean): Promise<Throwaway> {
+  const { plan, deps } = ctx;
+  const dataDir = local(ctx, plan.self.dataDir);
+  await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, dataDir);
+  await mkdir(staged(ctx, 'logs'), { recursive: true, mode: 0o700 });
+  const throwaway = await startThrowaway({
+    exec: deps.exec,
+    etcd: deps.config.tools.etcd,
+    name: plan.self.name,
+    dataDir,
+    forceNewCluster,
+    logFile: staged(ctx, 'logs', logName),
+    timeoutSeconds: deps.config.restore.etcdWaitSeconds,
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    started: async (pid) => {
+      ctx.journal.facts.throwawayPid = pid;
+      await ctx.save();
+    },
+  });
+  try {
+    const member = await describeMember(throwaway.client);
     if (BigInt(member.revision) < BigInt(plan.targetRevision)) {
       throw new IntegrityError(`the restored member serves revision ${member.revision}, below the target ${plan.targetRevision}`);
     }
-    dryResult(ctx).etcd = { ...member, targetRevision: plan.targetRevision, serves: true };
+    if (ctx.dry) dryResult(ctx).etcd = { ...member, targetRevision: plan.targetRevision, serves: true };
+  } catch (err) {
+    await throwaway.stop();
+    throw err;
   }
-  const waited = await waitFor(ctx, `etcd to listen on ${client.host}`, () => waitOpen(probeAddress(client), 'the restored etcd', deps.config.restore.etcdWaitSeconds, ctx.signal));
-  return `${ETCD} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${(dryResult(ctx).etcd as { revision: string }).revision} (throwaway etcd on loopback)` : ''}`;
-};
-
-async function logFile(ctx: StepContext, name: string): Promise<string> {
-  await mkdir(staged(ctx, 'logs'), { recursive: true, mode: 0o700 });
-  return staged(ctx, 'logs', name);
+  return throwaway;
 }
 
 const waitQuorumStep: Step = async (ctx) => {
@@ -286,28 +295,8 @@ const cleanupLeasesStep: Step = async (ctx) => {
     report = await cleanupLeases(ctx.throwaway!.client, options);
   } else {
     // A fresh control plane: on the restored data dir, before kubeadm starts anything on it.
-    const data = local(ctx, plan.self.dataDir);
-    await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, data);
-    const throwaway = await startThrowaway({
-      exec: deps.exec,
-      etcd: deps.config.tools.etcd,
-      name: plan.self.name,
-      dataDir: data,
-      forceNewCluster: false,
-      logFile: await logFile(ctx, 'cleanup-etcd.log'),
-      timeoutSeconds: deps.config.restore.etcdWaitSeconds,
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-      started: async (pid) => {
-        ctx.journal.facts.throwawayPid = pid;
-        await ctx.save();
-      },
-    });
+    const throwaway = await startRestoredMember(ctx, 'cleanup-etcd.log', false);
     try {
-      const member = await describeMember(throwaway.client);
-      if (BigInt(member.revision) < BigInt(plan.targetRevision)) {
-        throw new IntegrityError(`the restored member serves revision ${member.revision}, below the target ${plan.targetRevision}`);
-      }
-      if (ctx.dry) dryResult(ctx).etcd = { ...member, targetRevision: plan.targetRevision, serves: true };
       report = await cleanupLeases(throwaway.client, options);
     } finally {
       await throwaway.stop();
@@ -320,19 +309,19 @@ const cleanupLeasesStep: Step = async (ctx) => {
 };
 
 const startApiserver: Step = async (ctx) => {
-  const original = staged(ctx, MANIFESTS, APISERVER);
+  const original = staged(ctx, MANIFESTS, APISERVER_MANIFEST);
   if (!(await exists(original))) {
-    if (!ctx.plan.manifests.some((m) => m.path.endsWith(`/${APISERVER}`))) return 'no kube-apiserver manifest on this node';
+    if (!ctx.plan.manifests.some((m) => m.path.endsWith(`/${APISERVER_MANIFEST}`))) return 'no kube-apiserver manifest on this node';
     throw new ConflictError(`the set-aside ${original} is missing`, { hint: 'put the kube-apiserver manifest back by hand' });
   }
   const bytes = await readFile(original);
-  const dest = manifestPath(ctx, APISERVER);
+  const dest = manifestPath(ctx, APISERVER_MANIFEST);
   const current = await readFile(dest).catch(() => undefined);
   if (!current?.equals(bytes)) await writeFileAtomic(dest, bytes, (await stat(original)).mode & 0o7777);
   const address = apiserverAddress(StaticPod.parse(bytes.toString('utf8'), dest));
   const ca = local(ctx, path.posix.join(ctx.deps.config.kit.kubernetesDir, 'pki', 'ca.crt'));
   const waited = await waitFor(ctx, `kube-apiserver /readyz on ${address.host}:${address.port}`, () => waitReady(address, ca, ctx.deps.config.restore.apiserverWaitSeconds, ctx.signal));
-  return `${APISERVER} put back; ${waited}`;
+  return `${APISERVER_MANIFEST} put back; ${waited}`;
 };
 
 /** Kit files byte-identical with their original modes; a different file already there is set aside, never overwritten. */
@@ -402,14 +391,12 @@ const kubeadmInit: Step = async (ctx) => {
 const waitApiserver: Step = async (ctx) => {
   const { plan, deps } = ctx;
   if (ctx.dry) return waitFor(ctx, 'etcd (started by the kubelet from kubeadm\'s manifest) and kube-apiserver /readyz', async () => undefined);
-  const etcdManifest = manifestPath(ctx, ETCD);
-  const facts = etcdFacts(StaticPod.parse(await readFile(etcdManifest, 'utf8'), etcdManifest));
-  const client = localClientURL(facts);
+  const etcdManifest = manifestPath(ctx, ETCD_MANIFEST);
+  const client = localClientURL(etcdFacts(await StaticPod.read(etcdManifest)));
   if (!client) throw new ConflictError(`${etcdManifest} (written by kubeadm) has no client URL`);
   const quorum = await waitQuorum({ clientURL: client.toString().replace(/\/$/, ''), names: [plan.self.name], targetRevision: plan.targetRevision, tls: deps.config.etcd.tls, timeoutSeconds: deps.config.restore.etcdWaitSeconds, ...(ctx.signal ? { signal: ctx.signal } : {}) });
   ctx.journal.result.quorum = quorum;
-  const apiserverManifest = manifestPath(ctx, APISERVER);
-  const address = apiserverAddress(StaticPod.parse(await readFile(apiserverManifest, 'utf8'), apiserverManifest));
+  const address = apiserverAddress(await StaticPod.read(manifestPath(ctx, APISERVER_MANIFEST)));
   await waitReady(address, local(ctx, path.posix.join(deps.config.kit.kubernetesDir, 'pki', 'ca.crt')), deps.config.restore.apiserverWaitSeconds, ctx.signal);
   return `etcd serves the restored data at revision ${quorum.revision}; kube-apiserver on ${address.host}:${address.port} is ready`;
 };
@@ -434,9 +421,9 @@ const done: Step = async (ctx) => {
   const { plan } = ctx;
   if (ctx.dry) {
     if (plan.mode === 'in-place') {
-      const live = await readFile(path.join(ctx.deps.config.kit.hostRoot, ctx.deps.config.restore.manifestsDir, ETCD), 'utf8').catch(() => '');
+      const live = await readFile(path.join(ctx.deps.config.kit.hostRoot, ctx.deps.config.restore.manifestsDir, ETCD_MANIFEST), 'utf8').catch(() => '');
       const restored = await readFile(staged(ctx, MANIFESTS, RESTORED_ETCD), 'utf8');
-      dryResult(ctx).etcdManifestDiff = lineDiff(live, restored, [`${ctx.deps.config.restore.manifestsDir}/${ETCD} (now)`, `${ctx.deps.config.restore.manifestsDir}/${ETCD} (restored)`]);
+      dryResult(ctx).etcdManifestDiff = lineDiff(live, restored, [`${ctx.deps.config.restore.manifestsDir}/${ETCD_MANIFEST} (now)`, `${ctx.deps.config.restore.manifestsDir}/${ETCD_MANIFEST} (restored)`]);
     }
     return 'dry run complete: nothing live was touched';
   }

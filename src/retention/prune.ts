@@ -66,7 +66,8 @@ export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: P
     }
     const one = performance.now();
     try {
-      const lock = await catalog.lockOf(id);
+      // deleteBackup checks the locks itself (ObjectLockedError, nothing deleted); a dry run asks.
+      const lock = options.dryRun ? await catalog.lockOf(id) : undefined;
       if (lock) {
         addLocked(report, log, id, lock.retainUntil, lock.legalHold);
         continue;
@@ -76,7 +77,7 @@ export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: P
       log.info({ phase: 'prune', backupId: id, action: options.dryRun ? 'would-delete' : 'deleted', durationMs: Math.round(performance.now() - one) }, options.dryRun ? 'would delete: not kept by the retention policy' : 'deleted: not kept by the retention policy');
     } catch (err) {
       if (err instanceof ObjectLockedError) {
-        addLocked(report, log, id, err.retainUntil, undefined);
+        addLocked(report, log, id, err.retainUntil, err.legalHold);
         continue;
       }
       const code = err instanceof LifeboatError ? err.code : 'UNEXPECTED';

@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { parseStoredManifest, type StoredManifest } from '../archive/manifest.ts';
 import { ArchiveError, NotFoundError, ObjectLockedError } from '../errors/errors.ts';
 import { parseVerificationRecord, verificationRecordJson, type VerificationRecord } from '../verify/record.ts';
-import { assertBackupId, backupPrefix, backupsPrefix, manifestKey, parseKey, verificationKey, type ParsedKey } from './layout.ts';
+import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, verificationKey, type ParsedKey } from './layout.ts';
 import { isLocked, type BackupStore, type ObjectInfo } from './store.ts';
 
 export interface CleanupResult {
@@ -49,6 +49,7 @@ export class Catalog {
   readonly #store: BackupStore;
   readonly #cluster: string;
   readonly #now: () => Date;
+  readonly #manifests = new Map<string, StoredManifest>();
 
   constructor(store: BackupStore, cluster: string, options: CatalogOptions = {}) {
     this.#store = store;
@@ -58,22 +59,22 @@ export class Catalog {
 
   /** Committed backups, newest first. */
   async list(): Promise<StoredManifest[]> {
-    const objects = await this.#store.list(backupsPrefix(this.#cluster));
-    const ids = objects
-      .map((o) => parseKey(o.key))
-      .filter((k) => k?.kind === 'manifest')
-      .map((k) => k!.id)
-      .sort()
-      .reverse();
+    const ids = await this.#committed();
     return mapLimit(ids, READ_CONCURRENCY, (id) => this.get(id));
   }
 
-  /** Committed backups with the record of their last check, newest first. */
-  async entries(): Promise<CatalogEntry[]> {
+  /**
+   * Committed backups with the record of their last check, newest first: all of them, or the
+   * newest `limit` made before `before` (a backup's id carries its creation time, so only the
+   * page is read).
+   */
+  async entries(options: { limit?: number; before?: Date } = {}): Promise<CatalogEntry[]> {
     const objects = await this.#store.list(backupsPrefix(this.#cluster));
-    const parsed = objects.map((o) => parseKey(o.key)).filter((k): k is ParsedKey => k !== undefined);
-    const recorded = new Set(parsed.filter((k) => k.kind === 'verification').map((k) => k.id));
-    const ids = parsed.filter((k) => k.kind === 'manifest').map((k) => k.id).sort().reverse();
+    const recorded = new Set(objects.map((o) => parseKey(o.key)).filter((k) => k?.kind === 'verification').map((k) => k!.id));
+    const { before } = options;
+    const ids = this.#forget(committedIds(objects))
+      .filter((id) => before === undefined || parseBackupId(id)!.createdAt < before)
+      .slice(0, options.limit);
     return mapLimit(ids, READ_CONCURRENCY, async (id) => {
       const manifest = await this.get(id);
       const verification = recorded.has(id) ? await this.verification(id) : undefined;
@@ -81,7 +82,13 @@ export class Catalog {
     });
   }
 
+  /**
+   * A committed backup's manifest. A manifest is written once, as the commit, and never changes,
+   * so each is read from the store once per catalogue.
+   */
   async get(id: string): Promise<StoredManifest> {
+    const known = this.#manifests.get(id);
+    if (known) return known;
     const key = manifestKey(this.#cluster, assertBackupId(id));
     let body;
     try {
@@ -94,15 +101,17 @@ export class Catalog {
       }
       throw err;
     }
-    return parseStoredManifest(await text(body), key);
+    const manifest = parseStoredManifest(await text(body), key);
+    this.#manifests.set(id, manifest);
+    return manifest;
   }
 
   /** `latest` or a backup id. */
   async resolve(ref: string): Promise<StoredManifest> {
     if (ref !== 'latest') return this.get(ref);
-    const [newest] = await this.list();
+    const [newest] = await this.#committed();
     if (!newest) throw new NotFoundError(`cluster ${this.#cluster} has no backups in ${this.#store.description}`);
-    return newest;
+    return this.get(newest);
   }
 
   /** The record of the last check of backup `id`; undefined if it was never checked. */
@@ -170,10 +179,11 @@ export class Catalog {
     if (lock) {
       const until = lock.retainUntil && lock.retainUntil > this.#now() ? `under Object Lock retention until ${lock.retainUntil.toISOString()}` : '';
       const held = lock.legalHold ? 'under an Object Lock legal hold' : '';
-      throw new ObjectLockedError(lock.key, lock.retainUntil, `backup ${id} is ${[until, held].filter(Boolean).join(' and ')} (${lock.key}); it can be deleted once that ends`);
+      throw new ObjectLockedError(lock.key, lock, `backup ${id} is ${[until, held].filter(Boolean).join(' and ')} (${lock.key}); it can be deleted once that ends`);
     }
     const order: Record<string, number> = { manifest: 0, archive: 1, verification: 2 };
     const keys = objects.sort((a, b) => order[a.kind]! - order[b.kind]!).map((o) => o.key);
+    this.#manifests.delete(id);
     for (const key of keys) await this.#store.delete(key);
   }
 
@@ -188,7 +198,7 @@ export class Catalog {
     const prefix = backupsPrefix(this.#cluster);
     const incomplete = await this.#store.removeIncomplete(prefix, olderThan);
     const objects = await this.#store.list(prefix);
-    const committed = new Set(objects.map((o) => parseKey(o.key)).filter((k) => k?.kind === 'manifest').map((k) => k!.id));
+    const committed = new Set(committedIds(objects));
     const orphans: string[] = [];
     const locked: string[] = [];
     for (const o of objects) {
@@ -205,6 +215,18 @@ export class Catalog {
       }
     }
     return { orphans, ...(locked.length > 0 ? { locked } : {}), incomplete };
+  }
+
+  /** The committed backup ids in the store now, newest first. */
+  async #committed(): Promise<string[]> {
+    return this.#forget(committedIds(await this.#store.list(backupsPrefix(this.#cluster))));
+  }
+
+  /** Drops the cached manifests of backups no longer in `ids` (deleted by another process). */
+  #forget(ids: string[]): string[] {
+    const present = new Set(ids);
+    for (const id of this.#manifests.keys()) if (!present.has(id)) this.#manifests.delete(id);
+    return ids;
   }
 
   /** The objects this layout makes for backup `id`, as they are now. */

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LifeboatError, NotFoundError, StoreError } from '../errors/errors.ts';
+import { syncDir } from './durable-file.ts';
 import { assertObjectKey } from './layout.ts';
 import type { BackupStore, ObjectInfo, PutOptions } from './store.ts';
 
@@ -163,15 +164,6 @@ export class FsStore implements BackupStore {
           ? `the file system of ${this.#root} is full`
           : undefined;
     return new StoreError(`${this.description}: ${what}: ${err.message}`, { cause: err, ...(hint ? { hint } : {}) });
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

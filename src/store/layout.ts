@@ -110,3 +110,13 @@ export function parseKey(key: string): ParsedKey | undefined {
   const compression = (Object.keys(EXTENSION) as CompressionAlgorithm[]).find((c) => EXTENSION[c] === ext);
   return compression === undefined ? undefined : { cluster, id, kind: 'archive', compression };
 }
+
+/** The ids of the committed backups (those with a manifest) among `objects`, newest first. */
+export function committedIds(objects: readonly { key: string }[]): string[] {
+  const ids = new Set<string>();
+  for (const o of objects) {
+    const parsed = parseKey(o.key);
+    if (parsed?.kind === 'manifest') ids.add(parsed.id);
+  }
+  return [...ids].sort().reverse();
+}

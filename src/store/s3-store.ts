@@ -276,7 +276,7 @@ export class S3Store implements BackupStore {
         const info = head ? objectInfo(key, head) : undefined;
         if (info && isLocked(info, new Date())) {
           const why = [info.retainUntil && info.retainUntil > new Date() ? `under ${head?.ObjectLockMode ?? 'Object Lock'} retention until ${info.retainUntil.toISOString()}` : '', info.legalHold ? 'under a legal hold' : ''].filter(Boolean).join(' and ');
-          throw new ObjectLockedError(key, info.retainUntil, `${this.description}: ${key} is ${why}; it cannot be deleted until ${info.legalHold ? 'the hold is lifted' : 'then'}`, { cause: err });
+          throw new ObjectLockedError(key, info, `${this.description}: ${key} is ${why}; it cannot be deleted until ${info.legalHold ? 'the hold is lifted' : 'then'}`, { cause: err });
         }
         throw wrapped;
       }

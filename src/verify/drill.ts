@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile, rm, statfs } from 'node:fs/promises';
+import { rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { StoredManifest } from '../archive/manifest.ts';
 import { checkCiphertext, readArchive, type ArchiveReport } from '../archive/reader.ts';
@@ -16,11 +14,11 @@ import {
   LifeboatError,
   ToolError,
 } from '../errors/errors.ts';
-import type { Executor, ProcessExit, RunningProcess } from '../exec/executor.ts';
-import { acceptsConnections, freePorts } from '../exec/ports.ts';
+import { loopbackUrls, startThrowawayEtcd, type ThrowawayEtcd } from '../etcd/throwaway.ts';
+import type { Executor } from '../exec/executor.ts';
 import type { BackupStore } from '../store/store.ts';
 import { etcd3Probe } from './etcd3-probe.ts';
-import { makeScratch, recordEtcd, sweepScratch } from './scratch.ts';
+import { makeScratch, recordEtcd, scratchFiles, sweepScratch } from './scratch.ts';
 import { ciphertextDigest } from './verify.ts';
 
 /**
@@ -29,8 +27,8 @@ import { ciphertextDigest } from './verify.ts';
  * 1. download and decrypt the archive, 2. checking every hash on the way (readArchive) while
  *    the snapshot streams into a private scratch dir (mode 0700) — the archive is read once;
  * 3. `etcdutl snapshot restore` into the scratch dir;
- * 4. start a throwaway etcd on 127.0.0.1, plain HTTP, on two ports free at that moment, and wait
- *    until it has a leader;
+ * 4. start a throwaway etcd (../etcd/throwaway.ts: 127.0.0.1, plain HTTP, two ports free at
+ *    that moment) and wait until it has a leader;
  * 5. check its revision against the manifest's, and its key counts at the manifest's revision
  *    against the manifest's `keyCount` and `registryKeyCount` (older manifests lack them: then
  *    keys must exist), and that keys under `/registry/` exist;
@@ -73,8 +71,7 @@ export interface DrillOptions {
   signal?: AbortSignal;
 }
 
-export const DRILL_STEPS = ['archive', 'restore', 'start', 'check', 'cleanup'] as const;
-export type DrillStep = (typeof DRILL_STEPS)[number];
+export type DrillStep = 'archive' | 'restore' | 'start' | 'check' | 'cleanup';
 
 export interface DrillReport {
   backupId: string;
@@ -94,8 +91,8 @@ export interface DrillReport {
   durationSeconds: number;
 }
 
-/** SIGTERM, then SIGKILL after this long. */
-const STOP_GRACE_MS = 10_000;
+/** The throwaway member's name. */
+const DRILL_MEMBER = 'drill';
 const CALL_TIMEOUT_MS = 5_000;
 const REGISTRY = '/registry/';
 /** etcd preallocates a 64 MiB WAL segment; with some room for the rest. */
@@ -107,6 +104,7 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
   const started = performance.now();
   const timings: Record<DrillStep, number> = { archive: 0, restore: 0, start: 0, check: 0, cleanup: 0 };
   const connect = deps.connect ?? etcd3Probe;
+  const expected = expectedOf(stored);
   const signal = options.signal;
   const checkAbort = () => {
     if (signal?.aborted) throw new CancelledError(`the drill of backup ${backupId} was cancelled`);
@@ -131,11 +129,9 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
   } catch (err) {
     throw new ConfigError('/drill/scratchDir', `cannot make a scratch dir in ${scratchRoot}: ${errnoOf(err)}`);
   }
-  const snapshotFile = path.join(dir, 'snapshot.db');
-  const dataDir = path.join(dir, 'data');
-  const logFile = path.join(dir, 'etcd.log');
-  let child: RunningProcess | undefined;
-  let probe: DrillProbe | undefined;
+  const files = scratchFiles(dir);
+  let etcdPid: number | undefined;
+  let etcd: ThrowawayEtcd<DrillProbe> | undefined;
   let report: DrillReport;
   log.info({ phase: 'drill-started', backupId, revision: stored.etcd.revision, dbSize: stored.etcd.dbSize, scratch: dir }, 'restore drill started');
 
@@ -143,43 +139,54 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
     // 1 + 2: one read of the archive, every hash checked, the snapshot written as it streams.
     const archive = await step(
       'archive',
-      () => readAndCheck(deps, stored, options.identities, snapshotFile, signal),
+      () => readAndCheck(deps, stored, options.identities, files.snapshot, signal),
       (r) => ({ bytes: r.ciphertext.size, kitFiles: r.kitFiles, snapshotBytes: r.snapshot.size }),
       'archive decrypted, every hash checked, snapshot written to scratch',
     );
 
     // 3: etcdutl snapshot restore, as a member of its own on loopback.
-    const [clientPort, peerPort] = (await freePorts(2)) as [number, number];
-    const clientUrl = `http://127.0.0.1:${clientPort}`;
-    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    const urls = await loopbackUrls();
     await step(
       'restore',
       async () => {
-        await restore(deps.exec, options.etcdutl, { snapshotFile, dataDir, peerUrl, backupId }, signal);
+        await restore(deps.exec, options.etcdutl, { snapshotFile: files.snapshot, dataDir: files.data, peerUrl: urls.peer, backupId }, signal);
         // The restored data dir holds its own copy; this halves the peak disk use.
-        await rm(snapshotFile, { force: true });
+        await rm(files.snapshot, { force: true });
       },
-      () => ({ dataDir }),
+      () => ({ dataDir: files.data }),
       'snapshot restored with etcdutl',
     );
 
     // 4: the throwaway etcd, until it has a leader.
-    probe = await step(
+    etcd = await step(
       'start',
-      async () => {
-        child = await deps.exec.start(options.etcd, etcdArgs(dataDir, clientUrl, peerUrl), { output: logFile });
-        await recordEtcd(dir, child.pid);
-        return waitHealthy({ child, connect, clientPort, clientUrl, logFile, etcd: options.etcd, timeoutSeconds: options.startTimeoutSeconds, checkAbort });
-      },
-      () => ({ pid: child?.pid, clientUrl }),
+      () =>
+        startThrowawayEtcd({
+          exec: deps.exec,
+          etcd: options.etcd,
+          name: DRILL_MEMBER,
+          dataDir: files.data,
+          logFile: files.log,
+          urls,
+          timeoutSeconds: options.startTimeoutSeconds,
+          timeoutSetting: 'drill.startTimeoutSeconds',
+          ...(signal ? { signal } : {}),
+          started: async (pid) => {
+            etcdPid = pid;
+            await recordEtcd(dir, pid);
+          },
+          connect,
+          hasLeader: async (probe, deadline) => (await probe.status(deadline)).hasLeader,
+        }),
+      (t) => ({ pid: t.pid, clientUrl: t.endpoint }),
       'throwaway etcd is up and has a leader',
     );
 
     // 5: revision and key counts against the manifest.
     const found = await step(
       'check',
-      () => check(probe!, stored),
-      (f) => ({ revision: f.revision, keyCount: f.keyCount, registryKeyCount: f.registryKeyCount, expected: expectedOf(stored) }),
+      () => check(etcd!.client, expected),
+      (f) => ({ revision: f.revision, keyCount: f.keyCount, registryKeyCount: f.registryKeyCount, expected }),
       'restored etcd matches the manifest',
     );
 
@@ -189,7 +196,7 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
       archive: { key: stored.archive.key, ...archive.ciphertext },
       kitFiles: archive.kitFiles,
       ...found,
-      expected: expectedOf(stored),
+      expected,
       timings,
       durationSeconds: 0,
     };
@@ -200,21 +207,16 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
     throw err;
   } finally {
     // 6: on success, failure and abort alike.
+    // (A throwaway etcd that failed to start was stopped by startThrowawayEtcd.)
     const t0 = performance.now();
-    const pid = (child as RunningProcess | undefined)?.pid;
-    try {
-      probe?.close();
-    } catch {
-      // a client that failed to close holds nothing we need
-    }
-    await (child as RunningProcess | undefined)?.stop(STOP_GRACE_MS);
+    await etcd?.stop();
     try {
       await rm(dir, { recursive: true, force: true });
     } catch (err) {
       log.error({ phase: 'drill-cleanup', backupId, scratch: dir, err: errnoOf(err) }, 'could not remove the drill scratch dir; remove it by hand');
     }
     timings.cleanup = seconds(performance.now() - t0);
-    log.info({ phase: 'drill-cleanup', backupId, pid, scratch: dir, durationMs: Math.round(performance.now() - t0) }, 'throwaway etcd stopped and scratch dir removed');
+    log.info({ phase: 'drill-cleanup', backupId, pid: etcdPid, scratch: dir, durationMs: Math.round(performance.now() - t0) }, 'throwaway etcd stopped and scratch dir removed');
   }
   report.durationSeconds = seconds(performance.now() - started);
   log.info({ phase: 'drill-passed', backupId, revision: report.revision, keyCount: report.keyCount, registryKeyCount: report.registryKeyCount, durationMs: Math.round(performance.now() - started) }, 'restore drill passed');
@@ -324,78 +326,7 @@ async function restore(
   }
 }
 
-const DRILL_MEMBER = 'drill';
-
-function etcdArgs(dataDir: string, clientUrl: string, peerUrl: string): string[] {
-  return [
-    `--name=${DRILL_MEMBER}`,
-    `--data-dir=${dataDir}`,
-    `--listen-client-urls=${clientUrl}`,
-    `--advertise-client-urls=${clientUrl}`,
-    `--listen-peer-urls=${peerUrl}`,
-    `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=${DRILL_MEMBER}=${peerUrl}`,
-    // No --listen-metrics-urls: no listener beyond these two.
-    '--logger=zap',
-    '--log-outputs=stderr',
-  ];
-}
-
-interface WaitArgs {
-  child: RunningProcess;
-  connect: (endpoint: string) => DrillProbe;
-  clientPort: number;
-  clientUrl: string;
-  logFile: string;
-  etcd: string;
-  timeoutSeconds: number;
-  checkAbort: () => void;
-}
-
-/**
- * Waits for the port to accept connections (a gRPC client that fails to connect backs off for
- * seconds), then for Status to report a leader. An exit or the deadline is a ToolError that
- * quotes etcd's own last error.
- */
-async function waitHealthy(w: WaitArgs): Promise<DrillProbe> {
-  let exit: ProcessExit | undefined;
-  void w.child.exited.then((e) => (exit = e));
-  const deadline = Date.now() + w.timeoutSeconds * 1000;
-  let probe: DrillProbe | undefined;
-  try {
-    for (;;) {
-      w.checkAbort();
-      if (exit) {
-        throw new ToolError(`${w.etcd} exited (${exit.signal ?? `code ${exit.code}`}) before it served the restored data: ${await lastError(w.logFile)}`, {
-          hint: 'check that tools.etcd is etcd 3.4 or later and can run on this host',
-        });
-      }
-      if (Date.now() > deadline) {
-        throw new ToolError(`${w.etcd} did not become healthy within ${w.timeoutSeconds} s: ${await lastError(w.logFile)}`, {
-          hint: 'a big database takes longer: raise drill.startTimeoutSeconds',
-        });
-      }
-      if (await acceptsConnections('127.0.0.1', w.clientPort)) {
-        probe ??= w.connect(w.clientUrl);
-        try {
-          const status = await probe.status(new Date(Math.min(deadline, Date.now() + 2000)));
-          if (status.hasLeader) return probe;
-        } catch {
-          // not serving yet
-          probe.close();
-          probe = undefined;
-        }
-      }
-      await sleep(100);
-    }
-  } catch (err) {
-    probe?.close();
-    throw err;
-  }
-}
-
-async function check(probe: DrillProbe, stored: StoredManifest): Promise<{ revision: string; keyCount: number; registryKeyCount: number }> {
-  const expected = expectedOf(stored);
+async function check(probe: DrillProbe, expected: DrillReport['expected']): Promise<{ revision: string; keyCount: number; registryKeyCount: number }> {
   const deadline = () => new Date(Date.now() + CALL_TIMEOUT_MS);
   let status: { revision: string };
   let counts: { keyCount: number; registryKeyCount: number };
@@ -426,32 +357,6 @@ async function check(probe: DrillProbe, stored: StoredManifest): Promise<{ revis
     });
   }
   return { revision: status.revision, ...counts };
-}
-
-/** etcd's last error from its zap JSON log, else its last line. */
-async function lastError(logFile: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(logFile, 'utf8');
-  } catch {
-    return 'no log';
-  }
-  const lines = text.trim().split('\n').filter(Boolean);
-  for (const line of lines.slice(-20).reverse()) {
-    try {
-      const entry = JSON.parse(line) as { level?: string; msg?: string; error?: string };
-      if (entry.level === 'fatal' || entry.level === 'panic' || entry.level === 'error') {
-        return cap(entry.error ? `${entry.msg ?? ''}: ${entry.error}` : (entry.msg ?? line));
-      }
-    } catch {
-      // not JSON: etcd failed before its logger was set up
-    }
-  }
-  return cap(lines.at(-1) ?? 'no output');
-}
-
-function cap(s: string): string {
-  return s.length > 300 ? `${s.slice(0, 300)}…` : s;
 }
 
 function firstLine(err: unknown): string {

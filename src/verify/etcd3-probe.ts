@@ -1,13 +1,13 @@
-import { Etcd3 } from 'etcd3';
 import { countKeys } from '../etcd/etcd3-source.ts';
+import { loopbackClient } from '../etcd/throwaway.ts';
 import type { DrillProbe } from './drill.ts';
 
 /**
- * The drill's view of its throwaway etcd, through etcd3: plain HTTP on loopback, one host. The
+ * The drill's view of its throwaway etcd, through etcd3 (plain HTTP on loopback, one host). The
  * counts are count-only ranges (no key or value crosses the wire).
  */
 export function etcd3Probe(endpoint: string): DrillProbe {
-  const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+  const client = loopbackClient(endpoint);
   return {
     async status(deadline) {
       const status = await client.maintenance.status({ deadline });

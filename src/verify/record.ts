@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { ArchiveError, LifeboatError } from '../errors/errors.ts';
+import type { Logger } from 'pino';
+import { ArchiveError, CancelledError, describeError, LifeboatError, StoreError } from '../errors/errors.ts';
 
 /**
  * The record of the last check of one backup, kept beside it in the store
@@ -72,6 +73,47 @@ export function failedRecord(backupId: string, level: VerificationLevel, at: Dat
   const code = err instanceof LifeboatError ? err.code : 'UNEXPECTED';
   const message = err instanceof Error ? err.message : String(err);
   return { backupId, level, result: 'failed', at: at.toISOString(), durationSeconds: round3(durationSeconds), error: { code, message } };
+}
+
+/** Where check results are kept (the catalogue). */
+export interface VerificationLog {
+  recordVerification(record: VerificationRecord): Promise<VerificationRecord>;
+}
+
+/**
+ * Runs a check of backup `backupId` at `level` and records its result beside the backup: a
+ * failure (not a cancellation, which proves nothing either way) is recorded best effort and
+ * rethrown; a pass that cannot be recorded is a StoreError, since retention and the catalogue
+ * would not know of it. Returns the check's report and the record stored.
+ */
+export async function checkAndRecord<T>(
+  catalog: VerificationLog,
+  backupId: string,
+  level: VerificationLevel,
+  check: () => Promise<T>,
+  log: Logger,
+): Promise<{ report: T; record: VerificationRecord }> {
+  const started = performance.now();
+  const seconds = () => (performance.now() - started) / 1000;
+  let report: T;
+  try {
+    report = await check();
+  } catch (err) {
+    if (!(err instanceof CancelledError)) {
+      await catalog.recordVerification(failedRecord(backupId, level, new Date(), seconds(), err)).catch((recordErr: unknown) =>
+        log.error({ phase: 'verify', backupId, level, err: describeError(recordErr) }, 'could not record the failed check'),
+      );
+    }
+    throw err;
+  }
+  try {
+    return { report, record: await catalog.recordVerification(passedRecord(backupId, level, new Date(), seconds())) };
+  } catch (err) {
+    throw new StoreError(`backup ${backupId} passed its ${level} check, but the result could not be recorded: ${describeError(err)}`, {
+      cause: err,
+      hint: 'check the store, then run the check again',
+    });
+  }
 }
 
 /** Whether the last check of a backup passed: what retention calls verified. */

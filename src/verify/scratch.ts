@@ -1,16 +1,17 @@
 import { readFile, readdir, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { stopLeftover } from '../etcd/throwaway.ts';
 
 /**
  * A drill's scratch dir holds a decrypted snapshot (every Secret of the cluster) and the data of
  * a throwaway etcd. A drill removes it, and stops that etcd, however it ends, unless its process
  * is killed outright (SIGKILL, the OOM killer): then both outlive it. So every scratch dir
  * records its owner (PID and start time of the Lifeboat process) and, once started, the etcd's
- * PID; the next drill in the same scratch root removes the dirs whose owner is gone, and kills
- * their etcd, identified by its PID *and* its command line naming that dir's data dir.
+ * PID; the next drill in the same scratch root removes the dirs whose owner is gone, and stops
+ * their etcd, identified by its PID *and* its command line naming that dir's data dir (stopLeftover).
  */
-export const SCRATCH_PREFIX = 'lifeboat-drill-';
+const SCRATCH_PREFIX = 'lifeboat-drill-';
 const OWNER_FILE = 'owner.json';
 /** A dir without an owner file (its process died right after making it) is stale after this. */
 const UNOWNED_STALE_MS = 3600_000;
@@ -23,6 +24,11 @@ interface Owner {
 }
 
 const me = (): Owner => ({ pid: process.pid, since: Math.round(performance.timeOrigin) });
+
+/** What a drill keeps in its scratch dir. */
+export function scratchFiles(dir: string): { snapshot: string; data: string; log: string } {
+  return { snapshot: path.join(dir, 'snapshot.db'), data: path.join(dir, 'data'), log: path.join(dir, 'etcd.log') };
+}
 
 /** A new private (0700) scratch dir under `root`, recorded as this process's. */
 export async function makeScratch(root: string): Promise<string> {
@@ -41,14 +47,13 @@ async function writeOwner(dir: string, owner: Owner): Promise<void> {
 }
 
 /** Removes the scratch dirs under `root` left by drills whose process is gone, and stops their etcd. */
-export async function sweepScratch(root: string, log: Logger): Promise<string[]> {
+export async function sweepScratch(root: string, log: Logger): Promise<void> {
   let names: string[];
   try {
     names = (await readdir(root)).filter((n) => n.startsWith(SCRATCH_PREFIX));
   } catch {
-    return [];
+    return;
   }
-  const removed: string[] = [];
   for (const name of names) {
     const dir = path.join(root, name);
     const owner = await readOwner(dir);
@@ -60,12 +65,10 @@ export async function sweepScratch(root: string, log: Logger): Promise<string[]>
       continue;
     }
     const etcdPid = owner === 'none' ? undefined : owner.etcdPid;
-    const killed = etcdPid !== undefined && (await killIfOurs(etcdPid, path.join(dir, 'data')));
+    const killed = await stopLeftover(etcdPid, scratchFiles(dir).data);
     await rm(dir, { recursive: true, force: true });
-    removed.push(dir);
     log.warn({ phase: 'drill-leftover', scratch: dir, ...(killed ? { killedEtcdPid: etcdPid } : {}) }, killed ? 'removed the scratch dir of a drill whose process died, and stopped its etcd' : 'removed the scratch dir of a drill whose process died');
   }
-  return removed;
 }
 
 /** The owner, `none` when the dir has no owner file, undefined when it is not ours to judge. */
@@ -101,22 +104,5 @@ function running(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** SIGKILLs `pid` only if its command line names `dataDir` (so a reused PID is left alone). */
-async function killIfOurs(pid: number, dataDir: string): Promise<boolean> {
-  let cmdline: string;
-  try {
-    cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return false;
-  }
-  if (!cmdline.split('\0').includes(`--data-dir=${dataDir}`)) return false;
-  try {
-    process.kill(pid, 'SIGKILL');
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -10,10 +10,10 @@ import path from 'node:path';
 import { parse } from 'yaml';
 import { LifeboatMetrics } from '../../src/metrics/metrics.ts';
 import { startPrometheus, type PromSample } from '../../scripts/rig/prometheus.ts';
+import { RULES_FILE as RULES } from '../../scripts/gen-prometheusrule.ts';
 import { REPO } from '../support/lifeboat.ts';
 
-const PROM_DIR = path.join(REPO, 'deploy/prometheus');
-const RULES = path.join(PROM_DIR, 'lifeboat-rules.yaml');
+const PROM_DIR = path.dirname(RULES);
 const TESTS = readdirSync(path.join(PROM_DIR, 'tests')).filter((f) => f.endsWith('.yaml')).sort();
 
 interface Rule {

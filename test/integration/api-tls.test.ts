@@ -4,9 +4,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { ApiClient } from '../../src/api/client.ts';
+import { ApiClient, followJob } from '../../src/api/client.ts';
 import { createServers, type Servers } from '../../src/api/server.ts';
 import { generateToken, tokenLine } from '../../src/api/tokens.ts';
 import type { Config } from '../../src/config/schema.ts';
@@ -130,11 +129,7 @@ const cert = (pair: { cert: string; key: string }) => ['--cert', pair.cert, '--k
 /** Polls a job until it ends (the test runner's timeout bounds the wait). */
 async function finished(id: string): Promise<Job> {
   const client = new ApiClient({ url: api, ca: await readFile(pki.ca.cert), token: tokens.viewer });
-  for (;;) {
-    const job = await client.job(id);
-    if (job.state === 'succeeded' || job.state === 'failed') return job;
-    await sleep(100);
-  }
+  return followJob(client, await client.job(id), 100, () => undefined);
 }
 
 test('no client certificate and no token: 401 with WWW-Authenticate, JSON error', async () => {

@@ -5,20 +5,17 @@ import { mkdtemp, readFile, readdir, rm, writeFile, stat } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { runBackup } from '../../src/backup/run.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import type { BackupStore } from '../../src/store/store.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
-import { createDecryptStream, createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { createDecryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import { verifyBackup } from '../../src/verify/verify.ts';
 import { extractBackup } from '../../src/restore/extract.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
 import { DecryptError, EtcdUnavailableError, IntegrityError, NoMatchingIdentityError } from '../../src/errors/errors.ts';
-import type { Config } from '../../src/config/schema.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
-import { entries, populate, type PopulateOptions } from '../../scripts/rig/populate.ts';
+import { startEtcd, startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { entries, populateRig, type PopulateOptions } from '../../scripts/rig/populate.ts';
+import { takeBackup as backup } from '../support/backups.ts';
 import { configDoc, configOf, errorLines, ETCDUTL, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { sha256 } from '../support/fixtures.ts';
 
@@ -32,15 +29,7 @@ const stranger = await generateIdentity();
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-backup-'));
-  hostRoot = path.join(work, 'host');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'), { hosts: ['m1', 'm2', 'm3'] });
-  cluster = await startEtcd({ tree, members: 3, dataRoot: path.join(work, 'etcd') });
-  const client = cluster.client();
-  try {
-    await populate(client, data);
-  } finally {
-    client.close();
-  }
+  ({ etcd: cluster, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: data }));
   await writeFile(path.join(work, 'online.txt'), identityFileText(online.identity, online.recipient, new Date()), { mode: 0o600 });
   await writeFile(path.join(work, 'break-glass.txt'), identityFileText(breakGlass.identity, breakGlass.recipient, new Date()), { mode: 0o600 });
   await writeFile(path.join(work, 'stranger.txt'), identityFileText(stranger.identity, stranger.recipient, new Date()), { mode: 0o600 });
@@ -57,18 +46,6 @@ function setup(name: string, extra: Record<string, unknown> = {}) {
   const config = configOf(doc);
   const store = new FsStore(storeDir);
   return { doc, config, store, storeDir, catalog: new Catalog(store, config.cluster) };
-}
-
-async function backup(config: Config, store: BackupStore) {
-  const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
-  try {
-    return await runBackup(
-      { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10 },
-    );
-  } finally {
-    await etcd.close();
-  }
 }
 
 test('a 3-member TLS etcd backs up, lists, verifies deeply, extracts, and restores every key', async () => {
@@ -245,15 +222,9 @@ test('the CLI backs up, lists, shows, verifies and extracts', async () => {
 
 test('etcd killed mid-snapshot: the backup fails clearly, nothing is listed, no temp file is left', async () => {
   // A single member with ~48 MiB of data, so the snapshot is still streaming when it dies.
-  const tree = cluster.tree;
-  const solo = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd-solo') });
+  const solo = await startEtcd({ tree: cluster.tree, members: 1, dataRoot: path.join(work, 'etcd-solo') });
   try {
-    const client = solo.client();
-    try {
-      await populate(client, { keys: 500, valueBytes: [90_000, 100_000], seed: 3, prefix: '/registry/bulk' });
-    } finally {
-      client.close();
-    }
+    await populateRig(solo, { keys: 500, valueBytes: [90_000, 100_000], seed: 3, prefix: '/registry/bulk' });
     const storeDir = path.join(work, 'store-kill');
     const config = configOf(configDoc(solo, hostRoot, storeDir, [online.recipient]));
     const fs = new FsStore(storeDir);
@@ -283,12 +254,7 @@ test('etcd killed mid-snapshot: the backup fails clearly, nothing is listed, no 
 test('etcd 3.4 (bookworm) backs up and its snapshot verifies with etcdutl 3.5', async () => {
   const old = await startEtcd({ tree: cluster.tree, members: 1, version: '3.4', dataRoot: path.join(work, 'etcd-34') });
   try {
-    const client = old.client();
-    try {
-      await populate(client, { keys: 200, valueBytes: [10, 1000], seed: 9 });
-    } finally {
-      client.close();
-    }
+    await populateRig(old, { keys: 200, valueBytes: [10, 1000], seed: 9 });
     const storeDir = path.join(work, 'store-34');
     const config = configOf(configDoc(old, hostRoot, storeDir, [online.recipient]));
     const store = new FsStore(storeDir);

@@ -7,11 +7,9 @@ import { generateToken, tokenLine } from '../../src/api/tokens.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { startPrometheus, type PrometheusRig } from '../../scripts/rig/prometheus.ts';
-import { REPO } from '../support/lifeboat.ts';
-import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
-import { populate } from '../../scripts/rig/populate.ts';
+import { RULES_FILE } from '../../scripts/gen-prometheusrule.ts';
+import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { curl, sample, scrape, spawnDaemon, until, type DaemonProcess } from '../support/daemon.ts';
 import { configDoc, writeConfig } from '../support/lifeboat.ts';
@@ -33,15 +31,8 @@ let prometheus: PrometheusRig | undefined;
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-daemon-'));
-  const hostRoot = path.join(work, 'host');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'), { hosts: ['m1', 'm2', 'm3'] });
-  cluster = await startEtcd({ tree, members: 3, dataRoot: path.join(work, 'etcd') });
-  const client = cluster.client();
-  try {
-    await populate(client, { keys: 300, valueBytes: [64, 2048], seed: 3 });
-  } finally {
-    client.close();
-  }
+  const { etcd, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: { keys: 300, valueBytes: [64, 2048], seed: 3 } });
+  cluster = etcd;
   pki = await makeApiPki(path.join(work, 'api-pki'));
   const tokensFile = path.join(work, 'tokens');
   await writeFile(tokensFile, `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n`, { mode: 0o600 });
@@ -96,7 +87,7 @@ test('exactly one daemon backs up per schedule tick; after SIGKILL of the leader
   prometheus = await startPrometheus({
     dir: path.join(work, 'prometheus'),
     targets: daemons.map((d) => `127.0.0.1:${d.ports.metrics}`),
-    ruleFiles: [path.join(REPO, 'deploy/prometheus/lifeboat-rules.yaml')],
+    ruleFiles: [RULES_FILE],
   });
   await until('Prometheus scrapes all three', async () => ((await prometheus!.query('count(up == 1)'))[0]?.value ?? 0) === 3, 30_000);
   const slotOf = (iso: string) => Math.floor(Date.parse(iso) / 1000 / TICK_SECONDS);

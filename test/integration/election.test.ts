@@ -4,8 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { EtcdLeaderElection } from '../../src/leader/election.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { until } from '../support/daemon.ts';
 import { configDoc, configOf, quietLog } from '../support/lifeboat.ts';
 
 let work: string;
@@ -13,22 +13,13 @@ let cluster: EtcdCluster;
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-election-'));
-  const tree = await makeKubeadmTree(path.join(work, 'host/etc/kubernetes'), { hosts: ['m1', 'm2', 'm3'] });
-  cluster = await startEtcd({ tree, members: 3, dataRoot: path.join(work, 'etcd') });
+  ({ etcd: cluster } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'] }));
 });
 
 after(async () => {
   await cluster?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
-
-async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test('three candidates elect exactly one leader; a resigning leader hands over; everyone sees the leader', async () => {
   const etcd = configOf(configDoc(cluster, work, work, [])).etcd;

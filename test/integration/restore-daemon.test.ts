@@ -12,7 +12,7 @@ import type { RestoreView } from '../../src/restore/engine.ts';
 import { readyz, startClusterRoots, type ClusterRoots } from '../../scripts/rig/cluster-roots.ts';
 import { keysOf, liveDigest } from '../support/restore-nodes.ts';
 import { etcdBinaries } from '../../scripts/rig/etcd.ts';
-import { populate } from '../../scripts/rig/populate.ts';
+import { populateRig } from '../../scripts/rig/populate.ts';
 import { freePorts } from '../../scripts/rig/ports.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { curl, spawnDaemon, until, type CurlResult, type DaemonProcess } from '../support/daemon.ts';
@@ -120,12 +120,7 @@ before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-restore-daemon-'));
   storeDir = path.join(work, 'store');
   cluster = await startClusterRoots({ base: path.join(work, 'cluster'), names: [...NAMES] });
-  const client = cluster.client();
-  try {
-    await populate(client, { keys: 2000, valueBytes: [64, 1024], seed: 21 });
-  } finally {
-    client.close();
-  }
+  await populateRig(cluster, { keys: 2000, valueBytes: [64, 1024], seed: 21 });
   snapshotKeys = (await keysOf(cluster, cluster.nodes[0]!, '/registry/')).keys;
   pki = await makeApiPki(path.join(work, 'api-pki'));
   await writeFile(path.join(work, 'tokens'), `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n${tokenLine(tokens.restorer, 'restorer', 'dr-team')}\n`, { mode: 0o600 });

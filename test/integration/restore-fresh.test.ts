@@ -7,11 +7,8 @@ import path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { parseAllDocuments } from 'yaml';
 import type { StoredManifest } from '../../src/archive/manifest.ts';
-import { runBackup } from '../../src/backup/run.ts';
-import { createDecryptStream, createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
+import { createDecryptStream, generateIdentity } from '../../src/crypto/age.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
-import { freePorts } from '../../src/exec/ports.ts';
 import { RestoreEngine } from '../../src/restore/engine.ts';
 import type { JoinInstructions } from '../../src/restore/kubeadm.ts';
 import type { StepName } from '../../src/restore/plan.ts';
@@ -22,6 +19,8 @@ import { recordedCalls, writeKubeadmStandIn } from '../../scripts/rig/kubeadm-st
 import { StandInKubelet } from '../../scripts/rig/kubelet.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { populate } from '../../scripts/rig/populate.ts';
+import { freePorts } from '../../scripts/rig/ports.ts';
+import { takeBackup } from '../support/backups.ts';
 import { configOf, ETCDUTL, quietLog } from '../support/lifeboat.ts';
 
 /**
@@ -56,15 +55,7 @@ before(async () => {
     client.close();
   }
   const config = configOf({ cluster: 'it', node: 'cp-1', etcd: { endpoints: source.endpoints, tls: source.tls }, kit: { hostRoot: srcRoot }, store: { fs: { dir: storeDir } }, encryption: { recipients: [key.recipient] } });
-  const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
-  try {
-    backup = await runBackup(
-      { store: new FsStore(storeDir), etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10 },
-    );
-  } finally {
-    await etcd.close();
-  }
+  backup = await takeBackup(config, new FsStore(storeDir));
   await source.stop(); // the old control plane is gone
 });
 

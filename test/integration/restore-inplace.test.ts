@@ -6,11 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { StoredManifest } from '../../src/archive/manifest.ts';
-import { runBackup } from '../../src/backup/run.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { createDecryptStream, createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { createDecryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import { BadRequestError, ConfigError, NotFoundError } from '../../src/errors/errors.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
 import { RestoreEngine } from '../../src/restore/engine.ts';
 import { etcdFacts, StaticPod } from '../../src/restore/manifests.ts';
@@ -20,6 +18,7 @@ import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { readyz, startClusterRoots, type ClusterRoots, type NodeRoot } from '../../scripts/rig/cluster-roots.ts';
 import { keysOf, liveDigest } from '../support/restore-nodes.ts';
+import { takeBackup } from '../support/backups.ts';
 import { etcdBinaries } from '../../scripts/rig/etcd.ts';
 import { populate } from '../../scripts/rig/populate.ts';
 import { configOf, ETCDUTL, quietLog, REPO } from '../support/lifeboat.ts';
@@ -79,15 +78,7 @@ before(async () => {
   identityFile = path.join(work, 'identity.txt');
   await writeFile(identityFile, identityFileText(key.identity, key.recipient, new Date()), { mode: 0o600 });
   const config = configOf(configFor(cluster.nodes[0]!, cluster.nodes.map((n) => n.clientUrl)));
-  const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
-  try {
-    backup = await runBackup(
-      { store: new FsStore(storeDir), etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10 },
-    );
-  } finally {
-    await etcd.close();
-  }
+  backup = await takeBackup(config, new FsStore(storeDir));
   // Changes after the backup: the restore must undo them.
   const after = cluster.client();
   try {

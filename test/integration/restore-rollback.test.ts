@@ -4,16 +4,15 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { StoredManifest } from '../../src/archive/manifest.ts';
-import { runBackup } from '../../src/backup/run.ts';
-import { createDecryptStream, createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
+import { createDecryptStream, generateIdentity } from '../../src/crypto/age.ts';
 import { CancelledError, ConflictError } from '../../src/errors/errors.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
 import { RestoreEngine } from '../../src/restore/engine.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { readyz, startClusterRoots, type ClusterRoots, type NodeRoot } from '../../scripts/rig/cluster-roots.ts';
-import { populate } from '../../scripts/rig/populate.ts';
+import { populateRig } from '../../scripts/rig/populate.ts';
+import { takeBackup } from '../support/backups.ts';
 import { configOf, ETCDUTL, quietLog } from '../support/lifeboat.ts';
 
 /** Rolling an in-place restore back, on a one-member control plane under the stand-in kubelet. */
@@ -40,22 +39,9 @@ before(async () => {
     restore: { etcdWaitSeconds: 30, apiserverWaitSeconds: 30 },
     daemon: { stateDir: path.join(work, 'state') },
   });
-  const client = cluster.client();
-  try {
-    await populate(client, { keys: 300, valueBytes: [64, 512], seed: 3 });
-  } finally {
-    client.close();
-  }
+  await populateRig(cluster, { keys: 300, valueBytes: [64, 512], seed: 3 });
   const store = new FsStore(storeDir);
-  const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
-  try {
-    backup = await runBackup(
-      { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10 },
-    );
-  } finally {
-    await etcd.close();
-  }
+  backup = await takeBackup(config, store);
   const later = cluster.client();
   try {
     await later.put('/registry/after-backup').value('still here after a rollback');

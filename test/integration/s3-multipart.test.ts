@@ -1,20 +1,16 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Readable } from 'node:stream';
-import { CreateBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { CancelledError, StoreError } from '../../src/errors/errors.ts';
 import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.ts';
-import { startRgw } from '../../scripts/rig/rgw.ts';
 import { startFaultProxy } from '../support/fault-proxy.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd } from '../../scripts/rig/etcd.ts';
-import { populate } from '../../scripts/rig/populate.ts';
+import { startEtcdHost } from '../../scripts/rig/etcd.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
+import { storedSha256 as storedSha } from '../support/fixtures.ts';
 import { configDoc, runCli, writeConfig } from '../support/lifeboat.ts';
+import { startS3Rig } from '../support/s3-rig.ts';
 
 /**
  * The pooled multipart uploader against lib-storage's Upload, its reference, on a real Ceph RGW:
@@ -25,40 +21,14 @@ import { configDoc, runCli, writeConfig } from '../support/lifeboat.ts';
  */
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
-const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-multipart-'));
-const rgw = await startRgw({ dir: path.join(work, 'ceph') });
-after(async () => {
-  await rgw.stop();
-  await rm(work, { recursive: true, force: true });
-});
 const PLAIN = 'multipart-plain';
 const LOCKED = 'multipart-lock';
-const s3 = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: rgw, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
-await s3.send(new CreateBucketCommand({ Bucket: PLAIN }));
-await s3.send(new CreateBucketCommand({ Bucket: LOCKED, ObjectLockEnabledForBucket: true }));
-
-function options(overrides: Partial<S3StoreOptions> = {}): S3StoreOptions {
-  return {
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    bucket: PLAIN,
-    prefix: '',
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    partSize: PART,
-    queueSize: 2,
-    maxAttempts: 3,
-    ...overrides,
-  };
-}
+const rig = await startS3Rig('multipart', { buckets: [PLAIN], objectLockBuckets: [LOCKED] });
+after(() => rig.stop());
+const { work, rgw, s3 } = rig;
+const options = (overrides: Partial<S3StoreOptions> = {}) => rig.storeOptions({ bucket: PLAIN, prefix: '', partSize: PART, ...overrides });
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-async function storedSha(store: S3Store, key: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of await store.get(key)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 function chunks(body: Buffer, size: () => number): Readable {
   return Readable.from((function* () {
@@ -70,9 +40,7 @@ function chunks(body: Buffer, size: () => number): Readable {
   })());
 }
 
-async function uploadsLeft(bucket: string, prefix: string) {
-  return (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }))).Uploads ?? [];
-}
+const uploadsLeft = rig.uploadsUnder;
 
 /** Name, body, how it is written, and the parts it must be stored in (0: one PutObject). */
 const BODIES: { name: string; body: Buffer; write: (b: Buffer) => Readable; parts: number }[] = [
@@ -205,18 +173,10 @@ test('cancelling a put whose parts hang returns at once, aborts the upload and l
 });
 
 test('lifeboat backup whose upload is refused mid-stream exits with the error, cancels the snapshot and leaves nothing', { timeout: 300_000 }, async () => {
-  const hostRoot = path.join(work, 'host');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
-  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
+  // About 50 MB of values: far more than etcd sends ahead (the 4 MiB gRPC window) when part 2 fails.
+  const { etcd, hostRoot } = await startEtcdHost(work, { members: 1, populate: { keys: 600, valueBytes: [60_000, 100_000], seed: 31 } });
   const proxy = await startFaultProxy(rgw.endpoint, (req) => (req.operation === 'UploadPart' && req.query.get('partNumber') === '2' ? { status: 403, code: 'AccessDenied', message: 'Access Denied' } : undefined));
   try {
-    const client = etcd.client();
-    try {
-      // About 50 MB of values: far more than etcd sends ahead (the 4 MiB gRPC window) when part 2 fails.
-      await populate(client, { keys: 600, valueBytes: [60_000, 100_000], seed: 31 });
-    } finally {
-      client.close();
-    }
     const { recipient } = await generateIdentity();
     const config = await writeConfig(work, {
       ...configDoc(etcd, hostRoot, '/unused', [recipient]),

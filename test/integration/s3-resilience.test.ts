@@ -1,21 +1,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import { CreateBucketCommand, ListMultipartUploadsCommand, ListPartsCommand, S3Client } from '@aws-sdk/client-s3';
-import { startRgw } from '../../scripts/rig/rgw.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd } from '../../scripts/rig/etcd.ts';
-import { populate } from '../../scripts/rig/populate.ts';
+import { ListPartsCommand } from '@aws-sdk/client-s3';
+import { startEtcdHost } from '../../scripts/rig/etcd.ts';
 import type { StoredManifest } from '../../src/archive/manifest.ts';
-import { runBackup } from '../../src/backup/run.ts';
-import { createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import { describeError, StoreError } from '../../src/errors/errors.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
 import { replicate } from '../../src/replicate/replicate.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { parseKey } from '../../src/store/layout.ts';
@@ -24,8 +18,10 @@ import type { BackupStore } from '../../src/store/store.ts';
 import { verifyBackup } from '../../src/verify/verify.ts';
 import { createDecryptStream } from '../../src/crypto/age.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
+import { takeBackup } from '../support/backups.ts';
 import { startFaultProxy } from '../support/fault-proxy.ts';
 import { configDoc, configOf, errorLines, quietLog, runCli, spawnCli, writeConfig } from '../support/lifeboat.ts';
+import { startS3Rig } from '../support/s3-rig.ts';
 
 /**
  * The S3 store's failure handling on a real Ceph RGW: HTTPS behind a private CA, transient
@@ -33,52 +29,24 @@ import { configDoc, configOf, errorLines, quietLog, runCli, spawnCli, writeConfi
  * the next run, and the second copy to another bucket.
  */
 const MiB = 1024 * 1024;
-const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-resilience-'));
-const rgw = await startRgw({ dir: path.join(work, 'ceph'), https: true });
-const hostRoot = path.join(work, 'host');
-const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
-const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
-after(async () => {
-  await etcd.stop();
-  await rgw.stop();
-  await rm(work, { recursive: true, force: true });
-});
-
-// About 16 MB of values: uncompressed, an archive of four 5 MiB parts.
-const client = etcd.client();
-try {
-  await populate(client, { keys: 200, valueBytes: [60_000, 100_000], seed: 21 });
-} finally {
-  client.close();
-}
-
 const PRIMARY = 'lifeboat-primary';
 const SECONDARY = 'lifeboat-secondary';
-const s3 = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: rgw, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
-await s3.send(new CreateBucketCommand({ Bucket: PRIMARY }));
-await s3.send(new CreateBucketCommand({ Bucket: SECONDARY }));
+const rig = await startS3Rig('resilience', { buckets: [PRIMARY, SECONDARY], https: true });
+const { work, rgw, s3, env, uploadsUnder } = rig;
+// About 16 MB of values: uncompressed, an archive of four 5 MiB parts.
+const { etcd, hostRoot } = await startEtcdHost(work, { members: 1, populate: { keys: 200, valueBytes: [60_000, 100_000], seed: 21 } });
+after(async () => {
+  await etcd.stop();
+  await rig.stop();
+});
 
 const key = await generateIdentity();
 const keyFile = path.join(work, 'key.txt');
 await writeFile(keyFile, identityFileText(key.identity, key.recipient, new Date()), { mode: 0o600 });
-const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
 const baseDoc = { ...configDoc(etcd, hostRoot, '/unused', [key.recipient]), compression: { algorithm: 'none' } };
 const config = configOf(baseDoc);
 
-function storeOptions(endpoint: string, bucket: string, prefix: string, overrides: Partial<S3StoreOptions> = {}): S3StoreOptions {
-  return {
-    endpoint,
-    region: rgw.region,
-    bucket,
-    prefix,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    partSize: 5 * MiB,
-    queueSize: 4,
-    maxAttempts: 3,
-    ...overrides,
-  };
-}
+const storeOptions = (endpoint: string, bucket: string, prefix: string, overrides: Partial<S3StoreOptions> = {}) => rig.storeOptions({ endpoint, bucket, prefix, queueSize: 4, ...overrides });
 
 /** The store section of a config: S3 on this RGW (credentials from env). */
 function s3Doc(endpoint: string, bucket: string, prefix: string, extra: Record<string, unknown> = {}) {
@@ -86,21 +54,7 @@ function s3Doc(endpoint: string, bucket: string, prefix: string, extra: Record<s
 }
 
 /** A backup, in this process, into `store`. */
-async function backupInto(store: BackupStore): Promise<StoredManifest> {
-  const source = new Etcd3SnapshotSource(config.etcd, quietLog);
-  try {
-    return await runBackup(
-      { store, etcd: source, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: 'n', kit: config.kit, compression: { algorithm: 'none', level: 1 }, recipients: [key.recipient], progressIntervalSeconds: 60 },
-    );
-  } finally {
-    await source.close();
-  }
-}
-
-async function uploadsUnder(bucket: string, prefix: string) {
-  return (await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }))).Uploads ?? [];
-}
+const backupInto = (store: BackupStore): Promise<StoredManifest> => takeBackup(config, store, { node: 'n' });
 
 /** The JSON log lines of a CLI run with this phase. */
 function logLines(stderr: string, phase: string): Record<string, unknown>[] {

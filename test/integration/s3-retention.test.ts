@@ -1,65 +1,37 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { CreateBucketCommand, HeadObjectCommand, ListObjectVersionsCommand, PutObjectLegalHoldCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, ListObjectVersionsCommand, PutObjectLegalHoldCommand } from '@aws-sdk/client-s3';
 import { ObjectLockedError, StoreError } from '../../src/errors/errors.ts';
 import { prune } from '../../src/retention/prune.ts';
 import type { RetentionPolicy } from '../../src/retention/policy.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.ts';
 import { failedRecord } from '../../src/verify/record.ts';
-import { startRgw } from '../../scripts/rig/rgw.ts';
 import { putBackup } from '../support/backups.ts';
+import { storedSha256 as sha256Of } from '../support/fixtures.ts';
 import { quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
+import { startS3Rig } from '../support/s3-rig.ts';
 import { storeConformance } from '../support/store-conformance.ts';
 
-const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-lock-'));
-const rgw = await startRgw({ dir: path.join(work, 'ceph') });
-after(async () => {
-  await rgw.stop();
-  await rm(work, { recursive: true, force: true });
-});
 const LOCKED = 'lifeboat-lock';
 const PLAIN = 'lifeboat-plain';
-const s3 = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: rgw, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
-await s3.send(new CreateBucketCommand({ Bucket: LOCKED, ObjectLockEnabledForBucket: true }));
-await s3.send(new CreateBucketCommand({ Bucket: PLAIN }));
+const rig = await startS3Rig('lock', { buckets: [PLAIN], objectLockBuckets: [LOCKED] });
+after(() => rig.stop());
+const { work, rgw, s3 } = rig;
 
 const DAY = 86_400_000;
 const LAST_ONE: RetentionPolicy = { keepLast: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0 };
 const T0 = new Date('2026-11-01T03:00:00.000Z');
 const day = (n: number) => new Date(T0.getTime() + n * DAY);
 
-function options(bucket: string, prefix: string, objectLock?: S3StoreOptions['objectLock']): S3StoreOptions {
-  return {
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    bucket,
-    prefix,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    partSize: 5 * 1024 * 1024,
-    queueSize: 2,
-    maxAttempts: 3,
-    objectLock,
-  };
-}
+const options = (bucket: string, prefix: string, objectLock?: S3StoreOptions['objectLock']) => rig.storeOptions({ bucket, prefix, objectLock });
 
 /** Every version and delete marker under `prefix` of the locked bucket. */
 async function versions(prefix: string): Promise<{ versions: string[]; markers: string[] }> {
   const res = await s3.send(new ListObjectVersionsCommand({ Bucket: LOCKED, Prefix: prefix }));
   return { versions: (res.Versions ?? []).map((v) => v.Key!), markers: (res.DeleteMarkers ?? []).map((m) => m.Key!) };
-}
-
-async function sha256Of(store: S3Store, key: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of await store.get(key)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 // Object Lock implies a versioned bucket: the store contract (delete really deletes) holds there too.

@@ -1,49 +1,26 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { CreateBucketCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.ts';
 import { StoreError } from '../../src/errors/errors.ts';
-import { startRgw } from '../../scripts/rig/rgw.ts';
 import { storeConformance } from '../support/store-conformance.ts';
-import { configDoc, configOf, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
-import { runBackup } from '../../src/backup/run.ts';
-import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
+import { configDoc, configOf, runCli, writeConfig } from '../support/lifeboat.ts';
+import { takeBackup } from '../support/backups.ts';
+import { startS3Rig } from '../support/s3-rig.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import type { BackupStore, PutOptions } from '../../src/store/store.ts';
-import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd } from '../../scripts/rig/etcd.ts';
-import { populate } from '../../scripts/rig/populate.ts';
-import { createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { startEtcdHost } from '../../scripts/rig/etcd.ts';
+import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 
-const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-rgw-'));
-const rgw = await startRgw({ dir: path.join(work, 'ceph') });
-after(async () => {
-  await rgw.stop();
-  await rm(work, { recursive: true, force: true });
-});
 const BUCKET = 'lifeboat-test';
-const s3 = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: rgw, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
-await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-
-function options(prefix: string, overrides: Partial<S3StoreOptions> = {}): S3StoreOptions {
-  return {
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    bucket: BUCKET,
-    prefix,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    partSize: 5 * 1024 * 1024,
-    queueSize: 2,
-    maxAttempts: 3,
-    ...overrides,
-  };
-}
+const rig = await startS3Rig('rgw', { buckets: [BUCKET] });
+after(() => rig.stop());
+const { work, rgw, s3 } = rig;
+const options = (prefix: string, overrides: Partial<S3StoreOptions> = {}) => rig.storeOptions({ bucket: BUCKET, prefix, ...overrides });
 
 let n = 0;
 storeConformance('rgw', async () => new S3Store(options(`conformance-${n++}/`)));
@@ -96,16 +73,8 @@ test('rgw: wrong credentials and a missing bucket fail at once with what to chec
 });
 
 test('rgw: lifeboat backup, list, verify and extract end to end through the CLI', async () => {
-  const hostRoot = path.join(work, 'host');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
-  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
+  const { etcd, hostRoot } = await startEtcdHost(work, { members: 1, populate: { keys: 300, valueBytes: [100, 20_000], seed: 11 } });
   try {
-    const client = etcd.client();
-    try {
-      await populate(client, { keys: 300, valueBytes: [100, 20_000], seed: 11 });
-    } finally {
-      client.close();
-    }
     const key = await generateIdentity();
     const keyFile = path.join(work, 'key.txt');
     await writeFile(keyFile, identityFileText(key.identity, key.recipient, new Date()), { mode: 0o600 });
@@ -136,16 +105,8 @@ test('rgw: lifeboat backup, list, verify and extract end to end through the CLI'
 });
 
 test('rgw: radosgw killed mid-upload fails the backup cleanly; cleanup leaves nothing; the next backup succeeds', async () => {
-  const hostRoot = path.join(work, 'host-kill');
-  const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
-  const etcd = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd-kill') });
+  const { etcd, hostRoot } = await startEtcdHost(path.join(work, 'kill'), { members: 1, populate: { keys: 400, valueBytes: [60_000, 100_000], seed: 12 } });
   try {
-    const client = etcd.client();
-    try {
-      await populate(client, { keys: 400, valueBytes: [60_000, 100_000], seed: 12 });
-    } finally {
-      client.close();
-    }
     const key = await generateIdentity();
     const config = configOf(configDoc(etcd, hostRoot, '/unused', [key.recipient]));
     const s3store = new S3Store(options('kill/', { maxAttempts: 2 }));
@@ -163,13 +124,7 @@ test('rgw: radosgw killed mid-upload fails the backup cleanly; cleanup leaves no
         return s3store.put(k, body, o);
       },
     });
-    const run = (s: BackupStore) => {
-      const source = new Etcd3SnapshotSource(config.etcd, quietLog);
-      return runBackup(
-        { store: s, etcd: source, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-        { cluster: 'it', node: 'n', kit: config.kit, compression: { algorithm: 'none', level: 1 }, recipients: [key.recipient], progressIntervalSeconds: 60 },
-      ).finally(() => source.close());
-    };
+    const run = (s: BackupStore) => takeBackup(config, s, { node: 'n', compression: { algorithm: 'none', level: 1 } });
     await assert.rejects(run(store), StoreError);
     assert.ok(killed);
     await rgw.startGateway();

@@ -59,6 +59,11 @@ export class FakeBackups {
   ];
   listCalls: { limit: number; before?: Date }[] = [];
   deleted: { id: string; by: string }[] = [];
+  /** The catalogue's manifests, for the restore checks and plans. */
+  readonly catalog = {
+    list: async (): Promise<StoredManifest[]> => this.entries.map((e) => e.manifest),
+    get: async (id: string): Promise<StoredManifest> => (await this.get(id)).manifest,
+  };
 
   list = async (options: { limit: number; before?: Date }): Promise<BackupEntry[]> => {
     this.listCalls.push(options);
@@ -74,7 +79,7 @@ export class FakeBackups {
   };
 
   delete = async (id: string, by: string): Promise<void> => {
-    if (id === IDS.locked) throw new ObjectLockedError(`test/backups/${id}/manifest.json`, new Date('2030-01-01T00:00:00Z'), `backup ${id} is under Object Lock retention until 2030-01-01T00:00:00.000Z`);
+    if (id === IDS.locked) throw new ObjectLockedError(`test/backups/${id}/manifest.json`, { retainUntil: new Date('2030-01-01T00:00:00Z') }, `backup ${id} is under Object Lock retention until 2030-01-01T00:00:00.000Z`);
     const entry = await this.get(id);
     if (entry === this.entries[0]) throw new BackupProtectedError(`backup ${id} is the newest backup`, { hint: 'take a newer backup first' });
     this.entries = this.entries.filter((e) => e !== entry);
@@ -140,7 +145,7 @@ export class FakeRestoreEngine {
 
   plan = async (body: unknown): Promise<RestorePlan> => {
     const input = validateRequest(body);
-    const catalog = { list: async () => this.backups.entries.map((e) => e.manifest), get: async (id: string) => (await this.backups.get(id)).manifest };
+    const { catalog } = this.backups;
     const manifest = await resolveBackup(input.backup, await catalog.list(), catalog);
     this.planned.push(body);
     this.#n += 1;
@@ -232,7 +237,6 @@ export function fakeDeps(api: Config['api'], log: Logger): Fakes {
   const health = { ready: true, reasons: [] as string[] };
   const restores = new FakeRestoreEngine(backups);
   const identity: Fakes['identity'] = { identities: [FAKE_KEY.identity] };
-  const catalog = { list: async () => backups.entries.map((e) => e.manifest), get: async (id: string) => (await backups.get(id)).manifest };
   return {
     backups,
     jobs,
@@ -247,7 +251,7 @@ export function fakeDeps(api: Config['api'], log: Logger): Fakes {
       log,
       backups: { list: backups.list, get: backups.get, delete: backups.delete },
       jobs: { submit: jobs.submit, get: jobs.get, list: jobs.list as ApiDeps['jobs']['list'] },
-      restores: daemonRestores({ engine: restores, jobs, catalog, identities: async () => {
+      restores: daemonRestores({ engine: restores, jobs, catalog: backups.catalog, identities: async () => {
         if (identity.error) throw identity.error;
         return identity.identities;
       }, log }),

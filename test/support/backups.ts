@@ -1,9 +1,30 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { manifestJson, type StoredManifest } from '../../src/archive/manifest.ts';
+import { runBackup, type BackupSettings } from '../../src/backup/run.ts';
+import type { Config } from '../../src/config/schema.ts';
+import { createEncryptStream } from '../../src/crypto/age.ts';
+import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
 import { archiveKey, formatBackupId, manifestKey } from '../../src/store/layout.ts';
 import type { BackupStore } from '../../src/store/store.ts';
 import { sampleManifest, sha256 } from './fixtures.ts';
+import { quietLog } from './lifeboat.ts';
+
+/**
+ * A real backup of `config`'s etcd into `store`, in this process, as `lifeboat backup` takes it
+ * (quiet log); `settings` override the config's.
+ */
+export async function takeBackup(config: Config, store: BackupStore, settings: Partial<BackupSettings> = {}): Promise<StoredManifest> {
+  const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
+  try {
+    return await runBackup(
+      { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
+      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, ...settings },
+    );
+  } finally {
+    await etcd.close();
+  }
+}
 
 /**
  * A committed backup as `runBackup` leaves it, without etcd: a stand-in archive (random bytes,

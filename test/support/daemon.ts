@@ -2,6 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { killOnExit } from '../../scripts/rig/process.ts';
 import { NODE_FLAGS, REPO } from './lifeboat.ts';
 
 const run = promisify(execFile);
@@ -16,24 +17,15 @@ export interface DaemonProcess {
   exited: Promise<number | NodeJS.Signals>;
 }
 
-const children = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-
 /** Starts `lifeboat serve --config FILE` from source and waits until it says it is serving. */
 export async function spawnDaemon(name: string, configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), '--config', configFile, 'serve'], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.add(child);
-  const exited = new Promise<number | NodeJS.Signals>((resolve) =>
-    child.once('exit', (code, signal) => {
-      children.delete(child);
-      resolve(code ?? signal ?? -1);
+  const child = killOnExit(
+    spawn(process.execPath, [...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), '--config', configFile, 'serve'], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
     }),
   );
+  const exited = new Promise<number | NodeJS.Signals>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   const logs: Record<string, unknown>[] = [];
   let partial = '';
   let text = '';
@@ -104,7 +96,8 @@ export async function curl(args: string[]): Promise<CurlResult> {
   return { status: Number(stdout.slice(at + 1)), body, json };
 }
 
-export async function until(what: string, check: () => Promise<boolean> | boolean, ms: number): Promise<number> {
+/** Polls `check` every 100 ms until it holds; throws after `ms`. Resolves with the time it took. */
+export async function until(what: string, check: () => Promise<boolean> | boolean, ms = 20_000): Promise<number> {
   const started = Date.now();
   while (!(await check())) {
     if (Date.now() - started > ms) throw new Error(`timed out after ${ms} ms waiting until ${what}`);

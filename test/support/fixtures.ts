@@ -1,8 +1,16 @@
 import { createHash } from 'node:crypto';
 import { FORMAT, FORMAT_VERSION, SNAPSHOT_ENTRY, type ArchiveManifest, type KitFile } from '../../src/archive/manifest.ts';
 import type { KitContent } from '../../src/archive/writer.ts';
+import type { BackupStore } from '../../src/store/store.ts';
 
 export const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+/** The sha256 (hex) of what `store` holds at `key`, streamed. */
+export async function storedSha256(store: Pick<BackupStore, 'get'>, key: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of await store.get(key)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
 
 /** A database and its snapshot file (database + sha256 trailer), as etcd streams it. */
 export function fakeSnapshot(db: Buffer): Buffer {

@@ -80,7 +80,7 @@ export class MemoryStore implements BackupStore {
   async delete(key: string): Promise<void> {
     const lock = this.objects.get(key)?.lock;
     if (lock && isLocked(lock, this.now())) {
-      throw new ObjectLockedError(key, lock.retainUntil, `memory: ${key} is locked${lock.retainUntil ? ` until ${lock.retainUntil.toISOString()}` : ''}${lock.legalHold ? ' (legal hold)' : ''}`);
+      throw new ObjectLockedError(key, lock, `memory: ${key} is locked${lock.retainUntil ? ` until ${lock.retainUntil.toISOString()}` : ''}${lock.legalHold ? ' (legal hold)' : ''}`);
     }
     this.objects.delete(key);
   }

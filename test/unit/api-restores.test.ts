@@ -1,44 +1,24 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
-import { createServers, type Servers } from '../../src/api/server.ts';
-import { tokenLine } from '../../src/api/tokens.ts';
-import { resolveConfig } from '../../src/config/load.ts';
-import type { Role } from '../../src/config/schema.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
 import { ConfigError, KeyError } from '../../src/errors/errors.ts';
 import { IN_PLACE_STEPS, type RestorePlan } from '../../src/restore/plan.ts';
-import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
-import { captureLog, fakeDeps, IDS, type Fakes, type LogCapture } from '../support/api-fakes.ts';
+import { IDS, type Fakes, type LogCapture } from '../support/api-fakes.ts';
+import { apiTestbed, bearer, type ApiTestbed } from '../support/api-testbed.ts';
 
 /**
  * The restore routes over the real server and the daemon's real restore checks
  * (src/daemon/restores.ts), with the engine's records and the job runner in memory.
  */
-let dir: string;
-let pki: ApiPki;
-let tokensFile: string;
-const TOKENS: Record<Role, { token: string; name: string }> = {
-  viewer: { token: 'viewer-secret-token-1', name: 'grafana' },
-  operator: { token: 'operator-secret-token-2', name: 'ci' },
-  restorer: { token: 'restorer-secret-token-3', name: 'dr-team' },
-};
-const bearer = (role: Role) => ({ authorization: `Bearer ${TOKENS[role].token}` });
-const opened: Servers[] = [];
+let bed: ApiTestbed | undefined;
 
 before(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-api-restores-'));
-  pki = await makeApiPki(path.join(dir, 'pki'));
-  tokensFile = path.join(dir, 'tokens');
-  await writeFile(tokensFile, `${(Object.keys(TOKENS) as Role[]).map((r) => tokenLine(TOKENS[r].token, r, TOKENS[r].name)).join('\n')}\n`);
+  bed = await apiTestbed('lifeboat-api-restores-');
 });
 
 after(async () => {
-  await Promise.all(opened.map((s) => s.close()));
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await bed?.close();
 });
 
 interface Setup {
@@ -48,11 +28,7 @@ interface Setup {
 }
 
 async function setup(): Promise<Setup> {
-  const config = resolveConfig({ api: { listen: { host: '127.0.0.1', port: 0 }, tls: { certFile: pki.server.cert, keyFile: pki.server.key }, tokensFile } });
-  const capture = captureLog();
-  const fakes = fakeDeps(config.api, capture.log);
-  const servers = await createServers(fakes.deps);
-  opened.push(servers);
+  const { servers, fakes, capture } = await bed!.start();
   return { fakes, capture, call: (options) => servers.api.inject(options) };
 }
 

@@ -1,67 +1,40 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
-import { createServers, type Servers } from '../../src/api/server.ts';
+import { createServers } from '../../src/api/server.ts';
 import { tokenLine } from '../../src/api/tokens.ts';
 import { resolveConfig } from '../../src/config/load.ts';
 import type { Role } from '../../src/config/schema.ts';
 import { ConfigError } from '../../src/errors/errors.ts';
-import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
-import { captureLog, fakeDeps, IDS, SECRET_IN_BUG, type Fakes, type LogCapture } from '../support/api-fakes.ts';
+import type { ApiPki } from '../support/api-pki.ts';
+import { captureLog, fakeDeps, IDS, SECRET_IN_BUG } from '../support/api-fakes.ts';
+import { apiTestbed, bearer, TOKENS, type ApiTestbed, type StartedApi } from '../support/api-testbed.ts';
 
+let bed: ApiTestbed | undefined;
 let dir: string;
 let pki: ApiPki;
-let tokensFile: string;
-const TOKENS: Record<Role, { token: string; name: string }> = {
-  viewer: { token: 'viewer-secret-token-1', name: 'grafana' },
-  operator: { token: 'operator-secret-token-2', name: 'ci' },
-  restorer: { token: 'restorer-secret-token-3', name: 'dr-team' },
-};
-const bearer = (role: Role) => ({ authorization: `Bearer ${TOKENS[role].token}` });
 
 before(async () => {
-  dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-api-unit-'));
-  pki = await makeApiPki(path.join(dir, 'pki'));
-  tokensFile = path.join(dir, 'tokens');
-  await writeFile(tokensFile, `# API tokens\n${(Object.keys(TOKENS) as Role[]).map((r) => tokenLine(TOKENS[r].token, r, TOKENS[r].name)).join('\n')}\n`);
+  bed = await apiTestbed('lifeboat-api-unit-');
+  ({ dir, pki } = bed);
 });
 
 after(async () => {
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await bed?.close();
 });
 
-interface Setup {
-  servers: Servers;
-  fakes: Fakes;
-  capture: LogCapture;
-  clock: { now: number };
+interface Setup extends StartedApi {
   call(options: InjectOptions): Promise<LightMyRequestResponse>;
 }
 
-const opened: Servers[] = [];
-after(async () => {
-  await Promise.all(opened.map((s) => s.close()));
-});
-
 async function setup(api: Record<string, unknown> = {}): Promise<Setup> {
-  const config = resolveConfig({
-    api: { listen: { host: '127.0.0.1', port: 0 }, tls: { certFile: pki.server.cert, keyFile: pki.server.key }, tokensFile, ...api },
-  });
-  const capture = captureLog();
-  const fakes = fakeDeps(config.api, capture.log);
-  const clock = { now: Date.parse('2026-11-24T12:00:00Z') };
-  const servers = await createServers(fakes.deps, { now: () => clock.now });
-  opened.push(servers);
+  const started = await bed!.start(api);
   return {
-    servers,
-    fakes,
-    capture,
-    clock,
+    ...started,
     call: async (options) => {
-      const res = await servers.api.inject(options);
+      const res = await started.servers.api.inject(options);
       assertNoLeak(res);
       return res;
     },

@@ -5,9 +5,11 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConflictError, NotFoundError } from '../../src/errors/errors.ts';
-import { identity, moveOut, processesMentioning, swapIn, writeFileAtomic } from '../../src/restore/durable.ts';
+import { writeFileAtomic } from '../../src/store/durable-file.ts';
+import { identity, moveOut, processesMentioning, swapIn } from '../../src/restore/durable.ts';
 import { freshJournal, pendingSteps, RestoreRecords, restoreState } from '../../src/restore/journal.ts';
-import { dataDirLayout, IN_PLACE_STEPS, type RestorePlan } from '../../src/restore/plan.ts';
+import { dataDirLayout, IN_PLACE_STEPS } from '../../src/restore/plan.ts';
+import { samplePlan } from '../support/plans.ts';
 
 const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-restore-journal-'));
 test.after(() => rm(work, { recursive: true, force: true }));
@@ -18,36 +20,7 @@ const dir = async () => {
   return d;
 };
 
-function plan(id = 'restore-20261124T040000.000Z-abcdef'): RestorePlan {
-  return {
-    id,
-    createdAt: '2026-11-24T04:00:00.000Z',
-    cluster: 'it',
-    mode: 'in-place',
-    dryRun: false,
-    node: 'cp-1',
-    backupId: '20261124T030000.000Z-r100',
-    backup: { revision: '100', createdAt: '2026-11-24T03:00:00.000Z', dbSize: 1, archiveSize: 1 },
-    confirmationToken: '0'.repeat(32),
-    clusterToken: 'tok',
-    bumpRevision: 1000,
-    targetRevision: '1100',
-    bump: { minimum: 1000, pinned: false, estimatedRevisionsSinceBackup: 0, formula: 'f' },
-    members: [{ name: 'cp-1', peerURL: 'https://10.0.0.1:2380' }],
-    leaseCleanupBy: 'cp-1',
-    keepLeaseAddresses: ['10.0.0.1'],
-    self: { name: 'cp-1', peerURL: 'https://10.0.0.1:2380', dataDir: '/var/lib/etcd', restoreDir: '/var/lib/etcd.x', swap: 'dir', etcdutl: { command: 'etcdutl', args: [] } },
-    files: [],
-    manifests: [],
-    setAside: [],
-    staging: '/tmp/x',
-    steps: [...IN_PLACE_STEPS],
-    expectedDowntimeSeconds: 1,
-    worstCaseDowntimeSeconds: 2,
-    downtime: [],
-    warnings: [],
-  };
-}
+const plan = () => samplePlan();
 
 test('pendingSteps: done steps are skipped, failed and running ones run again, up to `through`', () => {
   const p = plan();

@@ -5,6 +5,7 @@ import { BadRequestError, ConfigError, EtcdUnavailableError, ToolError } from '.
 import { joinInstructions, kubeadmConfig, parseCertificateKey, parseJoinCommand } from '../../src/restore/kubeadm.ts';
 import { applyAll, APPLY_ALL_PHASES, checkPlans, rollbackAll, type NodeDriver } from '../../src/restore/orchestrate.ts';
 import type { InPlaceStep, RestorePlan } from '../../src/restore/plan.ts';
+import { samplePlan } from '../support/plans.ts';
 
 const members = [
   { name: 'cp-1', peerURL: 'https://10.0.0.1:2380' },
@@ -13,35 +14,19 @@ const members = [
 ];
 
 function planFor(node: string, over: Partial<RestorePlan> = {}): RestorePlan {
-  return {
+  return samplePlan({
     id: `restore-20261124T040000.000Z-00000${node.slice(-1)}`,
-    createdAt: '2026-11-24T04:00:00.000Z',
-    cluster: 'it',
-    mode: 'in-place',
-    dryRun: false,
     node,
-    backupId: '20261124T030000.000Z-r100',
-    backup: { revision: '100', createdAt: '2026-11-24T03:00:00.000Z', dbSize: 1, archiveSize: 1 },
-    confirmationToken: '0'.repeat(32),
     clusterToken: 'shared',
-    bumpRevision: 1000,
-    targetRevision: '1100',
     bump: { minimum: 1000, pinned: true, estimatedRevisionsSinceBackup: 0, formula: 'f' },
     members,
-    leaseCleanupBy: 'cp-1',
     keepLeaseAddresses: [],
     self: { name: node, peerURL: 'x', dataDir: '/var/lib/etcd', restoreDir: 'y', swap: 'dir', etcdutl: { command: 'etcdutl', args: [] } },
-    files: [],
-    manifests: [],
-    setAside: [],
     staging: '/s',
     steps: [],
-    expectedDowntimeSeconds: 1,
     worstCaseDowntimeSeconds: 1,
-    downtime: [],
-    warnings: [],
     ...over,
-  };
+  });
 }
 
 function drivers(log: string[], failAt?: { node: string; step: InPlaceStep }): NodeDriver[] {

@@ -12,8 +12,9 @@ import {
   VerifyBody,
 } from '../schemas.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { JobRequest } from '../../jobs/job.ts';
+import type { JobRequest, Submitted } from '../../jobs/job.ts';
 import type { App, RouteContext } from './context.ts';
+import { accepted } from './jobs.ts';
 
 const tags = ['backups'];
 
@@ -99,7 +100,7 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
  * Submits a job for the caller. The Idempotency-Key is scoped to the caller, so two callers
  * cannot collide on (or learn of) each other's keys.
  */
-export function submit(ctx: RouteContext, request: FastifyRequest, reply: FastifyReply, job: Pick<JobRequest, 'kind' | 'params'>) {
+function submit(ctx: RouteContext, request: FastifyRequest, reply: FastifyReply, job: Pick<JobRequest, 'kind' | 'params'>): Submitted {
   const principal = ctx.principal(request);
   const key = request.headers['idempotency-key'];
   const submitted = ctx.deps.jobs.submit({
@@ -108,7 +109,5 @@ export function submit(ctx: RouteContext, request: FastifyRequest, reply: Fastif
     requestedBy: principal.name,
     ...(typeof key === 'string' ? { idempotencyKey: `${principal.via}:${principal.name}:${key}` } : {}),
   });
-  ctx.audit(request, { jobId: submitted.job.id, created: submitted.created });
-  void reply.code(202).header('location', `/v1/jobs/${submitted.job.id}`);
-  return { job: submitted.job, created: submitted.created };
+  return accepted(ctx, request, reply, submitted);
 }

@@ -1,4 +1,6 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../../errors/errors.ts';
+import type { Submitted } from '../../jobs/job.ts';
 import { errorResponses, JobIdParams, JobListQuery, JobListResponse, JobResponse } from '../schemas.ts';
 import type { App, RouteContext } from './context.ts';
 
@@ -38,4 +40,11 @@ export function registerJobRoutes(app: App, ctx: RouteContext): void {
     }
     return { job };
   });
+}
+
+/** The answer to a request that submitted a job: 202, where to poll it, and the job on the audit line. */
+export function accepted(ctx: RouteContext, request: FastifyRequest, reply: FastifyReply, submitted: Submitted): Submitted {
+  ctx.audit(request, { jobId: submitted.job.id, created: submitted.created });
+  void reply.code(202).header('location', `/v1/jobs/${submitted.job.id}`);
+  return { job: submitted.job, created: submitted.created };
 }

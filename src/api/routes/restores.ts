@@ -1,5 +1,3 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Submitted } from '../../jobs/job.ts';
 import { RestoreRequestSchema } from '../../restore/plan.ts';
 import {
   ApplyRestoreBody,
@@ -12,6 +10,7 @@ import {
   SubmittedResponse,
 } from '../schemas.ts';
 import type { App, RouteContext } from './context.ts';
+import { accepted } from './jobs.ts';
 
 const tags = ['restores'];
 
@@ -91,10 +90,4 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
     const submitted = await deps.restores.rollback(request.params.id, { confirmationToken: request.body.confirmationToken }, ctx.principal(request).name);
     return accepted(ctx, request, reply, submitted);
   });
-}
-
-function accepted(ctx: RouteContext, request: FastifyRequest, reply: FastifyReply, submitted: Submitted) {
-  ctx.audit(request, { jobId: submitted.job.id, created: submitted.created });
-  void reply.code(202).header('location', `/v1/jobs/${submitted.job.id}`);
-  return { job: submitted.job, created: submitted.created };
 }
