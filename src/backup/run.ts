@@ -61,7 +61,8 @@ const WRITE_BLOCK = 1 * MiB;
  * and gRPC at rest (scripts/bench-backup.ts; run Node with --max-semi-space-size=1).
  *
  * On any failure nothing is committed: the store removes its partial write, and an archive that
- * was stored but not committed is deleted.
+ * was stored but not committed is deleted, after the manifest if its put was tried (its answer
+ * may have been lost after it landed).
  */
 export async function runBackup(deps: BackupDeps, settings: BackupSettings, signal?: AbortSignal): Promise<StoredManifest> {
   const { store, etcd, log } = deps;
@@ -118,6 +119,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   progress.unref();
 
   let archiveWritten = false;
+  let manifestTried = false;
   try {
     const [fed, produced, put] = await Promise.allSettled([
       writeBlocks(archive, first, WRITE_BLOCK),
@@ -150,20 +152,35 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
       },
       completedAt: deps.now().toISOString(),
     };
+    manifestTried = true;
     await store.put(manifestKey(settings.cluster, id), Readable.from([Buffer.from(manifestJson(committed))]), { retain: true });
     log.info({ phase: 'committed', backupId: id, revision: member.revision, storedBytes: stored.bytes, durationMs: elapsed() }, 'backup committed');
     report?.phase('committed');
     return committed;
   } catch (err) {
-    if (archiveWritten) {
-      await store.delete(key).catch((cleanupErr: unknown) =>
-        log.error({ key, err: String(cleanupErr) }, 'could not delete the uncommitted archive; cleanup will remove it'),
-      );
-    }
+    await removeUncommitted(store, log, manifestKey(settings.cluster, id), manifestTried, key, archiveWritten);
     log.error({ phase: 'failed', backupId: id, snapshotBytes: checker.bytes, durationMs: elapsed(), code: (err as LifeboatError).code, err: (err as Error).message }, 'backup failed; nothing was committed');
     throw err;
   } finally {
     clearInterval(progress);
+  }
+}
+
+/**
+ * After a failed backup: the manifest first (a put whose answer was lost may have landed, and a
+ * listed backup must keep its archive), then the archive, only once no manifest can point at it.
+ */
+async function removeUncommitted(store: BackupStore, log: Logger, manifest: string, manifestTried: boolean, archive: string, archiveWritten: boolean): Promise<void> {
+  if (manifestTried) {
+    try {
+      await store.delete(manifest);
+    } catch (err) {
+      log.error({ key: manifest, err: String(err) }, 'could not delete the manifest of the failed backup; its archive is kept');
+      return;
+    }
+  }
+  if (archiveWritten) {
+    await store.delete(archive).catch((err: unknown) => log.error({ key: archive, err: String(err) }, 'could not delete the uncommitted archive; cleanup will remove it'));
   }
 }
 

@@ -14,9 +14,11 @@ import { resolveConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { archiveKey, formatBackupId } from '../../src/store/layout.ts';
+import { archiveKey, formatBackupId, manifestKey } from '../../src/store/layout.ts';
+import type { PutOptions } from '../../src/store/store.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { chunked, fakeSnapshot, sampleManifest } from '../support/fixtures.ts';
+import { MemoryStore } from '../support/memory-store.ts';
 
 const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-backup-unit-'));
 test.after(() => rm(work, { recursive: true, force: true }));
@@ -105,4 +107,39 @@ test('a store that fails before reading anything fails the backup instead of han
   await writeFile(blocker, 'x');
   const deps = { store: new FsStore(blocker), etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
   await assert.rejects(runBackup(deps, settings), StoreError);
+});
+
+/** A store whose manifest puts land but answer with an error (a lost response), and whose manifest deletes may fail. */
+class LostManifestAnswerStore extends MemoryStore {
+  failManifestDelete = false;
+
+  override async put(key: string, body: Readable, options: PutOptions = {}): Promise<{ size: number }> {
+    const put = await super.put(key, body, options);
+    if (key.endsWith('/manifest.json')) throw new StoreError(`memory: ${key}: connection reset before the answer`);
+    return put;
+  }
+
+  override async delete(key: string): Promise<void> {
+    if (this.failManifestDelete && key.endsWith('/manifest.json')) throw new StoreError(`memory: ${key}: delete failed`);
+    return super.delete(key);
+  }
+}
+
+test('a manifest put that landed but reported failure leaves no listed backup without its archive', async () => {
+  const db = randomBytes(100_000);
+  const store = new LostManifestAnswerStore();
+  const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  await assert.rejects(runBackup(deps, settings), StoreError);
+  // Manifest first, then the archive: nothing is listed, and nothing is left.
+  assert.deepEqual(await new Catalog(store, 'unit').list(), []);
+  assert.deepEqual(await store.list('unit/'), []);
+
+  // When the manifest cannot be deleted, the archive it points at is kept: the listed backup stays whole.
+  const stuck = new LostManifestAnswerStore();
+  stuck.failManifestDelete = true;
+  await assert.rejects(runBackup({ ...deps, store: stuck }, settings), StoreError);
+  const [listed] = await new Catalog(stuck, 'unit').list();
+  assert.ok(listed, 'the landed manifest is listed');
+  assert.equal((await stuck.stat(listed.archive.key))?.size, listed.archive.size, 'its archive is still there');
+  assert.ok(await stuck.stat(manifestKey('unit', listed.backupId)));
 });
