@@ -14,11 +14,15 @@
  *   volume is refused: in a real container it would land in the container's own filesystem.
  * - `etcd` (the first container's command) runs the real etcd binary with the manifest's flags,
  *   path flags mapped. A process that exits is restarted after a second (restartPolicy Always).
- * - `kube-apiserver` runs a stand-in apiserver in this process: an HTTPS server with the
+ * - A component named in `components` (the lab passes the real kube-apiserver,
+ *   kube-controller-manager and kube-scheduler) runs that binary with the manifest's own flags,
+ *   unchanged: only on the root `/` (a lab host's own mount namespace), where every path is real.
+ * - Otherwise `kube-apiserver` runs a stand-in apiserver in this process: an HTTPS server with the
  *   manifest's serving certificate on `127.0.0.1:<--secure-port>` answering `/readyz` with 200
  *   only while an etcd of `--etcd-servers` answers Status with a leader over TLS (with the
- *   manifest's `--etcd-*` client files); every other path answers 404.
- * - Other pods (controller manager, scheduler) are recorded as not simulated.
+ *   manifest's `--etcd-*` client files); every other path answers 404. It proves only that a
+ *   restore waits for an apiserver: nothing of the real apiserver's behaviour.
+ * - Other pods are recorded as not simulated.
  *
  * Each pod's output goes to `<logDir>/<manifest>.log`; the kubelet's own events to
  * `<logDir>/kubelet.log`. `stop()` stops every pod it started.
@@ -39,6 +43,8 @@ export interface KubeletOptions {
   root: string;
   /** The etcd server binary. */
   etcd: string;
+  /** Real binaries for other components (by the name of the manifest's command); needs root `/`. */
+  components?: Record<string, string>;
   logDir: string;
   /** Host path of the static pod directory. */
   manifestsDir?: string;
@@ -85,7 +91,8 @@ export class StandInKubelet {
   #loop: Promise<void> | undefined;
 
   private constructor(opts: KubeletOptions) {
-    this.#opts = { manifestsDir: '/etc/kubernetes/manifests', pollMs: 100, ...opts };
+    this.#opts = { manifestsDir: '/etc/kubernetes/manifests', pollMs: 100, components: {}, ...opts };
+    if (Object.keys(this.#opts.components).length > 0 && opts.root !== '/') throw new Error('real components run only on the root / (a lab host), where their paths are real');
   }
 
   static async start(opts: KubeletOptions): Promise<StandInKubelet> {
@@ -175,7 +182,7 @@ export class StandInKubelet {
     }
     pod.spec = spec;
     pod.component = path.basename(spec.command[0] ?? '?');
-    if (pod.component !== 'etcd' && pod.component !== 'kube-apiserver') {
+    if (pod.component !== 'etcd' && pod.component !== 'kube-apiserver' && !(pod.component in this.#opts.components)) {
       pod.state = 'not-simulated';
       return;
     }
@@ -190,7 +197,9 @@ export class StandInKubelet {
     pod.starts += 1;
     delete pod.error;
     try {
-      if (pod.component === 'etcd') this.#launchEtcd(pod, spec);
+      const binary = this.#opts.components[pod.component];
+      if (binary !== undefined) this.#launchProcess(pod, binary, spec.command.slice(1));
+      else if (pod.component === 'etcd') this.#launchEtcd(pod, spec);
       else await this.#launchApiserver(pod, spec);
       pod.state = 'running';
       this.#event(`${pod.file}: started ${pod.component}${pod.child ? ` (pid ${pod.child.pid})` : ''}, start ${pod.starts}`);
@@ -218,11 +227,16 @@ export class StandInKubelet {
       if (m && ETCD_PATH_FLAGS.includes(m[1]!) && m[2]!.startsWith('/')) return `--${m[1]}=${this.#host(spec, m[2]!)}`;
       return arg;
     });
-    const child = spawnLogged(this.#opts.etcd, args, path.join(this.#opts.logDir, `${pod.file}.log`));
+    this.#launchProcess(pod, this.#opts.etcd, args);
+  }
+
+  /** Runs `binary args` for a pod, restarted a second after it exits (restartPolicy Always). */
+  #launchProcess(pod: Pod, binary: string, args: string[]): void {
+    const child = spawnLogged(binary, args, path.join(this.#opts.logDir, `${pod.file}.log`));
     pod.child = child;
     child.once('exit', (code, signal) => {
       if (pod.child !== child || this.#stopped) return;
-      this.#event(`${pod.file}: etcd (pid ${child.pid}) exited (${signal ?? `code ${code}`}); restarting in 1 s`);
+      this.#event(`${pod.file}: ${pod.component} (pid ${child.pid}) exited (${signal ?? `code ${code}`}); restarting in 1 s`);
       pod.state = 'restarting';
       pod.restartAt = Date.now() + 1000;
     });
