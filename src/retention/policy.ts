@@ -21,7 +21,7 @@ export type RetentionPolicy = Pick<Config['retention'], 'keepLast' | 'hourly' | 
 export interface RetentionCandidate {
   id: string;
   createdAt: Date;
-  /** The last check of this backup passed. */
+  /** The deepest check run on this backup passed, and none failed since (isVerified in ../verify/record.ts). */
   verified: boolean;
 }
 

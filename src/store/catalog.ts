@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { parseStoredManifest, type StoredManifest } from '../archive/manifest.ts';
 import { ArchiveError, NotFoundError, ObjectLockedError } from '../errors/errors.ts';
-import { parseVerificationRecord, verificationRecordJson, type VerificationRecord } from '../verify/record.ts';
+import { parseVerificationRecord, verificationRecordJson, withLevel, type VerificationRecord } from '../verify/record.ts';
 import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, verificationKey, type ParsedKey } from './layout.ts';
 import { isLocked, type BackupStore, type ObjectInfo } from './store.ts';
 
@@ -132,26 +132,28 @@ export class Catalog {
   }
 
   /**
-   * Stores `record` as the last check of its backup, which must be committed. When it failed,
-   * the time and level of the last check that passed carry over from the previous record; a
-   * previous record that cannot be read is replaced. Returns what was stored.
+   * Stores `record` as the last check of its backup, which must be committed, and as the newest
+   * result of its level (the results of the other levels carry over, see ../verify/record.ts).
+   * When it failed, the time and level of the last check that passed carry over from the
+   * previous record; a previous record that cannot be read is replaced. Returns what was stored.
    */
   async recordVerification(record: VerificationRecord): Promise<VerificationRecord> {
     const id = assertBackupId(record.backupId);
     if (!(await this.#store.stat(manifestKey(this.#cluster, id)))) {
       throw new NotFoundError(`no backup ${id} in cluster ${this.#cluster} (${this.#store.description}) to record a verification for`);
     }
-    const { lastPassedAt: _at, lastPassedLevel: _level, ...check } = record;
+    const { lastPassedAt: _at, lastPassedLevel: _level, levels: _levels, ...check } = record;
+    const previous = await this.verification(id).catch((err: unknown) => {
+      if (err instanceof ArchiveError) return undefined;
+      throw err;
+    });
+    const levels = withLevel(previous, check);
     let stored: VerificationRecord;
     if (record.result === 'passed') {
-      stored = { ...check, lastPassedAt: record.at, lastPassedLevel: record.level };
+      stored = { ...check, lastPassedAt: record.at, lastPassedLevel: record.level, levels };
     } else {
-      const previous = await this.verification(id).catch((err: unknown) => {
-        if (err instanceof ArchiveError) return undefined;
-        throw err;
-      });
       const passed = previous?.result === 'passed' ? { at: previous.at, level: previous.level } : previous?.lastPassedAt && previous.lastPassedLevel ? { at: previous.lastPassedAt, level: previous.lastPassedLevel } : undefined;
-      stored = passed ? { ...check, lastPassedAt: passed.at, lastPassedLevel: passed.level } : check;
+      stored = passed ? { ...check, lastPassedAt: passed.at, lastPassedLevel: passed.level, levels } : { ...check, levels };
     }
     await this.#store.put(verificationKey(this.#cluster, id), Readable.from([Buffer.from(verificationRecordJson(stored))]));
     return stored;

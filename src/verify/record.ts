@@ -4,13 +4,16 @@ import type { Logger } from 'pino';
 import { ArchiveError, CancelledError, describeError, LifeboatError, StoreError } from '../errors/errors.ts';
 
 /**
- * The record of the last check of one backup, kept beside it in the store
+ * The record of the checks of one backup, kept beside it in the store
  * (`<cluster>/backups/<id>/verification.json`, see ../store/layout.ts) and rewritten by every
- * check: the outcome of that check, plus when the backup last passed one. It holds no secret:
- * ids, levels, times, and an error's stable code and message.
+ * check: the outcome of that check, when the backup last passed one, and the newest result at
+ * each level (`levels`). It holds no secret: ids, levels, times, and an error's stable code and
+ * message.
  *
- * "Verified" (what retention protects as the newest verified backup) means: the last check
- * passed. A backup whose last check failed is not verified, even if an earlier one passed.
+ * "Verified" (what retention protects as the newest verified backup) means: the newest check at
+ * the deepest level ever run passed (a drill beats deep beats ciphertext), and no check of any
+ * level failed after it. So a ciphertext pass never hides a failed drill, and a backup whose
+ * last check failed is not verified, even if an earlier one passed.
  */
 const Timestamp = Type.String({ pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/.source, description: 'RFC 3339, UTC' });
 
@@ -24,6 +27,22 @@ export const VerificationLevelSchema = Type.Union([
 ]);
 export type VerificationLevel = Static<typeof VerificationLevelSchema>;
 
+/** The levels from the shallowest to the deepest. */
+export const VERIFICATION_LEVELS: readonly VerificationLevel[] = ['ciphertext', 'deep', 'drill'];
+
+const ErrorSchema = Type.Object({ code: Type.String({ minLength: 1 }), message: Type.String() }, { additionalProperties: false });
+
+/** The newest check of one level. */
+const LevelResultSchema = Type.Object(
+  {
+    result: Type.Union([Type.Literal('passed'), Type.Literal('failed')]),
+    at: Timestamp,
+    error: Type.Optional(ErrorSchema),
+  },
+  { additionalProperties: false },
+);
+export type LevelResult = Static<typeof LevelResultSchema>;
+
 export const VerificationRecordSchema = Type.Object(
   {
     backupId: Type.String({ minLength: 1 }),
@@ -33,10 +52,17 @@ export const VerificationRecordSchema = Type.Object(
     at: Timestamp,
     durationSeconds: Type.Number({ minimum: 0 }),
     /** Why it failed: the error's stable code and its one-line message. Only when failed. */
-    error: Type.Optional(Type.Object({ code: Type.String({ minLength: 1 }), message: Type.String() }, { additionalProperties: false })),
+    error: Type.Optional(ErrorSchema),
     /** The last check that passed, this one included; absent if none ever did. */
     lastPassedAt: Type.Optional(Timestamp),
     lastPassedLevel: Type.Optional(VerificationLevelSchema),
+    /** The newest check of each level that was ever run, this one included (absent in records written before it was kept). */
+    levels: Type.Optional(
+      Type.Object(
+        { ciphertext: Type.Optional(LevelResultSchema), deep: Type.Optional(LevelResultSchema), drill: Type.Optional(LevelResultSchema) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -116,9 +142,35 @@ export async function checkAndRecord<T>(
   }
 }
 
-/** Whether the last check of a backup passed: what retention calls verified. */
+/**
+ * What retention calls verified: the newest check at the deepest level ever run passed, and no
+ * check of any level failed after it. A record without `levels` (written before they were kept)
+ * knows only its last check, which must have passed.
+ */
 export function isVerified(record: VerificationRecord | undefined): boolean {
-  return record?.result === 'passed';
+  if (!record) return false;
+  const levels = levelsOf(record);
+  const deepest = [...VERIFICATION_LEVELS].reverse().map((l) => levels[l]).find((r) => r !== undefined);
+  if (deepest?.result !== 'passed') return false;
+  const passedAt = Date.parse(deepest.at);
+  return VERIFICATION_LEVELS.every((l) => {
+    const newest = levels[l];
+    return newest?.result !== 'failed' || Date.parse(newest.at) < passedAt;
+  });
+}
+
+/** The newest result of each level of `record`: its `levels`, or from an older record only its own check. */
+export function levelsOf(record: VerificationRecord): Partial<Record<VerificationLevel, LevelResult>> {
+  return record.levels ?? { [record.level]: levelResult(record) };
+}
+
+/** `previous`'s results per level (if any) with `record`'s check as the newest of its level. */
+export function withLevel(previous: VerificationRecord | undefined, record: VerificationRecord): Partial<Record<VerificationLevel, LevelResult>> {
+  return { ...(previous ? levelsOf(previous) : {}), [record.level]: levelResult(record) };
+}
+
+function levelResult(record: VerificationRecord): LevelResult {
+  return { result: record.result, at: record.at, ...(record.error ? { error: record.error } : {}) };
 }
 
 function round3(n: number): number {

@@ -9,7 +9,7 @@ import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { archiveKey, manifestKey, verificationKey } from '../../src/store/layout.ts';
 import type { BackupStore } from '../../src/store/store.ts';
-import { failedRecord, passedRecord } from '../../src/verify/record.ts';
+import { failedRecord, isVerified, passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
 import { runCli, writeConfig } from '../support/lifeboat.ts';
 import { MemoryStore } from '../support/memory-store.ts';
@@ -38,6 +38,7 @@ test('entries: committed backups newest first, each with the record of its last 
     durationSeconds: 12.346,
     lastPassedAt: at(1.5).toISOString(),
     lastPassedLevel: 'deep',
+    levels: { deep: { result: 'passed', at: at(1.5).toISOString() } },
   });
   assert.deepEqual((await catalog.list()).map((m) => m.backupId), [c.backupId, b.backupId, a.backupId]);
   assert.deepEqual(await catalog.list(), entries.map((e) => e.manifest));
@@ -48,7 +49,15 @@ test('recordVerification: a failure keeps when the backup last passed; a pass mo
   const catalog = new Catalog(store, 'c1');
   const m = await putBackup(store, 'c1', at(0));
   const first = await catalog.recordVerification(failedRecord(m.backupId, 'ciphertext', at(1), 1, new StoreError('store down')));
-  assert.deepEqual(first, { backupId: m.backupId, level: 'ciphertext', result: 'failed', at: at(1).toISOString(), durationSeconds: 1, error: { code: 'STORE_FAILED', message: 'store down' } });
+  assert.deepEqual(first, {
+    backupId: m.backupId,
+    level: 'ciphertext',
+    result: 'failed',
+    at: at(1).toISOString(),
+    durationSeconds: 1,
+    error: { code: 'STORE_FAILED', message: 'store down' },
+    levels: { ciphertext: { result: 'failed', at: at(1).toISOString(), error: { code: 'STORE_FAILED', message: 'store down' } } },
+  });
   await catalog.recordVerification(passedRecord(m.backupId, 'ciphertext', at(2), 2));
   await catalog.recordVerification(passedRecord(m.backupId, 'deep', at(3), 30));
   const failed = await catalog.recordVerification(failedRecord(m.backupId, 'drill', at(4), 40, new Error('etcd did not start')));
@@ -61,20 +70,52 @@ test('recordVerification: a failure keeps when the backup last passed; a pass mo
     error: { code: 'UNEXPECTED', message: 'etcd did not start' },
     lastPassedAt: at(3).toISOString(),
     lastPassedLevel: 'deep',
+    // The newest result of each level is kept: the failed drill is not hidden by the passes before it.
+    levels: {
+      ciphertext: { result: 'passed', at: at(2).toISOString() },
+      deep: { result: 'passed', at: at(3).toISOString() },
+      drill: { result: 'failed', at: at(4).toISOString(), error: { code: 'UNEXPECTED', message: 'etcd did not start' } },
+    },
   });
+  assert.equal(isVerified(failed), false);
   // A second failure still knows the last pass.
   const again = await catalog.recordVerification(failedRecord(m.backupId, 'deep', at(5), 5, new ArchiveError('bad tar')));
   assert.equal(again.lastPassedAt, at(3).toISOString());
   assert.deepEqual(await catalog.verification(m.backupId), again);
   // Whatever the caller says of the last pass is not trusted.
-  const lying = await catalog.recordVerification({ ...failedRecord(m.backupId, 'deep', at(6), 1, new Error('x')), lastPassedAt: at(6).toISOString(), lastPassedLevel: 'drill' });
+  const lying = await catalog.recordVerification({
+    ...failedRecord(m.backupId, 'deep', at(6), 1, new Error('x')),
+    lastPassedAt: at(6).toISOString(),
+    lastPassedLevel: 'drill',
+    levels: { drill: { result: 'passed', at: at(6).toISOString() } },
+  });
   assert.equal(lying.lastPassedAt, at(3).toISOString());
   assert.equal(lying.lastPassedLevel, 'deep');
+  assert.equal(lying.levels?.drill?.result, 'failed');
+  // A ciphertext pass does not hide the failed drill; a drill that passes makes it verified again.
+  assert.equal(isVerified(await catalog.recordVerification(passedRecord(m.backupId, 'ciphertext', at(7), 1))), false);
+  assert.equal(isVerified(await catalog.recordVerification(passedRecord(m.backupId, 'drill', at(8), 1))), true);
 
   const missing = '20261124T000000.000Z-r1';
   await assert.rejects(catalog.recordVerification(passedRecord(missing, 'deep', at(1), 1)), NotFoundError);
   assert.equal(await store.stat(verificationKey('c1', missing)), undefined);
   assert.equal(await catalog.verification(m.backupId.replace('-r', '-r9')), undefined);
+});
+
+test('isVerified: the newest check at the deepest level run decides, and a later failure of any level undoes it', () => {
+  const id = '20261124T000000.000Z-r1';
+  const iso = (days: number) => at(days).toISOString();
+  // A record written before levels were kept knows only its last check.
+  assert.equal(isVerified(passedRecord(id, 'ciphertext', at(1), 1)), true);
+  assert.equal(isVerified(failedRecord(id, 'drill', at(1), 1, new Error('x'))), false);
+  assert.equal(isVerified(undefined), false);
+  const last = passedRecord(id, 'ciphertext', at(3), 1);
+  assert.equal(isVerified({ ...last, levels: { ciphertext: { result: 'passed', at: iso(3) }, drill: { result: 'failed', at: iso(2) } } }), false);
+  assert.equal(isVerified({ ...last, levels: { ciphertext: { result: 'passed', at: iso(3) }, deep: { result: 'passed', at: iso(2) } } }), true);
+  // The archive no longer matches its manifest after the drill passed: not verified any more.
+  const broken = failedRecord(id, 'ciphertext', at(3), 1, new Error('sha256 mismatch'));
+  assert.equal(isVerified({ ...broken, levels: { ciphertext: { result: 'failed', at: iso(3) }, drill: { result: 'passed', at: iso(2) } } }), false);
+  assert.equal(isVerified({ ...broken, levels: { ciphertext: { result: 'failed', at: iso(1) }, drill: { result: 'passed', at: iso(2) } } }), true);
 });
 
 test('a corrupt verification record is an error naming its key; the next check replaces it', async () => {

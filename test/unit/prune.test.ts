@@ -147,6 +147,20 @@ test('prune never deletes the newest verified backup, and keeps a backup whose o
   assert.equal(await store.stat(verificationKey('c1', ids[2]!)), undefined);
 });
 
+test('a shallow pass after a failed drill does not make a backup verified: retention keeps the older one whose drill passed', async () => {
+  const { store, ids } = await sixBackups(() => day(6));
+  const catalog = new Catalog(store, 'c1');
+  const [b1, b2] = [ids[1]!, ids[3]!];
+  await catalog.recordVerification(passedRecord(b1, 'drill', day(1.5), 60));
+  await catalog.recordVerification(failedRecord(b2, 'drill', day(3.5), 60, new Error('etcd did not start')));
+  await catalog.recordVerification(passedRecord(b2, 'ciphertext', day(3.6), 1));
+  const { log } = capturingLog();
+  const report = await prune({ catalog, log }, { ...LAST_TWO, keepLast: 1 }, { dryRun: false, timeZone: 'UTC' });
+  assert.deepEqual(report.kept, [{ id: ids[5], reasons: ['last', 'newest'] }, { id: b1, reasons: ['newest-verified'] }]);
+  assert.deepEqual(report.deleted, [ids[4], b2, ids[2], ids[0]]);
+  assert.deepEqual(objectsOf(store, b1).sort(), ['archive.tar.age', 'manifest.json', 'verification.json']);
+});
+
 test('prune stops before the next delete when cancelled', async () => {
   const { store } = await sixBackups(() => day(6));
   const controller = new AbortController();
