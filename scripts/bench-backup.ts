@@ -4,7 +4,7 @@
  *   npm run bench -- [--size-mib 1100] [--rounds 3] [--compression zstd:1] [--dir DIR]
  *                    [--from dist|src] [--cli FILE]
  *
- * Starts a single-member TLS etcd 3.5, fills it with Kubernetes-shaped keys until the database
+ * Starts a single-member TLS etcd 3.6, fills it with Kubernetes-shaped keys until the database
  * is at least --size-mib, then alternates `etcdctl snapshot save FILE` and `lifeboat backup`
  * (local directory store on the same disk), each timed from process start to exit, and prints
  * per round and as medians: database MiB per wall-clock second, peak RSS and CPU of each, the
@@ -99,7 +99,7 @@ try {
   const lifeboatRate = rate(med((x) => x.lifeboat.seconds));
   const ratio = lifeboatRate / etcdctlRate;
   const peakRss = Math.max(...runs.map((x) => x.lifeboat.peakRssMiB));
-  console.log(`database:        ${f1(dbMiB)} MiB, single-member TLS etcd 3.5, Kubernetes-shaped keys`);
+  console.log(`database:        ${f1(dbMiB)} MiB, single-member TLS etcd ${etcd.bins.version}, Kubernetes-shaped keys`);
   console.log(`etcdctl:         etcdctl snapshot save FILE (TLS, no compression, no encryption)`);
   console.log(`lifeboat:        node --max-semi-space-size=1 ${entry.path} backup, ${entry.what}`);
   console.log(`                 snapshot, tar with the kit, ${args.compression}, age (1 recipient), local directory store with fsync; stored ${f1(stored / MiB)} MiB`);

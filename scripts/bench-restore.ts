@@ -5,7 +5,7 @@
  *   npm run bench:restore -- [--size-mib 1100] [--dir DIR]
  *
  * Starts a kubeadm-shaped control plane of three nodes on this machine (scripts/rig/
- * cluster-roots.ts: one host root per node, a 3-member TLS etcd 3.5 and stand-in apiservers run
+ * cluster-roots.ts: one host root per node, a 3-member TLS etcd 3.6 and stand-in apiservers run
  * by the stand-in kubelet from static pod manifests), fills etcd with Kubernetes-shaped keys,
  * starts one `lifeboat serve` per node (a shared directory store, an age identity configured),
  * takes one backup through the API (zstd 1, age), then runs the real CLI:
@@ -36,6 +36,7 @@ import { fillTo } from './bench/etcd.ts';
 import { SOURCE_CLI } from './bench/lifeboat.ts';
 import { MiB, timed } from './bench/measure.ts';
 import { Teardown } from './bench/teardown.ts';
+import { etcdBinaries } from './rig/binaries.ts';
 import { startClusterRoots, type ClusterRoots } from './rig/cluster-roots.ts';
 import { memberStatus } from './rig/etcd.ts';
 import { freePorts } from './rig/ports.ts';
@@ -116,7 +117,7 @@ try {
       store: { fs: { dir: storeDir } },
       compression: { algorithm: 'zstd', level: 1 },
       encryption: { recipients: [recipient], identityFile },
-      tools: { etcdutl: path.join(path.dirname(cluster.etcd), 'etcdutl'), etcd: cluster.etcd },
+      tools: { etcdutl: etcdBinaries().etcdutl, etcd: cluster.etcd },
       daemon: { stateDir: path.join(dir, 'state', node.name), schedules: { backup: 'off', prune: 'off', drill: 'off' } },
       api: { listen: { host: '127.0.0.1', port: apiPorts[i] }, tls: { certFile: path.join(node.tree.pki, 'apiserver.crt'), keyFile: path.join(node.tree.pki, 'apiserver.key') }, tokensFile },
       metrics: { listen: { host: '127.0.0.1', port: 0 } },
@@ -177,7 +178,7 @@ try {
   if (!report.ok || rtoMs === undefined) throw new Error(`the restore did not finish: ${cli.stdout.slice(-2000)}`);
   const loadAfter = loadavg();
 
-  console.log(`database:        ${(dbSize / MiB).toFixed(0)} MiB in a 3-member TLS etcd 3.5 (static pods, stand-in kubelet), backup ${(backup.archive.size / MiB).toFixed(0)} MiB stored (zstd 1, age)`);
+  console.log(`database:        ${(dbSize / MiB).toFixed(0)} MiB in a 3-member TLS etcd ${etcdBinaries().version} (static pods, stand-in kubelet), backup ${(backup.archive.size / MiB).toFixed(0)} MiB stored (zstd 1, age)`);
   console.log('restore apply --all, phase by phase (its slowest node):');
   for (const phase of report.phases) {
     const slowest = Math.max(...phase.nodes.map((n) => n.durationMs));

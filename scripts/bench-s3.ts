@@ -6,7 +6,7 @@
  *                       [--part-size-mib N] [--queue-size N] [--from dist|src] [--cli FILE]
  *
  * Starts a single-node Ceph RGW (memstore, sized for what one round stores; each round's objects
- * are deleted and garbage-collected after it) and a single-member TLS etcd 3.5 filled with
+ * are deleted and garbage-collected after it) and a single-member TLS etcd 3.6 filled with
  * Kubernetes-shaped keys to at least --size-mib. Then, for each round:
  *   (a) `lifeboat backup` through the CLI, store.s3 on the RGW, zstd 1, one age recipient; by
  *       default the CLI is built first (tsc into the working directory), and the benchmark runs
@@ -25,7 +25,7 @@
  * database MiB per wall-clock second of each, their ratio (target >= 1.5), Lifeboat's peak RSS
  * (target <= 200 MiB), the archive sizes and each shell step's seconds. Everything started is
  * stopped by PID and every file removed, also on failure and Ctrl-C.
- * Needs scripts/install-deps.sh first (etcd 3.5, ceph, age, zstd, s3cmd) and GNU time.
+ * Needs scripts/install-deps.sh first (etcd 3.6, ceph, age, zstd, s3cmd) and GNU time.
  */
 import { execFile } from 'node:child_process';
 import { rm, stat, writeFile } from 'node:fs/promises';
@@ -34,6 +34,7 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { generateIdentity } from '../src/crypto/age.ts';
+import { etcdBinaries } from './rig/binaries.ts';
 import { startRgw } from './rig/rgw.ts';
 import { startFilledEtcd } from './bench/etcd.ts';
 import { chooseLifeboat, lifeboatBackup, type BackupPhases, type LifeboatCli } from './bench/lifeboat.ts';
@@ -222,7 +223,7 @@ function report(results: Round[], dbSize: number, loadBefore: number[], entry: L
   const peakRss = Math.max(...results.map((r) => r.lifeboat.peakRssMiB));
   const s3 = { partSizeMiB: partSizeMiB ?? 8, queueSize: queueSize ?? 4 };
 
-  console.log(`database:        ${f1(dbMiB)} MiB, single-member TLS etcd 3.5, Kubernetes-shaped keys`);
+  console.log(`database:        ${f1(dbMiB)} MiB, single-member TLS etcd ${etcdBinaries().version}, Kubernetes-shaped keys`);
   console.log(`store:           Ceph RGW 16.2 (single node, memstore OSD) on 127.0.0.1, plain HTTP`);
   console.log(`lifeboat:        node --max-semi-space-size=1 ${shown(entry.path)} backup (process start included): zstd 1, 1 age recipient, store.s3 partSizeMiB ${s3.partSizeMiB}, queueSize ${s3.queueSize}`);
   console.log(`                 ${entry.what}`);

@@ -1,28 +1,31 @@
 /**
  * A real TLS etcd for people and scripts (the demo, manual testing).
  *
- *   node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.5|3.4] [--populate N]
+ *   node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
  *   node scripts/etcd-rig.ts stop --dir DIR
  *
  * `start` writes a kubeadm-shaped tree to DIR/host/etc/kubernetes (PKI, static pod manifests,
- * encryption config, ClusterConfiguration), starts etcd with kubeadm's TLS flags on free
- * 127.0.0.1 ports, detached, optionally writes N Kubernetes-shaped keys, and records endpoints,
- * PIDs and cert paths in DIR/rig.json. `stop` stops exactly those PIDs.
+ * encryption config, ClusterConfiguration), starts etcd (3.6 by default, or 3.5, at the versions
+ * pinned in scripts/versions.env) with kubeadm's TLS flags on free 127.0.0.1 ports, detached,
+ * optionally writes N Kubernetes-shaped keys, and records endpoints, PIDs and cert paths in
+ * DIR/rig.json. `stop` stops exactly those PIDs.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeKubeadmTree } from './rig/pki.ts';
-import { startEtcd, type EtcdVersion } from './rig/etcd.ts';
+import { DEFAULT_ETCD_VERSION, ETCD_VERSIONS, type EtcdVersion } from './rig/binaries.ts';
+import { startEtcd } from './rig/etcd.ts';
 import { populate } from './rig/populate.ts';
 
 const USAGE = `usage:
-  node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.5|3.4] [--populate N]
+  node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
   node scripts/etcd-rig.ts stop --dir DIR
 
 start  makes DIR/host/etc/kubernetes (kubeadm-shaped PKI and manifests), starts a TLS etcd
        with client-cert auth on free 127.0.0.1 ports (detached), optionally writes N keys,
-       and writes DIR/rig.json (endpoints, PIDs, cert paths).
+       and writes DIR/rig.json (endpoints, PIDs, cert paths). --version picks etcd 3.6
+       (default) or 3.5, as pinned in scripts/versions.env.
 stop   stops the PIDs recorded in DIR/rig.json (SIGTERM, then SIGKILL after 5 s).
 
 example:
@@ -34,7 +37,7 @@ const { values, positionals } = parseArgs({
   options: {
     dir: { type: 'string' },
     members: { type: 'string', default: '1' },
-    version: { type: 'string', default: '3.5' },
+    version: { type: 'string', default: DEFAULT_ETCD_VERSION },
     populate: { type: 'string', default: '0' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -60,6 +63,7 @@ if (command === 'start') {
   const members = Number(values.members);
   if (members !== 1 && members !== 3) throw new Error('--members must be 1 or 3');
   const version = values.version as EtcdVersion;
+  if (!ETCD_VERSIONS.includes(version)) throw new Error(`--version must be ${ETCD_VERSIONS.join(' or ')}`);
   await mkdir(dir, { recursive: true });
   const hostRoot = path.join(dir, 'host');
   const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));

@@ -15,7 +15,7 @@ export interface FilledEtcd {
 }
 
 /**
- * A single-member TLS etcd 3.5 with a kubeadm-shaped tree under `<dir>/host`, filled with
+ * A single-member TLS etcd 3.6 (the pinned default) with a kubeadm-shaped tree under `<dir>/host`, filled with
  * Kubernetes-shaped keys (values 1–100 KiB, about 3.3:1 compressible) until its database is
  * at least `targetBytes`. Stopped by `teardown`.
  */

@@ -12,7 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import type { Etcd3 } from 'etcd3';
-import { etcdBinaries, tlsClient, waitForLeader, type EtcdVersion, type TlsFiles } from './etcd.ts';
+import { DEFAULT_ETCD_VERSION, etcdBinaries, type EtcdVersion } from './binaries.ts';
+import { tlsClient, waitForLeader, type TlsFiles } from './etcd.ts';
 import { StandInKubelet } from './kubelet.ts';
 import { makeKubeadmTree, type KubeadmTree } from './pki.ts';
 import { freePorts } from './ports.ts';
@@ -46,9 +47,10 @@ export interface ClusterRoots {
   stop(): Promise<void>;
 }
 
+/** `version` of etcd: default 3.6. */
 export async function startClusterRoots(opts: { base: string; names?: string[]; version?: EtcdVersion }): Promise<ClusterRoots> {
   const names = opts.names ?? ['cp-1', 'cp-2', 'cp-3'];
-  const bins = etcdBinaries(opts.version ?? '3.5');
+  const bins = etcdBinaries(opts.version ?? DEFAULT_ETCD_VERSION);
   const ports = await freePorts(names.length * 3);
   const token = `lifeboat-rig-${process.pid}-${Date.now()}`;
   const peerUrl = (i: number) => `https://127.0.0.1:${ports[3 * i + 1]}`;

@@ -1,40 +1,27 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { acceptsConnections } from '../../src/exec/ports.ts';
+import { DEFAULT_ETCD_VERSION, etcdBinaries, type EtcdBinaries, type EtcdVersion } from './binaries.ts';
 import { makeKubeadmTree, type KubeadmTree } from './pki.ts';
 import { populateRig, type PopulateOptions } from './populate.ts';
 import { freePorts } from './ports.ts';
 import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 
 const run = promisify(execFile);
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-export type EtcdVersion = '3.5' | '3.4';
-
-export interface EtcdBinaries {
-  version: EtcdVersion;
-  etcd: string;
-  etcdctl: string;
-  /** Only 3.5 has etcdutl. */
-  etcdutl?: string;
-}
-
-/** etcd 3.5 from Debian trixie (unpacked by scripts/install-deps.sh), or bookworm's 3.4. */
-export function etcdBinaries(version: EtcdVersion): EtcdBinaries {
-  const dir = version === '3.5' ? path.join(REPO, '.cache/etcd-3.5/usr/bin') : '/usr/bin';
-  const bins: EtcdBinaries = { version, etcd: path.join(dir, 'etcd'), etcdctl: path.join(dir, 'etcdctl') };
-  if (version === '3.5') bins.etcdutl = path.join(dir, 'etcdutl');
-  for (const b of [bins.etcd, bins.etcdctl, bins.etcdutl]) {
-    if (b !== undefined && !existsSync(b)) throw new Error(`${b} is missing: run scripts/install-deps.sh (as root) first`);
-  }
-  return bins;
-}
+/**
+ * kubeadm's initial corruption check, spelled as each version accepts it without a warning: 3.6
+ * deprecated `--experimental-initial-corrupt-check` for the feature gate, which 3.5 does not have.
+ */
+const INITIAL_CORRUPT_CHECK: Record<EtcdVersion, string> = {
+  '3.6': '--feature-gates=InitialCorruptCheck=true',
+  '3.5': '--experimental-initial-corrupt-check=true',
+};
 
 export interface RigMember {
   name: string;
@@ -48,6 +35,7 @@ export interface RigMember {
 export interface StartOptions {
   tree: KubeadmTree;
   members: 1 | 3;
+  /** Default 3.6. */
   version?: EtcdVersion;
   /** Data dirs, logs and (with `restoreFrom`) restored members go here. */
   dataRoot: string;
@@ -81,7 +69,7 @@ export interface EtcdCluster {
 }
 
 export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
-  const bins = etcdBinaries(options.version ?? '3.5');
+  const bins = etcdBinaries(options.version ?? DEFAULT_ETCD_VERSION);
   const count = options.members;
   const names = options.names ?? Array.from({ length: count }, (_, i) => `m${i + 1}`);
   const ports = await freePorts(count * 2);
@@ -101,10 +89,7 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
 
   if (options.restoreFrom) {
     for (const m of members) {
-      const tool = bins.etcdutl ?? bins.etcdctl;
-      await run(tool, ['snapshot', 'restore', options.restoreFrom, '--name', m.name, '--data-dir', m.dataDir, '--initial-cluster', initialCluster, '--initial-cluster-token', token, '--initial-advertise-peer-urls', m.peerUrl], {
-        env: { ...process.env, ETCDCTL_API: '3' },
-      });
+      await run(bins.etcdutl, ['snapshot', 'restore', options.restoreFrom, '--name', m.name, '--data-dir', m.dataDir, '--initial-cluster', initialCluster, '--initial-cluster-token', token, '--initial-advertise-peer-urls', m.peerUrl]);
     }
   }
 
@@ -127,7 +112,7 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
     `--peer-cert-file=${t.peerCert}`,
     `--peer-key-file=${t.peerKey}`,
     '--snapshot-count=10000',
-    '--experimental-initial-corrupt-check=true',
+    INITIAL_CORRUPT_CHECK[bins.minor],
     '--logger=zap',
     '--log-outputs=stderr',
     ...(options.extraArgs ?? []),
@@ -149,7 +134,6 @@ export async function startEtcd(options: StartOptions): Promise<EtcdCluster> {
     client: (endpoints = members.map((m) => m.clientUrl)) => tlsClient(endpoints, tls),
     async etcdctl(args) {
       const { stdout } = await run(bins.etcdctl, [`--endpoints=${cluster.endpoints.join(',')}`, `--cacert=${tls.caFile}`, `--cert=${tls.certFile}`, `--key=${tls.keyFile}`, ...args], {
-        env: { ...process.env, ETCDCTL_API: '3' },
         maxBuffer: 64 << 20,
       });
       return stdout;

@@ -4,6 +4,7 @@ import { chmod, copyFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { etcdImage } from './binaries.ts';
 
 const run = promisify(execFile);
 
@@ -251,7 +252,7 @@ export function etcdStaticPod(o: EtcdPodOptions = {}): string {
   ];
   const byName = (f: string) => f.slice(2).split('=')[0]!;
   flags.sort((a, b) => (byName(a) < byName(b) ? -1 : byName(a) > byName(b) ? 1 : 0));
-  return staticPod('etcd', 'registry.k8s.io/etcd:3.5.16-0', ['etcd', ...flags], [['etcd-data', dataDir, 'DirectoryOrCreate'], ['etcd-certs', '/etc/kubernetes/pki/etcd', 'DirectoryOrCreate']]);
+  return staticPod('etcd', etcdImage(), ['etcd', ...flags], [['etcd-data', dataDir, 'DirectoryOrCreate'], ['etcd-certs', '/etc/kubernetes/pki/etcd', 'DirectoryOrCreate']]);
 }
 
 export interface ApiserverPodOptions {

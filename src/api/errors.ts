@@ -40,6 +40,7 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   DESTINATION_NOT_EMPTY: 500,
   TOOL_FAILED: 500,
   CANCELLED: 500,
+  CLOCK_SKEW: 500,
 };
 
 /** Every error response's body. */

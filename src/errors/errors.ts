@@ -29,6 +29,7 @@ export const ERROR_CODES = [
   'FORBIDDEN',
   'RATE_LIMITED',
   'DAEMON_UNREACHABLE',
+  'CLOCK_SKEW',
   'INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -104,6 +105,13 @@ export class ArchiveError extends LifeboatError {
 export class IntegrityError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('INTEGRITY_MISMATCH', message, options);
+  }
+}
+
+/** This node's clock is off from a reference clock (the store's) by more than backup.maxClockSkewSeconds. */
+export class ClockSkewError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('CLOCK_SKEW', message, options);
   }
 }
 

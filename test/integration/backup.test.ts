@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
+import type { StoredManifest } from '../../src/archive/manifest.ts';
 import type { BackupStore } from '../../src/store/store.ts';
 import { createDecryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import { verifyBackup } from '../../src/verify/verify.ts';
@@ -72,25 +73,35 @@ test('a 3-member TLS etcd backs up, lists, verifies deeply, extracts, and restor
   }
 
   // Restore the snapshot with etcdutl into a new data dir, start etcd on it, read every key back.
-  const again = await startEtcd({ tree: cluster.tree, members: 1, dataRoot: path.join(work, 'etcd-restored'), restoreFrom: path.join(out, 'etcd/snapshot.db') });
+  assert.match(await restoredServes(path.join(out, 'etcd/snapshot.db'), path.join(work, 'etcd-restored'), data), /^3\.6\./);
+});
+
+/**
+ * Restores `snapshot` with the rig's etcdutl (3.6) into a new data dir under `dataRoot`, starts a
+ * single-member etcd 3.6 on it, checks that it serves every key `written` put there with its
+ * value, stops it, and returns the version the restored etcd reported.
+ */
+async function restoredServes(snapshot: string, dataRoot: string, written: PopulateOptions): Promise<string> {
+  const again = await startEtcd({ tree: cluster.tree, members: 1, dataRoot, restoreFrom: snapshot });
   try {
     const client = again.client();
     try {
       const all = await client.getAll().exec();
       const got = new Map(all.kvs.map((kv) => [kv.key.toString(), kv.value]));
       let checked = 0;
-      for (const [key, value] of entries(data)) {
+      for (const [key, value] of entries(written)) {
         assert.deepEqual(got.get(key), value, key);
         checked += 1;
       }
-      assert.equal(checked, 3000);
+      assert.equal(checked, written.keys);
+      return (await client.maintenance.status()).version;
     } finally {
       client.close();
     }
   } finally {
     await again.stop();
   }
-});
+}
 
 test('the stock age CLI and GNU tar unpack an archive; the snapshot passes etcdutl and its trailer check', async () => {
   const { config, store, storeDir } = setup('manual', { compression: { algorithm: 'zstd', level: 1 } });
@@ -251,19 +262,24 @@ test('etcd killed mid-snapshot: the backup fails clearly, nothing is listed, no 
   }
 });
 
-test('etcd 3.4 (bookworm) backs up and its snapshot verifies with etcdutl 3.5', async () => {
-  const old = await startEtcd({ tree: cluster.tree, members: 1, version: '3.4', dataRoot: path.join(work, 'etcd-34') });
+test('etcd 3.5 backs up; etcdutl 3.6 verifies its snapshot and restores it into an etcd 3.6 that serves every key', async () => {
+  const written: PopulateOptions = { keys: 200, valueBytes: [10, 1000], seed: 9 };
+  const storeDir = path.join(work, 'store-35');
+  const store = new FsStore(storeDir);
+  const old = await startEtcd({ tree: cluster.tree, members: 1, version: '3.5', dataRoot: path.join(work, 'etcd-35') });
+  let manifest: StoredManifest;
   try {
-    await populateRig(old, { keys: 200, valueBytes: [10, 1000], seed: 9 });
-    const storeDir = path.join(work, 'store-34');
-    const config = configOf(configDoc(old, hostRoot, storeDir, [online.recipient]));
-    const store = new FsStore(storeDir);
-    const manifest = await backup(config, store);
-    assert.match(manifest.etcd.version, /^3\.4\./);
-    const report = await verifyBackup({ store, decrypt: createDecryptStream, exec: processExecutor, log: quietLog }, manifest, { etcdutl: ETCDUTL, identities: [online.identity] });
-    assert.ok(report.snapshot!.status.totalKey >= 200);
+    await populateRig(old, written);
+    manifest = await backup(configOf(configDoc(old, hostRoot, storeDir, [online.recipient])), store);
   } finally {
     await old.stop();
   }
-});
+  assert.match(manifest.etcd.version, /^3\.5\./);
+  const report = await verifyBackup({ store, decrypt: createDecryptStream, exec: processExecutor, log: quietLog }, manifest, { etcdutl: ETCDUTL, identities: [online.identity] });
+  assert.equal(report.level, 'deep');
+  assert.ok(report.snapshot!.status.totalKey >= written.keys);
 
+  const out = path.join(work, 'extracted-35');
+  await extractBackup({ store, decrypt: createDecryptStream, log: quietLog }, manifest, [online.identity], out);
+  assert.match(await restoredServes(path.join(out, 'etcd/snapshot.db'), path.join(work, 'etcd-35-restored'), written), /^3\.6\./);
+});

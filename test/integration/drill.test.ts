@@ -73,7 +73,7 @@ async function backup(config: Config, store: FsStore, source?: (real: SnapshotSo
   try {
     return await runBackup(
       { store, etcd: source ? source(real) : real, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10 },
+      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, maxClockSkewSeconds: 300 },
     );
   } finally {
     await real.close();

@@ -35,7 +35,7 @@ test('the kubeadm tree has kubeadm\'s files, with PKCS#1 keys at 0600', async ()
   assert.match(await readFile(path.join(tree.manifests, 'kube-apiserver.yaml'), 'utf8'), /--encryption-provider-config=\/etc\/kubernetes\/enc\/enc\.yaml/);
 });
 
-for (const [members, version] of [[3, '3.5'], [1, '3.4']] as const) {
+for (const [members, version] of [[3, '3.6'], [1, '3.5']] as const) {
   test(`${members} member(s) of etcd ${version}: TLS with client certs, and stop() leaves no process`, async () => {
     const cluster = await startEtcd({ tree, members, version, dataRoot: path.join(work, `etcd-${members}-${version}`) });
     try {

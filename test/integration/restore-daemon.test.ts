@@ -11,7 +11,7 @@ import type { Job } from '../../src/jobs/job.ts';
 import type { RestoreView } from '../../src/restore/engine.ts';
 import { readyz, startClusterRoots, type ClusterRoots } from '../../scripts/rig/cluster-roots.ts';
 import { keysOf, liveDigest } from '../support/restore-nodes.ts';
-import { etcdBinaries } from '../../scripts/rig/etcd.ts';
+import { etcdBinaries } from '../../scripts/rig/binaries.ts';
 import { populateRig } from '../../scripts/rig/populate.ts';
 import { freePorts } from '../../scripts/rig/ports.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
@@ -302,7 +302,7 @@ test('lifeboat restore apply --all: SIGKILL of a daemon mid-restore, restart, th
   }
   // A watch from a revision before the restore is refused as compacted.
   const n = cluster.nodes[2]!;
-  const watched = await run(etcdBinaries('3.5').etcdctl, [`--endpoints=${n.clientUrl}`, `--cacert=${n.tls.caFile}`, `--cert=${n.tls.certFile}`, `--key=${n.tls.keyFile}`, 'watch', `--rev=${backupRevision}`, '/registry/'], { timeout: 15_000 }).then(
+  const watched = await run(etcdBinaries().etcdctl, [`--endpoints=${n.clientUrl}`, `--cacert=${n.tls.caFile}`, `--cert=${n.tls.certFile}`, `--key=${n.tls.keyFile}`, 'watch', `--rev=${backupRevision}`, '/registry/'], { timeout: 15_000 }).then(
     (r) => ({ code: 0, out: r.stdout + r.stderr }),
     (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code, out: `${e.stdout}${e.stderr}` }),
   );

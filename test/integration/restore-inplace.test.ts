@@ -19,7 +19,7 @@ import { FsStore } from '../../src/store/fs-store.ts';
 import { readyz, startClusterRoots, type ClusterRoots, type NodeRoot } from '../../scripts/rig/cluster-roots.ts';
 import { keysOf, liveDigest } from '../support/restore-nodes.ts';
 import { takeBackup } from '../support/backups.ts';
-import { etcdBinaries } from '../../scripts/rig/etcd.ts';
+import { etcdBinaries } from '../../scripts/rig/binaries.ts';
 import { populate } from '../../scripts/rig/populate.ts';
 import { configOf, ETCDUTL, quietLog, REPO } from '../support/lifeboat.ts';
 
@@ -176,7 +176,7 @@ async function checkRestored(plans: RestorePlan[]): Promise<void> {
   }
   // A watch from a revision before the restore is refused as compacted.
   const n = cluster.nodes[1]!;
-  const etcdctl = etcdBinaries('3.5').etcdctl;
+  const etcdctl = etcdBinaries().etcdctl;
   const watched = await run(etcdctl, [`--endpoints=${n.clientUrl}`, `--cacert=${n.tls.caFile}`, `--cert=${n.tls.certFile}`, `--key=${n.tls.keyFile}`, 'watch', `--rev=${backup.etcd.revision}`, '/registry/masterleases/127.0.0.1'], { timeout: 15_000 }).then(
     (r) => ({ code: 0, out: r.stdout + r.stderr }),
     (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code, out: `${e.stdout}${e.stderr}` }),

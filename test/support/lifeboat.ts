@@ -6,9 +6,11 @@ import { stringify } from 'yaml';
 import { resolveConfig } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/log/logger.ts';
+import { etcdBinaries } from '../../scripts/rig/binaries.ts';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const ETCDUTL = path.join(REPO, '.cache/etcd-3.5/usr/bin/etcdutl');
+/** etcdutl of the pinned default etcd (3.6). */
+export const ETCDUTL = etcdBinaries().etcdutl;
 export const quietLog = createLogger('silent');
 /** As the lifeboat bin runs Node: a small young generation keeps peak RSS low while streaming. */
 export const NODE_FLAGS = ['--max-semi-space-size=1'];
