@@ -30,6 +30,7 @@ export function cycleSettings(config: Config): CycleSettings {
     compression: config.compression,
     recipients: config.encryption.recipients,
     progressIntervalSeconds: config.backup.progressIntervalSeconds,
+    maxClockSkewSeconds: config.backup.maxClockSkewSeconds,
     retention: config.retention.afterBackup ? config.retention : undefined,
     timeZone: config.daemon.schedules.timezone,
   };

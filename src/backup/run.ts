@@ -14,7 +14,7 @@ import {
 import { archiveChunks, writeBlocks } from '../archive/writer.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
-import { IntegrityError, LifeboatError, rootCause } from '../errors/errors.ts';
+import { ClockSkewError, IntegrityError, LifeboatError, rootCause } from '../errors/errors.ts';
 import { TRAILER_BYTES, type SnapshotSource } from '../etcd/source.ts';
 import { checkedSnapshot, SnapshotChecker } from '../etcd/trailer.ts';
 import { collectKit } from '../kit/collect.ts';
@@ -46,6 +46,8 @@ export interface BackupSettings {
   compression: CompressionSettings;
   recipients: readonly string[];
   progressIntervalSeconds: number;
+  /** The most this node's clock may be off from the store's (config backup.maxClockSkewSeconds). */
+  maxClockSkewSeconds: number;
 }
 
 const MiB = 1024 * 1024;
@@ -137,6 +139,7 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
     if (!object || object.size !== stored.bytes || put.value.size !== stored.bytes) {
       throw new IntegrityError(`stored archive ${key} is ${object?.size ?? 'missing'} bytes, expected ${stored.bytes}`);
     }
+    checkClock(key, object.modified, createdAt, deps.now(), settings.maxClockSkewSeconds);
     report?.phase('committing');
     log.info({ phase: 'archive-stored', backupId: id, snapshotBytes: checker.bytes, storedBytes: stored.bytes, ratio: round1(checker.bytes / Math.max(1, stored.bytes)), seconds: round1(seconds), mibPerSecond: round1(checker.bytes / MiB / seconds), durationMs: elapsed() }, 'archive stored and checked');
 
@@ -164,6 +167,28 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   } finally {
     clearInterval(progress);
   }
+}
+
+/**
+ * Refuses to commit a backup made while this node's clock is off from the store's by more than
+ * `maxSkewSeconds`: its id and createdAt come from this node's clock, and a backup dated in the
+ * future would stay "latest". etcd offers no clock to compare with (its gRPC responses carry no
+ * time), so the reference is the store's clock: the archive's modification time as the store
+ * stamped it. For S3 that is the server's Last-Modified (1 s resolution); for a local directory
+ * it is this node's own clock (NFS: the server's), so the check can only catch a skew against
+ * a remote store. The store stamped the archive between `createdAt` and `now` by this node's
+ * clock; outside that window widened by the bound, the clocks disagree.
+ */
+function checkClock(key: string, storedAt: Date, createdAt: Date, now: Date, maxSkewSeconds: number): void {
+  const bound = maxSkewSeconds * 1000;
+  const ahead = createdAt.getTime() - storedAt.getTime();
+  const behind = storedAt.getTime() - now.getTime();
+  if (ahead <= bound && behind <= bound) return;
+  const skew = Math.round(Math.max(ahead, behind) / 1000);
+  throw new ClockSkewError(
+    `this node's clock is about ${skew} s ${ahead > bound ? 'ahead of' : 'behind'} the store's, more than backup.maxClockSkewSeconds (${maxSkewSeconds}): the store stamped ${key} at ${storedAt.toISOString()}, while this node made it between ${createdAt.toISOString()} and ${now.toISOString()}`,
+    { hint: "fix this node's time (NTP, chrony), then back up again; a backup dated by a wrong clock would be taken for the newest or the oldest" },
+  );
 }
 
 /**

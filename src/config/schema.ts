@@ -177,6 +177,11 @@ export const BackupSchema = Type.Object(
     orphanMinAgeSeconds: Type.Integer({ minimum: 0, default: 3600 }),
     /** Log a progress line this often while streaming. */
     progressIntervalSeconds: Type.Number({ minimum: 0.1, default: 10 }),
+    /**
+     * A backup is refused when this node's clock is off from the store's by more than this; a
+     * backup dated further than this in the future is not trusted as latest (and is flagged).
+     */
+    maxClockSkewSeconds: Type.Integer({ minimum: 1, maximum: 86400, default: 300 }),
   },
   { ...Strict, default: {} },
 );

@@ -19,7 +19,7 @@ export async function takeBackup(config: Config, store: BackupStore, settings: P
   try {
     return await runBackup(
       { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
-      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, ...settings },
+      { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, maxClockSkewSeconds: config.backup.maxClockSkewSeconds, ...settings },
     );
   } finally {
     await etcd.close();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { runBackup, type BackupSettings } from '../../src/backup/run.ts';
 import { createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
-import { EtcdUnavailableError, SnapshotError, StoreError } from '../../src/errors/errors.ts';
+import { EtcdUnavailableError, SnapshotError, StoreError, type LifeboatError } from '../../src/errors/errors.ts';
 import type { EtcdFacts } from '../../src/archive/manifest.ts';
 import type { OpenSnapshot, SnapshotSource } from '../../src/etcd/source.ts';
 import { resolveConfig } from '../../src/config/load.ts';
@@ -26,7 +26,7 @@ const hostRoot = path.join(work, 'host');
 await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'));
 const { recipient } = await generateIdentity();
 const config = resolveConfig({ cluster: 'unit', kit: { hostRoot } });
-const settings: BackupSettings = { cluster: 'unit', node: 'n1', kit: config.kit, compression: { algorithm: 'zstd', level: 1 }, recipients: [recipient], progressIntervalSeconds: 60 };
+const settings: BackupSettings = { cluster: 'unit', node: 'n1', kit: config.kit, compression: { algorithm: 'zstd', level: 1 }, recipients: [recipient], progressIntervalSeconds: 60, maxClockSkewSeconds: 300 };
 const facts: EtcdFacts = sampleManifest(0, []).etcd;
 
 /** A SnapshotSource that streams the given file bytes, announcing `dbSize`. */
@@ -142,4 +142,26 @@ test('a manifest put that landed but reported failure leaves no listed backup wi
   assert.ok(listed, 'the landed manifest is listed');
   assert.equal((await stuck.stat(listed.archive.key))?.size, listed.archive.size, 'its archive is still there');
   assert.ok(await stuck.stat(manifestKey('unit', listed.backupId)));
+});
+
+test("a node whose clock is off from the store's by more than backup.maxClockSkewSeconds commits no backup", async () => {
+  const db = randomBytes(50_000);
+  const bounded = { ...settings, maxClockSkewSeconds: 300 };
+  for (const [name, offsetSeconds, commits] of [
+    ['an hour ahead', 3600, false],
+    ['an hour behind', -3600, false],
+    ['a minute ahead, within the bound', 60, true],
+  ] as const) {
+    // The store stamps objects with its own clock; the node's clock (deps.now) is off from it.
+    const store = new MemoryStore({ now: () => new Date() });
+    const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(Date.now() + offsetSeconds * 1000) };
+    const run = runBackup(deps, bounded);
+    if (commits) {
+      const manifest = await run;
+      assert.deepEqual((await new Catalog(store, 'unit').list()).map((m) => m.backupId), [manifest.backupId], name);
+      continue;
+    }
+    await assert.rejects(run, (err: unknown) => (err as LifeboatError).code === 'CLOCK_SKEW' && /backup\.maxClockSkewSeconds/.test((err as Error).message), name);
+    assert.deepEqual(await store.list('unit/'), [], `${name}: nothing committed, nothing left`);
+  }
 });

@@ -44,6 +44,10 @@ test('unknown keys and wrong types name the field', () => {
   configError(() => resolveConfig({ compression: { algorithm: 'gzip', level: 12 } }), '/compression/level');
   configError(() => resolveConfig({ cluster: 'Prod_1' }), '/cluster');
   configError(() => resolveConfig({ encryption: { recipients: ['age1notakey'] } }), '/encryption/recipients/0');
+  configError(() => resolveConfig({ backup: { maxClockSkewSeconds: 0 } }), '/backup/maxClockSkewSeconds');
+  configError(() => resolveConfig({ backup: { maxClockSkewSeconds: 'five minutes' } }), '/backup/maxClockSkewSeconds', /Expected integer/);
+  assert.equal(resolveConfig({}).backup.maxClockSkewSeconds, 300);
+  assert.equal(resolveConfig({ backup: { maxClockSkewSeconds: 60 } }).backup.maxClockSkewSeconds, 60);
 });
 
 test('YAML files load, and a broken one says where', () => {
