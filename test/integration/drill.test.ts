@@ -19,11 +19,12 @@ import { FsStore } from '../../src/store/fs-store.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { runDrill, type DrillOptions } from '../../src/verify/drill.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { etcdBinaries, startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { etcdBinaries } from '../../scripts/rig/binaries.ts';
+import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { entry, populate, type PopulateOptions } from '../../scripts/rig/populate.ts';
 import { configDoc, configOf, errorLines, ETCDUTL, quietLog, REPO, runCli, writeConfig } from '../support/lifeboat.ts';
 
-const ETCD = etcdBinaries('3.5').etcd;
+const ETCD = etcdBinaries().etcd;
 let work: string;
 let hostRoot: string;
 let cluster: EtcdCluster;
