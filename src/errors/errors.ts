@@ -8,6 +8,7 @@ export const ERROR_CODES = [
   'CONFIG_INVALID',
   'KEY_INVALID',
   'KIT_FILE_MISSING',
+  'KUBE_OBJECT_UNREADABLE',
   'ETCD_UNAVAILABLE',
   'SNAPSHOT_INVALID',
   'ARCHIVE_INVALID',
@@ -77,6 +78,20 @@ export class KitFileMissingError extends LifeboatError {
   constructor(path: string, message: string, options: LifeboatErrorOptions = {}) {
     super('KIT_FILE_MISSING', message, options);
     this.path = path;
+  }
+}
+
+/**
+ * A Kubernetes object read from etcd cannot be decoded. `problem` says why: `encrypted-at-rest`
+ * (the kube-apiserver's EncryptionConfiguration covers its resource, so etcd holds ciphertext),
+ * `unsupported` (an encoding or content type Lifeboat does not read), or `malformed` (truncated,
+ * a bad wire type, not UTF-8, another kind, ...); the message names what and, for protobuf, where.
+ */
+export class KubeObjectError extends LifeboatError {
+  readonly problem: 'encrypted-at-rest' | 'unsupported' | 'malformed';
+  constructor(problem: KubeObjectError['problem'], message: string, options: LifeboatErrorOptions = {}) {
+    super('KUBE_OBJECT_UNREADABLE', message, options);
+    this.problem = problem;
   }
 }
 
