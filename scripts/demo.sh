@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lifeboat's main job on the embedded default, on one machine, from nothing:
-#   a local TLS etcd (client-cert auth, kubeadm-shaped PKI under a temp /etc/kubernetes),
+#   a local TLS etcd 3.6 (the pinned build; client-cert auth, kubeadm-shaped PKI under a temp /etc/kubernetes),
 #   the embedded default store (the local directory /var/lib/lifeboat/backups), one backup, a deep verify with the identity, and the listing.
 # Then it stops the etcd it started. Everything lives under $LIFEBOAT_DEMO_DIR
 # (default: a new temp dir), which is kept so you can look at it.
@@ -8,9 +8,13 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/install-deps.sh
-export PATH="$root/node_modules/.bin:$root/.cache/etcd-3.5/usr/bin:$PATH"
+export PATH="$root/node_modules/.bin:$PATH"
+# etcdutl of the pinned etcd 3.6 build, resolved where the tests resolve it.
+etcdutl="$(node --input-type=module -e 'const { etcdBinaries } = await import("./scripts/rig/binaries.ts"); console.log(etcdBinaries().etcdutl);')"
 
 demo="${LIFEBOAT_DEMO_DIR:-$(mktemp -d /tmp/lifeboat-demo.XXXXXX)}"
+# lifeboat reads every LIFEBOAT_* variable as a config override: this one is the demo's own.
+unset LIFEBOAT_DEMO_DIR
 mkdir -p "$demo"
 echo "== demo dir: $demo"
 
@@ -22,7 +26,7 @@ k8s="$hostroot/etc/kubernetes"
 echo "== etcd with TLS at $endpoint, kubeadm-shaped files in $k8s"
 
 lifeboat() { node --max-semi-space-size=1 src/cli/main.ts "$@"; }
-export LIFEBOAT_TOOLS__ETCDUTL="$root/.cache/etcd-3.5/usr/bin/etcdutl"
+export LIFEBOAT_TOOLS__ETCDUTL="$etcdutl"
 
 [ -f "$demo/key.txt" ] || lifeboat keygen --output "$demo/key.txt" >"$demo/recipient.txt"
 cat >"$demo/lifeboat.yaml" <<YAML

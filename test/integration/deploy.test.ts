@@ -1,7 +1,7 @@
 /**
  * The shipping artefacts: deploy/ (Kustomize base, overlays, Secret templates) and the Dockerfile.
  *
- * - Every kustomization renders with the real `kubectl kustomize`.
+ * - Every kustomization renders with the real `kubectl kustomize` (the pinned build, scripts/rig/binaries.ts).
  * - Every rendered object passes the Kubernetes OpenAPI schemas (kubernetes-models and
  *   @kubernetes-models/prometheus-operator: types, formats, required fields), and has no field
  *   the schema does not know (the same models' TypeScript types, checked by the compiler).
@@ -41,6 +41,7 @@ import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { applyEnvOverrides } from '../../src/config/load.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
+import { kubernetesBinaries } from '../../scripts/rig/binaries.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
@@ -86,12 +87,12 @@ function kustomizations(): string[] {
 }
 
 async function render(dir: string): Promise<Rendered> {
+  const { kubectl } = kubernetesBinaries();
   let stdout: string;
   try {
-    ({ stdout } = await run('kubectl', ['kustomize', path.join(REPO, dir)], { maxBuffer: 32 << 20 }));
+    ({ stdout } = await run(kubectl, ['kustomize', path.join(REPO, dir)], { maxBuffer: 32 << 20 }));
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not on PATH: install one (any kubectl since 1.14 has kustomize built in)', { cause: err });
     throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
   }
   const objects = parseAllDocuments(stdout).map((d) => {
