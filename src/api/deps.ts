@@ -11,6 +11,8 @@ export interface BackupEntry {
   manifest: StoredManifest;
   /** The record of the backup's last check; absent when it was never checked. */
   verification?: VerificationRecord;
+  /** Dated further in the future than backup.maxClockSkewSeconds: never taken as latest. */
+  futureDated?: true;
 }
 
 /**

@@ -62,6 +62,7 @@ export const VerifyBody = Type.Object(
 export const BackupEntrySchema = Type.Object({
   manifest: StoredManifestSchema,
   verification: Type.Optional(VerificationRecordSchema),
+  futureDated: Type.Optional(Type.Boolean({ description: 'true: dated further in the future than backup.maxClockSkewSeconds; never taken as latest' })),
 });
 
 export const BackupListResponse = Type.Object({

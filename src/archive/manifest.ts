@@ -25,14 +25,31 @@ const Uint64 = Type.String({ pattern: '^[0-9]{1,20}$', description: 'a uint64 as
 const Size = Type.Integer({ minimum: 0 });
 const Timestamp = Type.String({ pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/.source, description: 'RFC 3339, UTC' });
 
-export const KitRole = Type.Union([
-  Type.Literal('pki'),
-  Type.Literal('static-pod-manifest'),
-  Type.Literal('cluster-configuration'),
-  Type.Literal('encryption-provider-config'),
-  Type.Literal('extra'),
+/** The parts of the recovery kit, in the order they are listed. */
+export const KIT_ROLES = ['pki', 'static-pod-manifest', 'cluster-configuration', 'encryption-provider-config', 'extra'] as const;
+export const KitRole = Type.Union(KIT_ROLES.map((r) => Type.Literal(r)));
+export type KitRole = (typeof KIT_ROLES)[number];
+
+/**
+ * Where a kit file's content came from: the file at its path on the host, or (for the
+ * cluster-configuration) a key of a ConfigMap read from etcd at the snapshot's revision.
+ */
+export const KitSourceSchema = Type.Union([
+  Type.Object({ from: Type.Literal('file') }),
+  Type.Object({
+    from: Type.Literal('configmap'),
+    namespace: Type.String(),
+    name: Type.String(),
+    /** The ConfigMap's data key that held the content. */
+    dataKey: Type.String(),
+    /** The etcd key the ConfigMap was read from. */
+    etcdKey: Type.String(),
+    revision: Uint64,
+    /** How the kube-apiserver had stored it. */
+    encoding: Type.Union([Type.Literal('protobuf'), Type.Literal('json')]),
+  }),
 ]);
-export type KitRole = Static<typeof KitRole>;
+export type KitSource = Static<typeof KitSourceSchema>;
 
 export const KitFileSchema = Type.Object({
   /** The entry name in the archive: `kit/` + the path on the host, without its leading `/`. */
@@ -43,6 +60,11 @@ export const KitFileSchema = Type.Object({
   size: Size,
   mode: Type.Integer({ minimum: 0, maximum: 0o7777 }),
   sha256: Sha256,
+  /**
+   * Recorded for the cluster-configuration. Absent: the file at `path` (and every kit file of a
+   * manifest written before the source was recorded).
+   */
+  source: Type.Optional(KitSourceSchema),
 });
 export type KitFile = Static<typeof KitFileSchema>;
 
@@ -136,6 +158,12 @@ export const StoredManifestSchema = Type.Composite([
   }),
 ]);
 export type StoredManifest = Static<typeof StoredManifestSchema>;
+
+/** The kit roles a backup lacks (a role with any missing file), in KIT_ROLES order; [] when its kit is complete. */
+export function missingKitRoles(manifest: Pick<ArchiveManifest, 'kit'>): KitRole[] {
+  const missing = new Set(manifest.kit.missing.map((m) => m.role));
+  return KIT_ROLES.filter((r) => missing.has(r));
+}
 
 /** The ArchiveManifest part of a StoredManifest, as it must appear inside the archive. */
 export function archivePart(stored: StoredManifest): ArchiveManifest {

@@ -17,6 +17,7 @@ import type { Config } from '../config/schema.ts';
 import { ClockSkewError, IntegrityError, LifeboatError, rootCause } from '../errors/errors.ts';
 import { TRAILER_BYTES, type SnapshotSource } from '../etcd/source.ts';
 import { checkedSnapshot, SnapshotChecker } from '../etcd/trailer.ts';
+import { clusterConfigurationFromEtcd } from '../kit/cluster-config.ts';
 import { collectKit } from '../kit/collect.ts';
 import { archiveKey, formatBackupId, manifestKey } from '../store/layout.ts';
 import type { BackupStore } from '../store/store.ts';
@@ -76,10 +77,14 @@ export async function runBackup(deps: BackupDeps, settings: BackupSettings, sign
   report?.phase('member-chosen');
   log.info({ phase: 'member-chosen', endpoint: member.endpoint, member: member.memberName, revision: member.revision, dbSize: member.dbSize, version: member.version, durationMs: elapsed() }, 'chose the etcd member to snapshot');
 
-  const kit = await collectKit(settings.kit);
+  const readKey = etcd.readKey?.bind(etcd);
+  const kit = await collectKit(settings.kit, {
+    clusterConfiguration: () => clusterConfigurationFromEtcd(readKey && ((key) => readKey(member, key)), member.revision, settings.kit.maxFileBytes),
+  });
   const kitBytes = kit.files.reduce((n, f) => n + f.size, 0);
   log.info({ phase: 'kit-collected', files: kit.files.length, bytes: kitBytes, missing: kit.missing.map((m) => m.path), durationMs: elapsed() }, 'read the recovery kit');
   for (const m of kit.missing) log.warn({ path: m.path, role: m.role, reason: m.reason }, 'optional kit file missing; recorded in the manifest');
+  for (const f of kit.files) if (f.source?.from === 'configmap') log.info({ path: f.path, role: f.role, source: f.source }, `the ${f.role} was read from ConfigMap ${f.source.namespace}/${f.source.name} at revision ${f.source.revision}`);
   report?.phase('kit-collected');
 
   const snapshot = await etcd.openSnapshot(member, signal);

@@ -72,9 +72,9 @@ Example:
     .action(async (options: { json?: boolean }, cmd: Command) => {
       const ctx = createContext(globals(cmd));
       const entries = await ctx.catalog.entries();
-      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null })));
+      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, ...(e.futureDated ? { futureDated: true } : {}) })));
       if (entries.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
-      const rows = entries.map(({ manifest: b, verification }) => [b.backupId, b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), b.node, b.etcd.memberName]);
+      const rows = entries.map(({ manifest: b, verification, futureDated }) => [b.backupId, futureDated ? `${b.createdAt} (FUTURE: not trusted)` : b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), b.node, b.etcd.memberName]);
       printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'NODE', 'MEMBER'], rows);
     });
 

@@ -38,7 +38,7 @@ export function createContext(options: GlobalOptions): Context {
     log,
     store,
     secondary: config.secondaryStore && createStore(config.secondaryStore),
-    catalog: new Catalog(store, config.cluster),
+    catalog: new Catalog(store, config.cluster, { maxClockSkewSeconds: config.backup.maxClockSkewSeconds }),
     exec: processExecutor,
     encrypt: createEncryptStream,
     decrypt: createDecryptStream,

@@ -42,8 +42,9 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
         const all = await catalog.entries();
         const target = all.find((e) => e.manifest.backupId === id);
         if (!target) throw new NotFoundError(`no backup ${id} in cluster ${config.cluster}`, { hint: 'GET /v1/backups lists them' });
-        // The same two that retention always keeps, so that a good backup is always there.
-        const newest = all[0];
+        // The same two that retention always keeps, so that a good backup is always there (a
+        // future-dated backup is not the newest: it can be deleted).
+        const newest = all.find((e) => !e.futureDated);
         const newestVerified = all.find((e) => isVerified(e.verification));
         if (target === newest || target === newestVerified) {
           throw new BackupProtectedError(`backup ${id} is the ${target === newest ? 'newest' : 'newest verified'} backup; it is kept so that a good backup is always there`, {

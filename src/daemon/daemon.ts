@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { createServers, type Servers } from '../api/server.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../errors/errors.ts';
+import { ConfigError, NotFoundError } from '../errors/errors.ts';
 import { DirectoryJobJournal } from '../jobs/journal.ts';
 import { JobRunner } from '../jobs/runner.ts';
 import { EtcdLeaderElection } from '../leader/election.ts';
@@ -12,6 +12,7 @@ import { LifeboatMetrics } from '../metrics/metrics.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
 import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
+import type { BackupStore } from '../store/store.ts';
 import { daemonApiDeps } from './api-deps.ts';
 import { createHandlers, handlerDeps } from './handlers.ts';
 import { PausableElection } from './pausable-election.ts';
@@ -53,7 +54,7 @@ export class Daemon {
     const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: BUILD_INFO.version });
     const store = new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics });
     const secondary = config.secondaryStore && new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics });
-    const catalog = new Catalog(store, config.cluster);
+    const catalog = daemonCatalog(store, config, metrics, log, now);
     const real = handlerDeps({ config, store, secondary, catalog, metrics, now, log });
     const restores = real.restores;
     // A restore replaces the etcd data under the leader election: leave it meanwhile (pausable-election.ts).
@@ -86,7 +87,7 @@ export class Daemon {
     metrics.setExpectedInterval(backupInterval, 'backup');
     metrics.setExpectedInterval(expectedIntervalSeconds(config.daemon.schedules.drill, config.daemon.schedules.timezone), 'drill');
     // In the background: reading every manifest of a large catalogue must not hold up the start.
-    void seedMetrics(catalog, metrics, log);
+    void seedMetrics(catalog, metrics, log, now, config.backup.maxClockSkewSeconds);
 
     let catchUp: () => void = () => undefined;
     const election = new PausableElection(() => new EtcdLeaderElection({
@@ -113,8 +114,12 @@ export class Daemon {
     catchUp = () => {
       if (backupInterval === undefined) return;
       void catalog
-        .list()
-        .then(([newest]) => {
+        .resolve('latest')
+        .catch((err: unknown) => {
+          if (err instanceof NotFoundError) return undefined;
+          throw err;
+        })
+        .then((newest) => {
           const tick = scheduler.previousRun('backup', now(), backupInterval + 60);
           const newestAt = newest ? new Date(newest.createdAt) : undefined;
           if (election.isLeader() && (!newestAt || (tick !== undefined && newestAt < tick))) {
@@ -185,15 +190,36 @@ interface Parts {
   ready: boolean;
 }
 
-/** So that a restart does not reset "last success" to never, and the staleness alert stays right. */
-async function seedMetrics(catalog: Catalog, metrics: LifeboatMetrics, log: Logger): Promise<void> {
+/**
+ * The primary catalogue as the daemon reads it: backups dated further ahead of `now` than
+ * backup.maxClockSkewSeconds are never latest, and each full read counts them in the metrics
+ * (lifeboat_backup_future_dated) and warns.
+ */
+export function daemonCatalog(store: BackupStore, config: Config, metrics: LifeboatMetrics, log: Logger, now: () => Date): Catalog {
+  return new Catalog(store, config.cluster, {
+    now,
+    maxClockSkewSeconds: config.backup.maxClockSkewSeconds,
+    onFutureDated: (ids) => {
+      metrics.setFutureDated(ids.length);
+      if (ids.length > 0) log.warn({ phase: 'catalogue', futureDated: ids, maxClockSkewSeconds: config.backup.maxClockSkewSeconds }, 'backups dated in the future: they are not taken as latest nor as the last success; check the clock of the node that made them, then delete them');
+    },
+  });
+}
+
+/**
+ * So that a restart does not reset "last success" to never, and the staleness alert stays right.
+ * A backup or a check dated more than `maxSkewSeconds` after `now` is not trusted: it would pin
+ * the last success in the future, and the failed and stale alerts would never fire.
+ */
+export async function seedMetrics(catalog: Catalog, metrics: LifeboatMetrics, log: Logger, now: () => Date, maxSkewSeconds: number): Promise<void> {
   try {
     const entries = await catalog.entries();
-    const newest = entries[0];
+    const newest = entries.find((e) => !e.futureDated);
+    const limit = now().getTime() + maxSkewSeconds * 1000;
     const lastVerifiedAt: Partial<Record<'ciphertext' | 'deep' | 'drill', Date>> = {};
     for (const e of entries) {
       const v = e.verification;
-      if (v?.lastPassedAt && v.lastPassedLevel) {
+      if (v?.lastPassedAt && v.lastPassedLevel && !e.futureDated && Date.parse(v.lastPassedAt) <= limit) {
         const at = new Date(v.lastPassedAt);
         const seen = lastVerifiedAt[v.lastPassedLevel];
         if (!seen || seen < at) lastVerifiedAt[v.lastPassedLevel] = at;

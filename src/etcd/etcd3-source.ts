@@ -165,6 +165,15 @@ export class Etcd3SnapshotSource implements SnapshotSource {
     }));
   }
 
+  async readKey(member: EtcdFacts, key: string): Promise<Buffer | undefined> {
+    try {
+      const value = await this.#client(member.endpoint).get(key).revision(member.revision).serializable(true).options(this.#deadline()).buffer();
+      return value ?? undefined;
+    } catch (err) {
+      throw new EtcdUnavailableError(`cannot read ${key} at revision ${member.revision} from ${member.endpoint}: ${firstLine(err)}`, { cause: err });
+    }
+  }
+
   async openSnapshot(member: EtcdFacts, signal?: AbortSignal): Promise<OpenSnapshot> {
     const endpoint = member.endpoint;
     let stream: Readable;

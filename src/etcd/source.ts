@@ -11,6 +11,13 @@ export interface SnapshotSource {
   chooseMember(): Promise<EtcdFacts>;
   /** Starts the snapshot from that member; resolves once the first bytes (and the size) arrive. */
   openSnapshot(member: EtcdFacts, signal?: AbortSignal): Promise<OpenSnapshot>;
+  /**
+   * One key's value on that member at exactly `member.revision` (a serializable read, like the
+   * counts), or undefined when the key did not exist then. EtcdUnavailableError when the member
+   * does not answer or the revision was compacted. Optional: a source without it cannot give the
+   * backup what it reads from etcd besides the snapshot (the kubeadm ClusterConfiguration).
+   */
+  readKey?(member: EtcdFacts, key: string): Promise<Buffer | undefined>;
   close(): Promise<void>;
 }
 

@@ -1,11 +1,12 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { KitFile, KitRole } from '../archive/manifest.ts';
+import type { KitFile, KitRole, KitSource } from '../archive/manifest.ts';
 import { KIT_PREFIX } from '../archive/manifest.ts';
 import { sha256Hex } from '../archive/digest.ts';
 import type { KitContent } from '../archive/writer.ts';
 import type { Config } from '../config/schema.ts';
 import { ConfigError, KitFileMissingError } from '../errors/errors.ts';
+import type { ClusterConfigurationRead } from './cluster-config.ts';
 
 /**
  * The recovery kit: what a kubeadm control plane needs besides the etcd snapshot. Every path is
@@ -38,6 +39,18 @@ export interface CollectedKit {
 }
 
 type KitConfig = Config['kit'];
+
+export interface CollectOptions {
+  /**
+   * Where the ClusterConfiguration comes from when no file is at kit.clusterConfiguration:
+   * kubeadm's ConfigMap read from etcd at the snapshot's revision (see cluster-config.ts). A file
+   * on the host, when there is one, wins.
+   */
+  clusterConfiguration?: () => Promise<ClusterConfigurationRead>;
+}
+
+/** The cluster-configuration entry's mode when its content came from etcd (there is no file to take it from). */
+const FROM_ETCD_MODE = 0o600;
 
 /** Which files the kit holds, from config and from the kube-apiserver manifest. */
 export async function kitSpecs(kit: KitConfig): Promise<KitSpec[]> {
@@ -75,9 +88,19 @@ export async function kitSpecs(kit: KitConfig): Promise<KitSpec[]> {
   return specs.filter((s) => !seen.has(s.path) && seen.add(s.path));
 }
 
-/** Reads every kit file whole (each is capped by kit.maxFileBytes) and hashes it. */
-export async function collectKit(kit: KitConfig): Promise<CollectedKit> {
+/**
+ * Reads every kit file whole (each is capped by kit.maxFileBytes) and hashes it. The
+ * cluster-configuration is the file at kit.clusterConfiguration if there is one, else what
+ * `options.clusterConfiguration` reads, stored under the same path (where restores look for it);
+ * its manifest entry records which. When neither has it, `missing` says why for both.
+ */
+export async function collectKit(kit: KitConfig, options: CollectOptions = {}): Promise<CollectedKit> {
   const result: CollectedKit = { files: [], contents: [], missing: [] };
+  const add = (spec: KitSpec, content: Buffer, mode: number, source?: KitSource) => {
+    const entry = KIT_PREFIX + spec.path.replace(/^\/+/, '');
+    result.files.push({ entry, path: spec.path, role: spec.role, size: content.length, mode, sha256: sha256Hex(content), ...(source ? { source } : {}) });
+    result.contents.push({ entry, mode, content });
+  };
   for (const spec of await kitSpecs(kit)) {
     if (!path.posix.isAbsolute(spec.path)) {
       throw new ConfigError('/kit', `kit path ${spec.path} must be absolute`);
@@ -101,12 +124,16 @@ export async function collectKit(kit: KitConfig): Promise<CollectedKit> {
           hint: spec.role === 'extra' ? 'fix kit.extraFiles' : 'set kit.kubernetesDir and kit.hostRoot to where kubeadm wrote its files',
         });
       }
+      if (spec.role === 'cluster-configuration' && options.clusterConfiguration) {
+        const read = await options.clusterConfiguration();
+        if (read.found) add(spec, read.content, FROM_ETCD_MODE, read.source);
+        else result.missing.push({ path: spec.path, role: spec.role, reason: `${reason} at ${spec.path}, and ${read.reason}` });
+        continue;
+      }
       result.missing.push({ path: spec.path, role: spec.role, reason });
       continue;
     }
-    const entry = KIT_PREFIX + spec.path.replace(/^\/+/, '');
-    result.files.push({ entry, path: spec.path, role: spec.role, size: content.length, mode, sha256: sha256Hex(content) });
-    result.contents.push({ entry, mode, content });
+    add(spec, content, mode, spec.role === 'cluster-configuration' ? { from: 'file' } : undefined);
   }
   return result;
 }

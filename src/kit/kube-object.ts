@@ -44,7 +44,7 @@ export function decodeConfigMap(value: Uint8Array): ConfigMapValue {
   const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   if (bytes.length === 0) throw malformed('the value is empty');
   if (bytes.subarray(0, ENCRYPTED_PREFIX.length).toString('latin1') === ENCRYPTED_PREFIX) {
-    throw new KubeObjectError('encrypted-at-rest', `the value is encrypted at rest by the kube-apiserver (${encryptionProvider(bytes)}): it cannot be read without the apiserver's encryption key`);
+    throw new KubeObjectError('encrypted-at-rest', `the value is encrypted at rest by the kube-apiserver (${encryptionProvider(bytes)}); only the apiserver's key decrypts it`);
   }
   if (bytes.subarray(0, PROTOBUF_PREFIX.length).equals(PROTOBUF_PREFIX)) return decodeProtobuf(bytes);
   if (bytes[0] === 0x7b /* { */) return decodeJson(bytes);

@@ -94,6 +94,7 @@ export class LifeboatMetrics {
   readonly #backupLastAttempt: Gauge;
   readonly #backupLastStart: Gauge;
   readonly #backupInProgress: Gauge;
+  readonly #backupFutureDated: Gauge;
   readonly #verifyTotal: Counter<'result' | 'level'>;
   readonly #verifyLastSuccess: Gauge<'level'>;
   readonly #verifyLastAttempt: Gauge<'level'>;
@@ -158,6 +159,11 @@ export class LifeboatMetrics {
     this.#backupInProgress = new Gauge({
       name: 'lifeboat_backup_in_progress',
       help: '1 while this process is running a backup, else 0.',
+      registers,
+    });
+    this.#backupFutureDated = new Gauge({
+      name: 'lifeboat_backup_future_dated',
+      help: 'Committed backups dated further in the future than backup.maxClockSkewSeconds (a clock that ran ahead, or a forgery): never taken as latest nor as the last success. Counted each time the whole catalogue is read.',
       registers,
     });
     this.#verifyTotal = new Counter({
@@ -312,6 +318,12 @@ export class LifeboatMetrics {
   setEtcdDbSize(bytes: number): void {
     assertNonNegative('etcd database size', bytes);
     this.#etcdDbSize.set(bytes);
+  }
+
+  /** How many committed backups are dated further in the future than the clock bound. */
+  setFutureDated(n: number): void {
+    assertNonNegative('future-dated backups', n);
+    this.#backupFutureDated.set(n);
   }
 
   /** `undefined` (a schedule that is `off`) exports 0, which the staleness alerts read as "no expectation". */

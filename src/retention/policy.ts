@@ -11,10 +11,14 @@ import { ConfigError } from '../errors/errors.ts';
  * or months that have a backup. A backup kept by any rule is kept, with every reason that holds.
  * On top of that the newest backup and the newest verified backup are always kept.
  *
+ * A future-dated backup (dated further ahead than the clock bound: a clock that ran ahead, or a
+ * forgery) is kept, reason `future-dated`, and takes no part in the rest: it is not the newest,
+ * and fills no slot of keepLast or of a bucket rule. Deleting it is left to a person.
+ *
  * Wall-clock buckets as restic has them: in the hour repeated when daylight saving time ends,
  * both hours fall in one hourly bucket.
  */
-export type KeepReason = 'last' | 'hourly' | 'daily' | 'weekly' | 'monthly' | 'newest' | 'newest-verified';
+export type KeepReason = 'last' | 'hourly' | 'daily' | 'weekly' | 'monthly' | 'newest' | 'newest-verified' | 'future-dated';
 
 export type RetentionPolicy = Pick<Config['retention'], 'keepLast' | 'hourly' | 'daily' | 'weekly' | 'monthly'>;
 
@@ -23,6 +27,8 @@ export interface RetentionCandidate {
   createdAt: Date;
   /** The deepest check run on this backup passed, and none failed since (isVerified in ../verify/record.ts). */
   verified: boolean;
+  /** Dated further in the future than the clock bound (Catalog entries flag it). */
+  futureDated?: boolean;
 }
 
 export interface RetentionDecision {
@@ -35,7 +41,7 @@ export interface RetentionDecision {
 
 const BUCKET_RULES = ['hourly', 'daily', 'weekly', 'monthly'] as const;
 type BucketRule = (typeof BUCKET_RULES)[number];
-const REASON_ORDER: readonly KeepReason[] = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'newest', 'newest-verified'];
+const REASON_ORDER: readonly KeepReason[] = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'newest', 'newest-verified', 'future-dated'];
 
 /** The decision for every backup, newest first (ties on time: the greater id first). */
 export function planRetention(backups: readonly RetentionCandidate[], policy: RetentionPolicy, timeZone: string): RetentionDecision[] {
@@ -44,7 +50,10 @@ export function planRetention(backups: readonly RetentionCandidate[], policy: Re
   const left: Record<BucketRule, number> = { hourly: policy.hourly, daily: policy.daily, weekly: policy.weekly, monthly: policy.monthly };
   const lastBucket: Partial<Record<BucketRule, string>> = {};
   let newestVerifiedSeen = false;
-  return sorted.map((backup, index) => {
+  let index = -1;
+  return sorted.map((backup): RetentionDecision => {
+    if (backup.futureDated) return { id: backup.id, createdAt: backup.createdAt, keep: true, reasons: ['future-dated'] };
+    index += 1;
     const reasons = new Set<KeepReason>();
     if (index === 0) reasons.add('newest');
     if (backup.verified && !newestVerifiedSeen) {

@@ -41,7 +41,7 @@ export interface PruneReport {
  * Applies the retention policy to the catalogue: every backup the policy does not keep is deleted
  * (manifest first, see Catalog.deleteBackup), unless it is still under Object Lock, which is
  * reported and skipped. One failed delete does not stop the others. Never deletes the newest
- * backup or the newest verified one (the policy always keeps them). Logs one line per deleted or
+ * backup, the newest verified one, or a future-dated one (the policy always keeps them). Logs one line per deleted or
  * locked backup and a summary.
  */
 export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: PruneOptions): Promise<PruneReport> {
@@ -49,7 +49,7 @@ export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: P
   const started = performance.now();
   const entries = await catalog.entries();
   const plan = planRetention(
-    entries.map((e) => ({ id: e.manifest.backupId, createdAt: new Date(e.manifest.createdAt), verified: isVerified(e.verification) })),
+    entries.map((e) => ({ id: e.manifest.backupId, createdAt: new Date(e.manifest.createdAt), verified: isVerified(e.verification), futureDated: e.futureDated === true })),
     policy,
     options.timeZone,
   );

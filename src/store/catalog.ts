@@ -22,6 +22,8 @@ export interface CleanupResult {
 export interface CatalogEntry {
   manifest: StoredManifest;
   verification?: VerificationRecord;
+  /** Dated (by its id or createdAt) further in the future than the clock bound: never taken as latest. Present only when true. */
+  futureDated?: true;
 }
 
 /** Why a backup cannot be deleted yet: the object of it that is locked the longest. */
@@ -33,9 +35,18 @@ export interface BackupLock {
 }
 
 export interface CatalogOptions {
-  /** The clock that decides whether a retention has expired. */
+  /** The clock that decides whether a retention has expired, and which backups are dated in the future. */
   now?: () => Date;
+  /**
+   * A backup dated more than this after `now` is future-dated (config backup.maxClockSkewSeconds;
+   * default 300): made by a clock that ran ahead, or forged. It is flagged, and never latest.
+   */
+  maxClockSkewSeconds?: number;
+  /** Told the future-dated backup ids (maybe none) each time the whole catalogue is listed (the daemon's metric). */
+  onFutureDated?: (ids: readonly string[]) => void;
 }
+
+const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300;
 
 /** Store requests a catalogue has in flight at once when it reads many objects. */
 const READ_CONCURRENCY = 8;
@@ -49,12 +60,16 @@ export class Catalog {
   readonly #store: BackupStore;
   readonly #cluster: string;
   readonly #now: () => Date;
+  readonly #maxSkewMs: number;
+  readonly #onFutureDated: ((ids: readonly string[]) => void) | undefined;
   readonly #manifests = new Map<string, StoredManifest>();
 
   constructor(store: BackupStore, cluster: string, options: CatalogOptions = {}) {
     this.#store = store;
     this.#cluster = cluster;
     this.#now = options.now ?? (() => new Date());
+    this.#maxSkewMs = (options.maxClockSkewSeconds ?? DEFAULT_MAX_CLOCK_SKEW_SECONDS) * 1000;
+    this.#onFutureDated = options.onFutureDated;
   }
 
   /** Committed backups, newest first. */
@@ -75,11 +90,14 @@ export class Catalog {
     const ids = this.#forget(committedIds(objects))
       .filter((id) => before === undefined || parseBackupId(id)!.createdAt < before)
       .slice(0, options.limit);
-    return mapLimit(ids, READ_CONCURRENCY, async (id) => {
+    const limit = this.#now().getTime() + this.#maxSkewMs;
+    const entries = await mapLimit(ids, READ_CONCURRENCY, async (id): Promise<CatalogEntry> => {
       const manifest = await this.get(id);
       const verification = recorded.has(id) ? await this.verification(id) : undefined;
-      return verification ? { manifest, verification } : { manifest };
+      return { manifest, ...(verification ? { verification } : {}), ...(isFutureDated(manifest, limit) ? { futureDated: true } : {}) };
     });
+    if (options.limit === undefined && before === undefined) this.#onFutureDated?.(entries.filter((e) => e.futureDated).map((e) => e.manifest.backupId));
+    return entries;
   }
 
   /**
@@ -106,12 +124,23 @@ export class Catalog {
     return manifest;
   }
 
-  /** `latest` or a backup id. */
+  /**
+   * `latest` or a backup id. Latest is the newest backup that is not future-dated: a clock that
+   * ran ahead must not pin "latest" (and what is measured from it) for ever.
+   */
   async resolve(ref: string): Promise<StoredManifest> {
     if (ref !== 'latest') return this.get(ref);
-    const [newest] = await this.#committed();
-    if (!newest) throw new NotFoundError(`cluster ${this.#cluster} has no backups in ${this.#store.description}`);
-    return this.get(newest);
+    const ids = await this.#committed();
+    if (ids.length === 0) throw new NotFoundError(`cluster ${this.#cluster} has no backups in ${this.#store.description}`);
+    const limit = this.#now().getTime() + this.#maxSkewMs;
+    for (const id of ids) {
+      if (parseBackupId(id)!.createdAt.getTime() > limit) continue;
+      const manifest = await this.get(id);
+      if (!isFutureDated(manifest, limit)) return manifest;
+    }
+    throw new NotFoundError(`cluster ${this.#cluster} has only backups dated in the future (after ${new Date(limit).toISOString()}) in ${this.#store.description}`, {
+      hint: "check the clocks of the nodes that made them (`lifeboat list` flags them) and of this node; name a backup by its id to use it",
+    });
   }
 
   /** The record of the last check of backup `id`; undefined if it was never checked. */
@@ -254,6 +283,13 @@ export class Catalog {
     }
     return lock;
   }
+}
+
+/** Whether a backup is dated after `limitMs` (epoch ms), by its id or by its manifest's createdAt. */
+function isFutureDated(manifest: StoredManifest, limitMs: number): boolean {
+  const byId = parseBackupId(manifest.backupId)?.createdAt.getTime() ?? 0;
+  const created = Date.parse(manifest.createdAt);
+  return byId > limitMs || (Number.isFinite(created) && created > limitMs);
 }
 
 /** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */

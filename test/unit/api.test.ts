@@ -228,6 +228,11 @@ test('GET /v1/backups: limit and before reach the catalogue; a full page says wh
   assert.equal(one.manifest.archive.sha256, 'c'.repeat(64));
   assert.equal(one.verification?.result, 'passed');
   assertError(await call({ method: 'GET', url: '/v1/backups/20250101T000000.000Z-r1', headers: bearer('viewer') }), 404, 'NOT_FOUND');
+
+  // A backup dated in the future is flagged in the listing.
+  fakes.backups.entries[1] = { ...fakes.backups.entries[1]!, futureDated: true };
+  const flagged = json(await call({ method: 'GET', url: '/v1/backups', headers: bearer('viewer') })) as { backups: { futureDated?: boolean }[] };
+  assert.deepEqual(flagged.backups.map((b) => b.futureDated ?? false), [false, true, false, false]);
 });
 
 test('GET /v1/jobs and /v1/jobs/{id}: filters, one job, 404 for an unknown one', async () => {

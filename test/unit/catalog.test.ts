@@ -118,6 +118,31 @@ test('isVerified: the newest check at the deepest level run decides, and a later
   assert.equal(isVerified({ ...broken, levels: { ciphertext: { result: 'failed', at: iso(1) }, drill: { result: 'passed', at: iso(2) } } }), true);
 });
 
+test('a backup dated further in the future than the clock bound is flagged and never taken as latest', async () => {
+  const now = at(10);
+  const store = new MemoryStore({ now: () => now });
+  const flagged: string[][] = [];
+  const catalog = new Catalog(store, 'c1', { now: () => now, maxClockSkewSeconds: 300, onFutureDated: (ids) => flagged.push([...ids]) });
+  const old = await putBackup(store, 'c1', at(9));
+  const slightlyAhead = await putBackup(store, 'c1', new Date(now.getTime() + 60_000)); // within the bound: trusted
+  const future = await putBackup(store, 'c1', at(40)); // a node whose clock ran a month ahead
+  assert.equal((await catalog.resolve('latest')).backupId, slightlyAhead.backupId);
+  const entries = await catalog.entries();
+  assert.deepEqual(entries.map((e) => [e.manifest.backupId, e.futureDated ?? false]), [[future.backupId, true], [slightlyAhead.backupId, false], [old.backupId, false]]);
+  assert.deepEqual(flagged, [[future.backupId]]);
+  // A page of the listing flags too, but only the whole catalogue reports the set.
+  assert.equal((await catalog.entries({ limit: 1 }))[0]!.futureDated, true);
+  assert.equal(flagged.length, 1);
+  // With only future-dated backups there is no latest to trust.
+  await catalog.deleteBackup(slightlyAhead.backupId);
+  await catalog.deleteBackup(old.backupId);
+  await assert.rejects(catalog.resolve('latest'), (err: unknown) => err instanceof NotFoundError && /in the future/.test(err.message));
+  // Once the clock reaches it, it is an ordinary backup.
+  const later = new Catalog(store, 'c1', { now: () => at(40) });
+  assert.equal((await later.resolve('latest')).backupId, future.backupId);
+  assert.equal((await later.entries())[0]!.futureDated, undefined);
+});
+
 test('a corrupt verification record is an error naming its key; the next check replaces it', async () => {
   const store = new MemoryStore();
   const catalog = new Catalog(store, 'c1');

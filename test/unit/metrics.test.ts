@@ -1,7 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { register as globalRegistry } from 'prom-client';
+import { resolveConfig } from '../../src/config/load.ts';
+import { daemonCatalog, seedMetrics } from '../../src/daemon/daemon.ts';
+import { createLogger } from '../../src/log/logger.ts';
 import { DROPPED_DEFAULT_METRICS, FAILURE_REASONS, LifeboatMetrics } from '../../src/metrics/metrics.ts';
+import { Catalog } from '../../src/store/catalog.ts';
+import { passedRecord } from '../../src/verify/record.ts';
+import { putBackup } from '../support/backups.ts';
+import { MemoryStore } from '../support/memory-store.ts';
 
 interface Sample {
   name: string;
@@ -194,6 +201,29 @@ test('seeding from the catalogue raises the last-success timestamps and never lo
   assert.equal(one(all, 'lifeboat_backup_size_bytes'), 5);
   assert.equal(one(all, 'lifeboat_verify_last_success_timestamp_seconds', { level: 'drill' }), 30);
   assert.equal(one(all, 'lifeboat_verify_last_success_timestamp_seconds', { level: 'deep' }), 2);
+});
+
+test('seeding ignores a backup dated in the future, and the future-dated ones are counted', async () => {
+  const now = new Date('2026-11-24T12:00:00.000Z');
+  const store = new MemoryStore({ now: () => now });
+  const good = await putBackup(store, 'prod', new Date('2026-11-24T11:00:00.000Z'));
+  const future = await putBackup(store, 'prod', new Date('2027-11-24T11:00:00.000Z'), { archiveBytes: 4096 });
+  const catalog = new Catalog(store, 'prod', { now: () => now });
+  await catalog.recordVerification(passedRecord(good.backupId, 'drill', new Date('2026-11-24T11:30:00.000Z'), 1));
+  await catalog.recordVerification(passedRecord(future.backupId, 'deep', new Date('2027-11-24T11:30:00.000Z'), 1));
+  const m = new LifeboatMetrics(identity);
+  assert.equal(one(await scrape(m), 'lifeboat_backup_future_dated'), 0);
+  const config = resolveConfig({ cluster: 'prod', node: 'cp-1' });
+  await seedMetrics(daemonCatalog(store, config, m, createLogger('silent'), () => now), m, createLogger('silent'), () => now, config.backup.maxClockSkewSeconds);
+  const all = await scrape(m);
+  assert.equal(one(all, 'lifeboat_backup_last_success_timestamp_seconds'), Date.parse(good.createdAt) / 1000);
+  assert.equal(one(all, 'lifeboat_backup_size_bytes'), good.archive.size);
+  assert.equal(one(all, 'lifeboat_verify_last_success_timestamp_seconds', { level: 'drill' }), Date.parse('2026-11-24T11:30:00.000Z') / 1000);
+  assert.equal(one(all, 'lifeboat_verify_last_success_timestamp_seconds', { level: 'deep' }), 0, 'a check dated in the future is not trusted either');
+  assert.equal(one(all, 'lifeboat_backup_future_dated'), 1);
+  await catalog.deleteBackup(future.backupId);
+  await daemonCatalog(store, config, m, createLogger('silent'), () => now).entries();
+  assert.equal(one(await scrape(m), 'lifeboat_backup_future_dated'), 0);
 });
 
 test('each facade owns its registry: instances share nothing and the global registry stays empty', async () => {

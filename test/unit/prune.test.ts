@@ -161,6 +161,17 @@ test('a shallow pass after a failed drill does not make a backup verified: reten
   assert.deepEqual(objectsOf(store, b1).sort(), ['archive.tar.age', 'manifest.json', 'verification.json']);
 });
 
+test('a future-dated backup neither takes the place of the newest nor is deleted', async () => {
+  const now = day(6);
+  const { store, ids } = await sixBackups(() => now);
+  const future = (await putBackup(store, 'c1', day(60), { retain: false })).backupId;
+  const catalog = new Catalog(store, 'c1', { now: () => now, maxClockSkewSeconds: 300 });
+  const { log } = capturingLog();
+  const report = await prune({ catalog, log }, { ...LAST_TWO, keepLast: 1 }, { dryRun: false, timeZone: 'UTC' });
+  assert.deepEqual(report.kept, [{ id: future, reasons: ['future-dated'] }, { id: ids[5], reasons: ['last', 'newest'] }]);
+  assert.deepEqual(report.deleted, [ids[4], ids[3], ids[2], ids[1], ids[0]]);
+});
+
 test('prune stops before the next delete when cancelled', async () => {
   const { store } = await sixBackups(() => day(6));
   const controller = new AbortController();
