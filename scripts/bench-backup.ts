@@ -79,7 +79,7 @@ try {
   let stored = 0;
   for (let r = 1; r <= rounds; r++) {
     const file = path.join(dir, 'etcdctl-snapshot.db');
-    const a = await cpuDuring(pids, () => timed(etcd.bins.etcdctl, [...etcdctlFlags, 'snapshot', 'save', file], { ...measure, env: { ETCDCTL_API: '3' } }));
+    const a = await cpuDuring(pids, () => timed(etcd.bins.etcdctl, [...etcdctlFlags, 'snapshot', 'save', file], measure));
     await rm(file, { force: true });
     await rm(path.join(dir, 'store'), { recursive: true, force: true });
     const b = await cpuDuring(pids, () => lifeboatBackup(config, { ...measure, cli: entry.path }));

@@ -181,7 +181,7 @@ try {
     // (b) The shell pipeline, one step after the other.
     const file = path.join(dir, 'snapshot.db');
     const key = `s3://${BUCKET}/shell/round-${r}/snapshot.db.zst.age`;
-    const snapshot = await cpuDuring(pids, () => timed(etcd.bins.etcdctl, [...etcdctlFlags, 'snapshot', 'save', file], { ...measure, env: { ETCDCTL_API: '3' } }));
+    const snapshot = await cpuDuring(pids, () => timed(etcd.bins.etcdctl, [...etcdctlFlags, 'snapshot', 'save', file], measure));
     const zstd = await cpuDuring(pids, () => timed('zstd', [...zstdArgs, file], measure));
     const age = await cpuDuring(pids, () => timed('age', ['-r', recipient, '-o', `${file}.zst.age`, `${file}.zst`], measure));
     const upload = await cpuDuring(pids, () => timed('s3cmd', ['-c', s3cfg, 'put', `${file}.zst.age`, key], measure));
