@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { StoredManifest } from '../archive/manifest.ts';
+import type { KitRole, StoredManifest } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
 import type { Job, JobKind, JobRequest, JobState, Submitted } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
@@ -11,6 +11,8 @@ export interface BackupEntry {
   manifest: StoredManifest;
   /** The record of the backup's last check; absent when it was never checked. */
   verification?: VerificationRecord;
+  /** The recovery-kit roles the backup lacks; [] when its kit is complete. */
+  kitMissing?: KitRole[];
   /** Dated further in the future than backup.maxClockSkewSeconds: never taken as latest. */
   futureDated?: true;
 }

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { StoredManifestSchema } from '../archive/manifest.ts';
+import { KitRole, StoredManifestSchema } from '../archive/manifest.ts';
 import { JOB_KINDS, JobSchema, JobStateSchema } from '../jobs/job.ts';
 import { RestoreJournalSchema, type RestoreState } from '../restore/journal.ts';
 import { RestorePlanSchema, STEP_NAMES } from '../restore/plan.ts';
@@ -62,6 +62,7 @@ export const VerifyBody = Type.Object(
 export const BackupEntrySchema = Type.Object({
   manifest: StoredManifestSchema,
   verification: Type.Optional(VerificationRecordSchema),
+  kitMissing: Type.Optional(Type.Array(KitRole, { description: 'the recovery-kit roles this backup lacks, e.g. cluster-configuration (manifest.kit.missing says why); [] when its kit is complete' })),
   futureDated: Type.Optional(Type.Boolean({ description: 'true: dated further in the future than backup.maxClockSkewSeconds; never taken as latest' })),
 });
 

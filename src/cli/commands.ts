@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import type { KitRole } from '../archive/manifest.ts';
 import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
@@ -66,16 +67,16 @@ Example:
 
   program
     .command('list')
-    .description('List the committed backups of this cluster, newest first, with the last check of each (VERIFIED: its level and time, FAILED when it failed, - if never checked).')
-    .option('--json', 'print the stored manifests as a JSON array, each with its last check as "verification" (null if never checked)')
+    .description('List the committed backups of this cluster, newest first, with the last check of each (VERIFIED: its level and time, FAILED when it failed, - if never checked) and whether its recovery kit is complete (KIT: complete, or the parts it lacks; a backup that lacks the cluster-configuration cannot be restored into a fresh control plane).')
+    .option('--json', 'print the stored manifests as a JSON array, each with its last check as "verification" (null if never checked) and the kit roles it lacks as "kitMissing"')
     .addHelpText('after', '\nExample:\n  lifeboat list --config /etc/lifeboat/config.yaml')
     .action(async (options: { json?: boolean }, cmd: Command) => {
       const ctx = createContext(globals(cmd));
       const entries = await ctx.catalog.entries();
-      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, ...(e.futureDated ? { futureDated: true } : {}) })));
+      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, kitMissing: e.kitMissing, ...(e.futureDated ? { futureDated: true } : {}) })));
       if (entries.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
-      const rows = entries.map(({ manifest: b, verification, futureDated }) => [b.backupId, futureDated ? `${b.createdAt} (FUTURE: not trusted)` : b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), b.node, b.etcd.memberName]);
-      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'NODE', 'MEMBER'], rows);
+      const rows = entries.map(({ manifest: b, verification, futureDated, kitMissing }) => [b.backupId, futureDated ? `${b.createdAt} (FUTURE: not trusted)` : b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), formatKit(kitMissing), b.node, b.etcd.memberName]);
+      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'KIT', 'NODE', 'MEMBER'], rows);
     });
 
   program
@@ -172,6 +173,11 @@ export function formatVerified(record: VerificationRecord | undefined): string {
   if (!record) return '-';
   const when = `${record.at.slice(0, 16)}Z`;
   return `${record.result === 'failed' ? 'FAILED ' : ''}${record.level} ${when}`;
+}
+
+/** The KIT column: `complete`, or `lacks cluster-configuration` (the roles, comma-separated). */
+export function formatKit(missing: readonly KitRole[]): string {
+  return missing.length === 0 ? 'complete' : `lacks ${missing.join(',')}`;
 }
 
 export function printTable(header: string[], rows: string[][]): void {

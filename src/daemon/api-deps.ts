@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ApiDeps, BackupEntry } from '../api/deps.ts';
+import { missingKitRoles } from '../archive/manifest.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
 import { BackupProtectedError, NotFoundError } from '../errors/errors.ts';
@@ -28,7 +29,7 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
   const entry = async (id: string): Promise<BackupEntry> => {
     const manifest = await catalog.resolve(id);
     const verification = await catalog.verification(manifest.backupId);
-    return verification ? { manifest, verification } : { manifest };
+    return { manifest, ...(verification ? { verification } : {}), kitMissing: missingKitRoles(manifest) };
   };
   return {
     api: config.api,

@@ -226,7 +226,7 @@ export async function seedMetrics(catalog: Catalog, metrics: LifeboatMetrics, lo
       }
     }
     metrics.seedFromCatalogue({
-      ...(newest ? { lastBackupAt: new Date(newest.manifest.createdAt), lastBackupSizeBytes: newest.manifest.archive.size } : {}),
+      ...(newest ? { lastBackupAt: new Date(newest.manifest.createdAt), lastBackupSizeBytes: newest.manifest.archive.size, lastBackupKitMissing: newest.kitMissing } : {}),
       lastVerifiedAt,
     });
     if (newest) metrics.setEtcdDbSize(newest.manifest.etcd.dbSize);

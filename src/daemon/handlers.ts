@@ -1,6 +1,6 @@
 import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
-import type { StoredManifest } from '../archive/manifest.ts';
+import { missingKitRoles, type StoredManifest } from '../archive/manifest.ts';
 import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import type { Config } from '../config/schema.ts';
 import { ConfigError, LifeboatError } from '../errors/errors.ts';
@@ -81,7 +81,7 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
         ctx.signal,
       );
       const { manifest } = result;
-      metrics.backupFinished({ result: 'success', durationSeconds: seconds(started, deps.now()), sizeBytes: manifest.archive.size });
+      metrics.backupFinished({ result: 'success', durationSeconds: seconds(started, deps.now()), sizeBytes: manifest.archive.size, kitMissing: missingKitRoles(manifest) });
       metrics.setEtcdDbSize(manifest.etcd.dbSize);
       if (result.retention) metrics.retentionDeleted(result.retention.deleted.length);
       return {

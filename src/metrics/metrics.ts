@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { KIT_ROLES, type KitRole } from '../archive/manifest.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors/errors.ts';
 
 /**
@@ -43,6 +44,8 @@ export interface BackupOutcome {
   sizeBytes?: number;
   /** The failure's error code; `unknown` when absent or not a Lifeboat code. */
   reason?: ErrorCode;
+  /** For a success: the kit roles the backup lacks (missingKitRoles of its manifest). */
+  kitMissing?: readonly KitRole[];
   now?: Date;
 }
 
@@ -58,6 +61,8 @@ export interface CatalogueFacts {
   lastBackupAt?: Date;
   /** Its archive size. */
   lastBackupSizeBytes?: number;
+  /** The kit roles it lacks. */
+  lastBackupKitMissing?: readonly KitRole[];
   /** When a backup last passed a verification of each level. */
   lastVerifiedAt?: Partial<Record<VerifyLevel, Date>>;
 }
@@ -94,6 +99,7 @@ export class LifeboatMetrics {
   readonly #backupLastAttempt: Gauge;
   readonly #backupLastStart: Gauge;
   readonly #backupInProgress: Gauge;
+  readonly #backupKitMissing: Gauge<'role'>;
   readonly #backupFutureDated: Gauge;
   readonly #verifyTotal: Counter<'result' | 'level'>;
   readonly #verifyLastSuccess: Gauge<'level'>;
@@ -164,6 +170,12 @@ export class LifeboatMetrics {
     this.#backupFutureDated = new Gauge({
       name: 'lifeboat_backup_future_dated',
       help: 'Committed backups dated further in the future than backup.maxClockSkewSeconds (a clock that ran ahead, or a forgery): never taken as latest nor as the last success. Counted each time the whole catalogue is read.',
+      registers,
+    });
+    this.#backupKitMissing = new Gauge({
+      name: 'lifeboat_backup_kit_missing',
+      help: 'For each recovery-kit role (pki, static-pod-manifest, cluster-configuration, encryption-provider-config, extra): 1 when the newest successful backup known to this process lacks it, else 0. Without the cluster-configuration a backup cannot be restored into a fresh control plane.',
+      labelNames: ['role'],
       registers,
     });
     this.#verifyTotal = new Counter({
@@ -240,6 +252,7 @@ export class LifeboatMetrics {
       }
     }
     for (const schedule of SCHEDULES) this.#expectedInterval.set({ schedule }, 0);
+    for (const role of KIT_ROLES) this.#backupKitMissing.set({ role }, 0);
 
     collectDefaultMetrics({ register: this.#registry });
     for (const name of DROPPED_DEFAULT_METRICS) this.#registry.removeSingleMetric(name);
@@ -276,6 +289,7 @@ export class LifeboatMetrics {
       this.#backupLastSuccess.set(at);
       this.#backupLastDuration.set(outcome.durationSeconds);
       if (outcome.sizeBytes !== undefined) this.#backupSize.set(outcome.sizeBytes);
+      this.#setKitMissing(outcome.kitMissing ?? []);
     } else {
       this.#backupFailures.inc({ reason: knownReason(outcome.reason) });
     }
@@ -333,10 +347,10 @@ export class LifeboatMetrics {
   }
 
   /**
-   * Raises the last-success timestamps (and the last archive size) to what the catalogue
-   * records, never lowers them: after a restart the staleness alerts measure from the newest
-   * backup in the store, not from "never". Call it on start, and whenever the catalogue is read
-   * (a backup made with the CLI then counts too).
+   * Raises the last-success timestamps (and the last archive size and the kit roles that backup
+   * lacks) to what the catalogue records, never lowers them: after a restart the staleness alerts
+   * measure from the newest backup in the store, not from "never". Call it on start, and whenever
+   * the catalogue is read (a backup made with the CLI then counts too).
    */
   seedFromCatalogue(facts: CatalogueFacts): void {
     if (facts.lastBackupAt && seconds(facts.lastBackupAt) > this.#lastBackupSuccess) {
@@ -346,6 +360,7 @@ export class LifeboatMetrics {
         assertNonNegative('lastBackupSizeBytes', facts.lastBackupSizeBytes);
         this.#backupSize.set(facts.lastBackupSizeBytes);
       }
+      if (facts.lastBackupKitMissing !== undefined) this.#setKitMissing(facts.lastBackupKitMissing);
     }
     for (const level of VERIFY_LEVELS) {
       const at = facts.lastVerifiedAt?.[level];
@@ -356,6 +371,10 @@ export class LifeboatMetrics {
     }
   }
 
+  /** The newest successful backup lacks exactly these kit roles: 1 for each, 0 for the others. */
+  #setKitMissing(missing: readonly KitRole[]): void {
+    for (const role of KIT_ROLES) this.#backupKitMissing.set({ role }, missing.includes(role) ? 1 : 0);
+  }
 }
 
 function seconds(date: Date): number {

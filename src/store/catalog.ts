@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { parseStoredManifest, type StoredManifest } from '../archive/manifest.ts';
+import { missingKitRoles, parseStoredManifest, type KitRole, type StoredManifest } from '../archive/manifest.ts';
 import { ArchiveError, NotFoundError, ObjectLockedError } from '../errors/errors.ts';
 import { parseVerificationRecord, verificationRecordJson, withLevel, type VerificationRecord } from '../verify/record.ts';
 import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, verificationKey, type ParsedKey } from './layout.ts';
@@ -22,6 +22,8 @@ export interface CleanupResult {
 export interface CatalogEntry {
   manifest: StoredManifest;
   verification?: VerificationRecord;
+  /** The kit roles the backup lacks (see manifest.kit.missing for why); [] when its kit is complete. */
+  kitMissing: KitRole[];
   /** Dated (by its id or createdAt) further in the future than the clock bound: never taken as latest. Present only when true. */
   futureDated?: true;
 }
@@ -94,7 +96,7 @@ export class Catalog {
     const entries = await mapLimit(ids, READ_CONCURRENCY, async (id): Promise<CatalogEntry> => {
       const manifest = await this.get(id);
       const verification = recorded.has(id) ? await this.verification(id) : undefined;
-      return { manifest, ...(verification ? { verification } : {}), ...(isFutureDated(manifest, limit) ? { futureDated: true } : {}) };
+      return { manifest, ...(verification ? { verification } : {}), kitMissing: missingKitRoles(manifest), ...(isFutureDated(manifest, limit) ? { futureDated: true } : {}) };
     });
     if (options.limit === undefined && before === undefined) this.#onFutureDated?.(entries.filter((e) => e.futureDated).map((e) => e.manifest.backupId));
     return entries;

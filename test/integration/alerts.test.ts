@@ -67,7 +67,7 @@ test('promtool check rules: the rules file is valid', async () => {
   const { code, out } = await run('promtool', ['check', 'rules', RULES]);
   assert.equal(code, 0, out);
   assert.match(out, new RegExp(`SUCCESS: ${rules.length} rules found`));
-  assert.equal(rules.length, 8);
+  assert.equal(rules.length, 9);
 });
 
 test('promtool test rules: every case passes', async () => {
@@ -218,6 +218,14 @@ test('a real Prometheus scrapes the facade, evaluates every rule and dashboard q
     assert.deepEqual(results.get('Leader/1'), [], 'the leader count shows only when it is not 1');
     assert.deepEqual(results.get('Backup size/0')?.map((s) => s.value), [5_000_000]);
     assert.equal(results.get('Lifeboat instances/1')?.[0]?.metric.version, '0.1.0');
+
+    // A backup committed without its ClusterConfiguration fires LifeboatBackupKitIncomplete for
+    // that role; the next complete backup clears it.
+    metrics.backupFinished({ result: 'success', durationSeconds: 10, sizeBytes: 5_000_000, kitMissing: ['cluster-configuration'] });
+    const kitAlert = await prometheus.waitFor('ALERTS{alertname="LifeboatBackupKitIncomplete",alertstate="firing"}', (s) => s.length === 1);
+    assert.deepEqual([kitAlert[0]!.metric.cluster, kitAlert[0]!.metric.role], ['it', 'cluster-configuration']);
+    metrics.backupFinished({ result: 'success', durationSeconds: 10, sizeBytes: 5_000_000 });
+    await prometheus.waitFor('ALERTS{alertname="LifeboatBackupKitIncomplete"}', (s) => s.length === 0);
   } finally {
     await prometheus.stop();
     await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -288,7 +288,7 @@ test('lifeboat verify records passed and failed checks; lifeboat list shows them
     const list = await runCli(['--config', config, 'list']);
     assert.equal(list.code, 0, list.stderr);
     const [header, ...rows] = list.stdout.trimEnd().split('\n');
-    assert.match(header!, /^ID +CREATED +REVISION +DB +STORED +VERIFIED +NODE +MEMBER$/);
+    assert.match(header!, /^ID +CREATED +REVISION +DB +STORED +VERIFIED +KIT +NODE +MEMBER$/);
     const column = (id: string) => rows.find((r) => r.startsWith(id))!.slice(header!.indexOf('VERIFIED')).split(/ {2,}/)[0];
     const minute = (d: Date) => `${d.toISOString().slice(0, 16)}Z`;
     const records = new Catalog(store, 'c1');
