@@ -1,13 +1,13 @@
 import { timingSafeEqual } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { BadRequestError, CancelledError, ConfigError, ConflictError, errorInfo } from '../errors/errors.ts';
 import { writeFileAtomic } from '../store/durable-file.ts';
-import { exists, identity, moveOut, removeIfEmpty, renameDurable } from './durable.ts';
-import { liveRevision, stopLeftover, waitClosed } from './etcd.ts';
+import { exists } from './durable.ts';
+import { liveRevision, stopLeftover } from './etcd.ts';
 import { pendingSteps, RestoreRecords, restoreState, stepStarted, type LockHolder, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
-import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, StaticPod } from './manifests.ts';
 import { createPlan, dataDirLayout, isMountPoint, type RestorePlan, type StepName } from './plan.ts';
+import { rollbackSteps } from './rollback.ts';
 import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
 
 /**
@@ -233,10 +233,12 @@ export class RestoreEngine {
   }
 
   /**
-   * Undoes an in-place restore on this node: stops what runs on the restored data, sets the
-   * restored data aside as `<dataDir>.lifeboat-failed-<id>`, puts the old data dir back, and
-   * puts the original manifests back. A fresh-control-plane restore is rolled back only until
-   * kubeadm init has run. Never deletes a data dir. Idempotent; journaled.
+   * Undoes a restore on this node: stops what runs on the restored data, sets the restored data
+   * aside as `<dataDir>.lifeboat-failed-<id>`, puts the old data dir back (if there was one), and
+   * puts the original manifests back; for a fresh control plane, removes the kit files it placed
+   * where there were none and its kubeadm config, and puts the files it replaced back. A
+   * fresh-control-plane restore is rolled back only until kubeadm init has run. Never deletes a
+   * data dir. Idempotent; journaled.
    */
   async rollback(id: string, options: { confirmationToken: string; signal?: AbortSignal }): Promise<RestoreView> {
     const plan = await this.#records.plan(id);
@@ -258,7 +260,7 @@ export class RestoreEngine {
         await save();
       };
       try {
-        await this.#rollbackSteps(plan, journal, act, options.signal);
+        await rollbackSteps(this.#deps, plan, journal, act, options.signal);
         await rm(path.join(plan.staging, 'archive'), { recursive: true, force: true });
         journal.rollback.state = 'done';
         journal.rollback.finishedAt = this.#deps.now().toISOString();
@@ -272,89 +274,6 @@ export class RestoreEngine {
       return await this.get(id);
     } finally {
       await release();
-    }
-  }
-
-  async #rollbackSteps(plan: RestorePlan, journal: RestoreJournal, act: (line: string) => Promise<void>, signal?: AbortSignal): Promise<void> {
-    const { config } = this.#deps;
-    const root = config.kit.hostRoot;
-    const onHost = (p: string) => path.join(root, p);
-    const manifestsDir = onHost(config.restore.manifestsDir);
-    const stage = (n: string) => path.join(plan.staging, 'manifests', n);
-    const started = (s: StepName) => stepStarted(journal, s);
-
-    if (plan.mode === 'in-place') {
-      // 1. Stop what runs on the restored data: the apiserver, then etcd.
-      const apiserverLive = path.join(manifestsDir, APISERVER_MANIFEST);
-      if (started('start-apiserver') && (await exists(apiserverLive)) && (await exists(stage(APISERVER_MANIFEST)))) {
-        await moveOut(apiserverLive, stage(APISERVER_MANIFEST));
-        const address = apiserverAddress(await StaticPod.read(stage(APISERVER_MANIFEST)));
-        await waitClosed([address], 'kube-apiserver', config.restore.apiserverWaitSeconds, signal);
-        await act('stopped kube-apiserver running on the restored data');
-      }
-      const etcdLive = path.join(manifestsDir, ETCD_MANIFEST);
-      if (started('start-etcd') && (await exists(etcdLive))) {
-        const original = await readFile(stage(ETCD_MANIFEST));
-        if (!(await readFile(etcdLive)).equals(original)) {
-          // The restored member's manifest: kept with the staged files, out of the manifests dir.
-          await moveOut(etcdLive, stage('etcd.running-at-rollback.yaml'));
-          const addresses = etcdListenAddresses(etcdFacts(StaticPod.parse(original.toString('utf8'), stage(ETCD_MANIFEST))));
-          await waitClosed(addresses, 'etcd', config.restore.etcdWaitSeconds, signal);
-          await act('stopped etcd running on the restored data');
-        }
-      }
-    } else {
-      await stopLeftover(journal.facts.throwawayPid as number | undefined, onHost(plan.self.dataDir));
-    }
-
-    // 2. The data: the restored data aside as failed, the old data back.
-    const layout = dataDirLayout(plan.self.dataDir, plan.id, plan.self.swap);
-    const live = onHost(layout.live);
-    const aside = onHost(layout.aside);
-    const failed = onHost(layout.failed);
-    const incoming = onHost(layout.incoming);
-    const restored = journal.facts.restored as string | undefined;
-    if (await exists(incoming)) {
-      if (await exists(failed)) throw new ConflictError(`${failed} already exists; move it away by hand, then roll back again`);
-      await renameDurable(incoming, failed);
-      await act(`set the restored (not swapped in) data aside at ${layout.failed}`);
-    }
-    if (layout.swap === 'member') await removeIfEmpty(onHost(layout.restoreDir));
-    if (await exists(aside)) {
-      if (await exists(live)) {
-        if (restored !== undefined && (await identity(live)) !== restored) {
-          throw new ConflictError(`${layout.live} is neither the old data (set aside at ${layout.aside}) nor the restored data`, { hint: 'inspect them, then roll back again' });
-        }
-        if (await exists(failed)) throw new ConflictError(`${failed} already exists; move it away by hand, then roll back again`);
-        await renameDurable(live, failed);
-        await act(`set the restored data aside at ${layout.failed}`);
-      }
-      await renameDurable(aside, live);
-      await act(`put the old data back at ${layout.live}`);
-    }
-
-    // 3. The original manifests (in place), or the files the kit replaced (fresh).
-    if (plan.mode === 'in-place') {
-      for (const name of [ETCD_MANIFEST, APISERVER_MANIFEST]) {
-        const original = stage(name);
-        const target = path.join(manifestsDir, name);
-        if (!(await exists(original))) continue;
-        const bytes = await readFile(original);
-        const current = await readFile(target).catch(() => undefined);
-        if (current?.equals(bytes)) continue;
-        if (current) throw new ConflictError(`${target} exists and is not the original; move it away by hand, then roll back again`);
-        await writeFileAtomic(target, bytes, (await stat(original)).mode & 0o7777);
-        await act(`put the original ${name} back`);
-      }
-    } else {
-      for (const entry of (journal.facts.setAsideFiles ?? []) as { path: string; aside: string }[]) {
-        const target = onHost(entry.path);
-        const kept = onHost(entry.aside);
-        if (!(await exists(kept))) continue;
-        if (await exists(target)) await renameDurable(target, `${target}.lifeboat-failed-${plan.id}`);
-        await renameDurable(kept, target);
-        await act(`put the original ${entry.path} back`);
-      }
     }
   }
 

@@ -324,12 +324,17 @@ const startApiserver: Step = async (ctx) => {
   return `${APISERVER_MANIFEST} put back; ${waited}`;
 };
 
-/** Kit files byte-identical with their original modes; a different file already there is set aside, never overwritten. */
+/**
+ * Kit files byte-identical with their original modes; a different file already there is set
+ * aside, never overwritten. Each file placed where there was none is journaled first
+ * (`placedFiles`), so that a rollback removes it.
+ */
 const placeFiles: Step = async (ctx) => {
   const { plan } = ctx;
   const stored = await ctx.deps.catalog.get(plan.backupId);
   const placed: string[] = [];
   const setAside = ((ctx.journal.facts.setAsideFiles ??= []) as { path: string; aside: string }[]);
+  const placedNew = (ctx.journal.facts.placedFiles ??= []) as string[];
   for (const f of plan.files) {
     const kit = stored.kit.files.find((k) => k.path === f.path);
     if (!kit) throw new ConflictError(`kit file ${f.path} is not in backup ${plan.backupId}`);
@@ -346,6 +351,9 @@ const placeFiles: Step = async (ctx) => {
       if (await exists(aside)) throw new ConflictError(`${f.path} differs from the kit and ${aside} exists too`, { hint: 'sort them out by hand, then apply again' });
       await renameDurable(dest, aside);
       setAside.push({ path: f.path, aside: `${f.path}.lifeboat-aside-${plan.id}` });
+      await ctx.save();
+    } else if (!setAside.some((s) => s.path === f.path) && !placedNew.includes(f.path)) {
+      placedNew.push(f.path);
       await ctx.save();
     }
     await mkdir(path.dirname(dest), { recursive: true, mode: 0o755 });
