@@ -47,6 +47,7 @@ export function resolveConfig(raw: Record<string, unknown>, sourceName = 'config
 
 /** `raw` with the schema's defaults, or a ConfigError naming the first bad field (under `at`). */
 function validated<T extends TSchema>(schema: T, raw: unknown, at: string, sourceName: string): Static<T> {
+  refuseForbiddenKeys(raw, at, sourceName);
   const input = Value.Default(schema, structuredClone(raw)) as Static<T>;
   const first = Value.Errors(schema, input).First();
   if (first) {
@@ -54,6 +55,28 @@ function validated<T extends TSchema>(schema: T, raw: unknown, at: string, sourc
     throw new ConfigError(field, `${first.message}${describeValue(first.value)}`, { hint: `fix it in ${sourceName}` });
   }
   return input;
+}
+
+/** Keys that reach an object's prototype when a document is merged or copied; never settings. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * A ConfigError naming the first `__proto__`, `constructor` or `prototype` key anywhere in `raw`
+ * (YAML and JSON parsers keep them as own keys, which strict validation does not see), or the
+ * first mapping that is not a plain object.
+ */
+function refuseForbiddenKeys(value: unknown, at: string, sourceName: string): void {
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => refuseForbiddenKeys(item, `${at}/${i}`, sourceName));
+    return;
+  }
+  if (value === null || typeof value !== 'object') return;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) throw new ConfigError(at || '/', 'is not a plain mapping', { hint: `fix it in ${sourceName}` });
+  for (const [key, child] of Object.entries(value)) {
+    if (FORBIDDEN_KEYS.has(key)) throw new ConfigError(`${at}/${key}`, `the key "${key}" is not allowed`, { hint: `remove it from ${sourceName}` });
+    refuseForbiddenKeys(child, `${at}/${key}`, sourceName);
+  }
 }
 
 /**

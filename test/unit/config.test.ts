@@ -59,6 +59,19 @@ test('YAML files load, and a broken one says where', () => {
   configError(() => loadConfig({ file: path.join(dir, 'absent.yaml'), env: {} }), '--config', /no such|ENOENT/);
 });
 
+test('__proto__, constructor and prototype keys are refused, naming where they are', () => {
+  for (const [name, text, field] of [
+    ['proto-top.yaml', '__proto__:\n  cluster: evil\n', '/__proto__'],
+    ['proto-nested.yaml', 'etcd:\n  __proto__:\n    dialTimeoutMs: 1\n', '/etcd/__proto__'],
+    ['proto-list.yaml', 'kit:\n  extraFiles:\n    - path: /x\n      __proto__: { required: true }\n', '/kit/extraFiles/0/__proto__'],
+    ['constructor.yaml', 'store:\n  fs:\n    constructor: { dir: /x }\n', '/store/fs/constructor'],
+    ['prototype.yaml', 'api:\n  prototype: 1\n', '/api/prototype'],
+  ] as const) {
+    configError(() => loadConfig({ file: file(name, text), env: {} }), field, /not allowed/);
+  }
+  configError(() => resolveConfig(JSON.parse('{"retention": {"__proto__": {"keepLast": 0}}}') as Record<string, unknown>), '/retention/__proto__', /not allowed/);
+});
+
 test('LIFEBOAT_* env vars override the file, by path', async () => {
   const { recipient } = await generateIdentity();
   const f = file('env.yaml', 'etcd:\n  dialTimeoutMs: 1000\n');
