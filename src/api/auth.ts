@@ -113,8 +113,10 @@ export class Authenticator {
 
 /**
  * Failed authentications per client address in fixed one-minute windows. Once an address has
- * failed `perMinute` times, every request from it that needs authentication is refused (429)
- * until its window ends, valid credentials or not, so guessing gains nothing. At most
+ * failed `perMinute` times, its further failures are answered 429 instead of 401 until its
+ * window ends. A valid credential is never refused: many clients can share an address (a NAT,
+ * the node's own loopback), and one of them failing must not lock restorers out during an
+ * incident. Guessing gains nothing either way: a token is 256 random bits. At most
  * `maxAddresses` addresses are tracked; the oldest windows are dropped first.
  */
 export class FailureLimiter {
@@ -129,21 +131,10 @@ export class FailureLimiter {
     this.#maxAddresses = maxAddresses;
   }
 
-  /** Throws RateLimitedError while `address` is blocked. */
-  check(address: string): void {
-    const window = this.#windows.get(address);
-    if (!window) return;
-    const now = this.#now();
-    if (window.resetAt <= now) {
-      this.#windows.delete(address);
-      return;
-    }
-    if (window.failures >= this.#perMinute) {
-      const retryAfter = Math.max(1, Math.ceil((window.resetAt - now) / 1000));
-      throw new RateLimitedError(retryAfter, `too many failed authentications from ${address}; retry in ${retryAfter} s`);
-    }
-  }
-
+  /**
+   * Counts a failed authentication from `address`. Throws RateLimitedError (answer it instead of
+   * the failure) when the address had already failed `perMinute` times in its window.
+   */
   fail(address: string): void {
     const now = this.#now();
     let window = this.#windows.get(address);
@@ -152,6 +143,10 @@ export class FailureLimiter {
       window = { resetAt: now + 60_000, failures: 0 };
       this.#windows.set(address, window);
       this.#trim(now);
+    }
+    if (window.failures >= this.#perMinute) {
+      const retryAfter = Math.max(1, Math.ceil((window.resetAt - now) / 1000));
+      throw new RateLimitedError(retryAfter, `too many failed authentications from ${address}; retry in ${retryAfter} s`);
     }
     window.failures += 1;
   }

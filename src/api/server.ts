@@ -123,11 +123,11 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   api.addHook('onRequest', async (request) => {
     const access = accessOf(request);
     if (access === 'public') return;
-    limiter.check(request.ip);
     let principal: Principal;
     try {
       principal = await authenticator.authenticate(request);
     } catch (err) {
+      // Valid credentials always pass; only failures are limited (429 once an address has too many).
       if (err instanceof UnauthenticatedError) limiter.fail(request.ip);
       throw err;
     }

@@ -62,19 +62,20 @@ test('a certificate subject maps to the role of the first mapping whose cn and o
   assert.equal(roleForSubject({ CN: 'anyone' }, [{ role: 'viewer' }]), 'viewer', 'a mapping without cn and o matches every certificate of the CA');
 });
 
-test('the failure limiter blocks an address after N failures in its window, then forgets it', () => {
+test('the failure limiter answers 429 for failures of an address beyond N in its window, then forgets it', () => {
   let now = 0;
   const limiter = new FailureLimiter(2, () => now, 3);
   limiter.fail('a');
-  limiter.check('a');
   limiter.fail('a');
-  assert.throws(() => limiter.check('a'), (err: unknown) => err instanceof RateLimitedError && err.retryAfterSeconds === 60);
-  limiter.check('b');
+  assert.throws(() => limiter.fail('a'), (err: unknown) => err instanceof RateLimitedError && err.retryAfterSeconds === 60);
+  limiter.fail('b');
   now = 59_001;
-  assert.throws(() => limiter.check('a'), (err: unknown) => err instanceof RateLimitedError && err.retryAfterSeconds === 1);
+  assert.throws(() => limiter.fail('a'), (err: unknown) => err instanceof RateLimitedError && err.retryAfterSeconds === 1);
+  // A new window: two more failures before the next 429.
   now = 60_000;
-  limiter.check('a');
-  assert.equal(limiter.tracked, 0);
+  limiter.fail('a');
+  limiter.fail('a');
+  assert.throws(() => limiter.fail('a'), (err: unknown) => err instanceof RateLimitedError && err.retryAfterSeconds === 60);
 });
 
 test('the failure limiter tracks a bounded number of addresses, dropping the oldest windows', () => {
@@ -85,7 +86,6 @@ test('the failure limiter tracks a bounded number of addresses, dropping the old
     now += 1;
   }
   assert.equal(limiter.tracked, 3);
-  limiter.check('a');
-  limiter.check('b');
-  assert.throws(() => limiter.check('e'), RateLimitedError);
+  limiter.fail('a');
+  assert.throws(() => limiter.fail('e'), RateLimitedError);
 });
