@@ -74,9 +74,9 @@ const signatureOf = (s: Stats) => `${s.mtimeMs}:${s.size}:${s.ino}`;
 
 /**
  * The tokens file, read at start (a bad file stops the daemon there) and read again whenever its
- * mtime, size or inode changes, so adding or revoking a token needs no restart. A file that
- * turns bad later is logged and the last good tokens stay in force; a deleted file means no
- * token is valid.
+ * mtime, size or inode changes, so adding or revoking a token needs no restart. It fails closed:
+ * a file that turns invalid, or is deleted, means no token is valid until it is fixed (the old
+ * tokens would keep a revoked one in force), and that is logged at error level once per change.
  */
 export class TokenFile {
   readonly #file: string;
@@ -130,7 +130,7 @@ export class TokenFile {
       stats = await stat(this.#file);
     } catch (err) {
       if (this.#loaded.entries.length > 0 || this.#reported !== 'missing') {
-        this.#log.warn({ file: this.#file, err: (err as NodeJS.ErrnoException).code }, 'the API tokens file is gone; no token is accepted until it is back');
+        this.#log.error({ file: this.#file, err: (err as NodeJS.ErrnoException).code }, 'the API tokens file is gone; no token is accepted until it is back');
       }
       this.#reported = 'missing';
       this.#loaded = { signature: 'missing', entries: [] };
@@ -144,9 +144,10 @@ export class TokenFile {
       this.#reported = undefined;
       this.#log.info({ file: this.#file, tokens: entries.length }, 'API tokens reloaded');
     } catch (err) {
-      // Logged once per change of the file; the last good tokens stay in force.
+      // Fail closed, logged once per change of the file.
       this.#reported = signature;
-      this.#log.error({ file: this.#file, err: (err as Error).message }, 'the API tokens file changed but is invalid; keeping the tokens read before');
+      this.#loaded = { signature, entries: [] };
+      this.#log.error({ file: this.#file, err: (err as Error).message }, 'the API tokens file is invalid; no token is accepted until it is fixed');
     }
   }
 }

@@ -446,7 +446,7 @@ test('the metrics listener serves /metrics, /healthz and /readyz without auth, a
   assert.equal((await servers.api.inject({ method: 'GET', url: '/metrics' })).statusCode, 404);
 });
 
-test('tokens are re-read when the file changes: a new token works, a revoked one stops, a broken file keeps the last good tokens', async () => {
+test('tokens are re-read when the file changes: a new token works, a revoked one stops, a broken file fails closed until fixed', async () => {
   const file = path.join(dir, 'tokens-reload');
   await writeFile(file, `${tokenLine('first-token', 'viewer', 'first')}\n`);
   const { call, capture } = await setup({ tokensFile: file });
@@ -456,10 +456,17 @@ test('tokens are re-read when the file changes: a new token works, a revoked one
   await writeFile(file, `${tokenLine('second-token', 'operator', 'second')}\n# first revoked\n`);
   assert.equal((await get('second-token')).statusCode, 200);
   assert.equal((await get('first-token')).statusCode, 401);
+  // A file that turns invalid: no token authenticates (a revocation in it must not fail open), loudly.
   await writeFile(file, `${tokenLine('second-token', 'operator', 'second')}\nthis line is broken, and longer\n`);
+  assert.equal((await get('second-token')).statusCode, 401);
+  assert.equal((await get('first-token')).statusCode, 401);
+  const complaints = capture.lines.filter((l) => l.msg === 'the API tokens file is invalid; no token is accepted until it is fixed');
+  assert.equal(complaints.length, 1, 'logged once per change of the file');
+  assert.equal(complaints[0]!.level, 50, 'at error level');
+  assert.match(String(complaints[0]!.err), /tokens-reload line 2/);
+  // Fixed: its tokens work again.
+  await writeFile(file, `${tokenLine('second-token', 'operator', 'second')}\n`);
   assert.equal((await get('second-token')).statusCode, 200);
-  const complaint = capture.lines.find((l) => l.msg === 'the API tokens file changed but is invalid; keeping the tokens read before');
-  assert.match(String(complaint?.err), /tokens-reload line 2/);
 });
 
 test('bad TLS or token files stop the start with a ConfigError naming the field', async () => {
