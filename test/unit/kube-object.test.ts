@@ -1,9 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { KubeObjectError } from '../../src/errors/errors.ts';
 import { decodeConfigMap } from '../../src/kit/kube-object.ts';
 import { bytesField, CLUSTER_CONFIGURATION, configMapMessage, MAGIC, storedConfigMap, tag, varint, varintField } from '../support/kube-proto.ts';
+
+/** kubeadm-config encoded by Kubernetes' own serializers (see the fixture's `about`). */
+const real = JSON.parse(readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/kubeadm-config-configmap.json'), 'utf8')) as { clusterConfiguration: string; protobufHex: string; jsonHex: string };
 
 /** Asserts that decoding fails with a KubeObjectError of `problem` whose message matches `re`. */
 function rejects(value: Buffer, problem: KubeObjectError['problem'], re: RegExp): void {
@@ -30,6 +36,22 @@ test('a protobuf ConfigMap as the apiserver stores it decodes: type meta, metada
   assert.deepEqual([...cm.data], [['ClusterConfiguration', CLUSTER_CONFIGURATION], ['other', 'x']]);
   assert.equal(cm.binaryData.size, 0);
   assert.equal(cm.immutable, false);
+});
+
+test('values written by Kubernetes\' own protobuf and JSON serializers decode to the ClusterConfiguration they hold', () => {
+  for (const [hex, encoding] of [[real.protobufHex, 'protobuf'], [real.jsonHex, 'json']] as const) {
+    const cm = decodeConfigMap(Buffer.from(hex, 'hex'));
+    assert.equal(cm.encoding, encoding);
+    assert.equal(cm.apiVersion, 'v1');
+    assert.deepEqual([cm.name, cm.namespace], ['kubeadm-config', 'kube-system']);
+    assert.deepEqual([...cm.data.keys()], ['ClusterConfiguration']);
+    assert.equal(cm.data.get('ClusterConfiguration'), real.clusterConfiguration);
+    assert.match(real.clusterConfiguration, /^kind: ClusterConfiguration$/m);
+  }
+  // The real protobuf value has what the test encoder leaves out or adds: it is a separate witness.
+  const pb = Buffer.from(real.protobufHex, 'hex');
+  assert.ok(pb.subarray(0, 4).equals(MAGIC));
+  assert.notDeepEqual(pb, storedConfigMap({ data: { ClusterConfiguration: real.clusterConfiguration } }));
 });
 
 test('without type meta, with binaryData, immutable, empty values and unknown fields of every wire type', () => {
@@ -128,6 +150,15 @@ test('property: random bytes, random protobuf after the magic and mutated real v
     fc.property(fc.array(fc.tuple(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), fc.nat(good.length), (edits, cut) => {
       const bytes = Buffer.from(good);
       for (const [at, b] of edits) bytes[at] = b;
+      check(bytes.subarray(0, Math.max(cut, 1)));
+    }),
+    { numRuns: 3000 },
+  );
+  const realPb = Buffer.from(real.protobufHex, 'hex');
+  fc.assert(
+    fc.property(fc.nat(realPb.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(realPb.length), (at, b, cut) => {
+      const bytes = Buffer.from(realPb);
+      bytes[at] = b;
       check(bytes.subarray(0, Math.max(cut, 1)));
     }),
     { numRuns: 3000 },
