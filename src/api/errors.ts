@@ -5,6 +5,7 @@ import {
   ConfigError,
   LifeboatError,
   NotLeaderError,
+  publicErrorInfo,
   RateLimitedError,
   type ErrorCode,
 } from '../errors/errors.ts';
@@ -57,8 +58,6 @@ export const ErrorSchema = Type.Object(
 );
 export type ErrorBody = Static<typeof ErrorSchema>;
 
-const INTERNAL_MESSAGE = 'internal error; see the daemon log';
-
 export interface ErrorResponse {
   status: number;
   body: ErrorBody;
@@ -72,8 +71,7 @@ export interface ErrorResponse {
 export function errorResponse(err: unknown): ErrorResponse {
   if (err instanceof LifeboatError) {
     const status = STATUS_BY_CODE[err.code] ?? 500;
-    const body: ErrorBody = { code: err.code, message: err.message };
-    if (err.hint) body.hint = err.hint;
+    const body: ErrorBody = publicErrorInfo(err);
     if (err instanceof BadRequestError || err instanceof ConfigError) body.field = err.field;
     if (err instanceof NotLeaderError && err.leader !== undefined) body.leader = err.leader;
     const headers: Record<string, string> = {};
@@ -85,7 +83,7 @@ export function errorResponse(err: unknown): ErrorResponse {
   if (framework) {
     return { status: framework.status, body: { code: 'BAD_REQUEST', message: framework.message }, headers: {}, serverSide: false, unexpected: false };
   }
-  return { status: 500, body: { code: 'INTERNAL', message: INTERNAL_MESSAGE }, headers: {}, serverSide: true, unexpected: true };
+  return { status: 500, body: publicErrorInfo(err), headers: {}, serverSide: true, unexpected: true };
 }
 
 /**

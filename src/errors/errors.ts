@@ -274,6 +274,18 @@ export function errorInfo(err: unknown): { code: string; message: string; hint?:
     : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
+/** What a client is told of an unexpected error; the error itself, with its stack, goes to the daemon's log. */
+export const INTERNAL_MESSAGE = 'internal error; see the daemon log';
+
+/**
+ * An error as a client may see it (an API response, a job record): a typed error's code,
+ * message and hint; anything untyped is a bug whose message may hold anything (a path, a
+ * secret), so only INTERNAL and where to look.
+ */
+export function publicErrorInfo(err: unknown): { code: string; message: string; hint?: string } {
+  return err instanceof LifeboatError ? errorInfo(err) : { code: 'INTERNAL', message: INTERNAL_MESSAGE };
+}
+
 /**
  * Of the failures of stages that ran together (a stream pipeline and the store put that reads
  * it), the one that says what happened: a typed error first, then anything but the "premature

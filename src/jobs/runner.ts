@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { CancelledError, ConflictError, errorInfo, LifeboatError } from '../errors/errors.ts';
+import { CancelledError, ConflictError, LifeboatError, publicErrorInfo } from '../errors/errors.ts';
 import type { Job, JobKind, JobRequest, JobState, Submitted } from './job.ts';
 import type { JobJournal } from './journal.ts';
 
@@ -233,14 +233,15 @@ export class JobRunner {
     job.finishedAt = finished.toISOString();
     if (job.startedAt) job.durationSeconds = Math.max(0, (finished.getTime() - Date.parse(job.startedAt)) / 1000);
     if (err !== undefined) {
-      job.error = errorInfo(err);
+      // Viewers read job records: an unexpected error's message stays in the log below.
+      job.error = publicErrorInfo(err);
     } else if (result !== undefined) {
       job.result = result;
     }
     this.#persist(job);
     const fields = { jobId: job.id, kind: job.kind, phase: 'done', state: job.state, durationSeconds: job.durationSeconds, backupId: job.backupId };
     if (err === undefined) this.#deps.log.info(fields, 'job succeeded');
-    else this.#deps.log.error({ ...fields, code: job.error?.code, err: job.error?.message, ...(err instanceof LifeboatError ? {} : { stack: (err as Error).stack }) }, 'job failed');
+    else this.#deps.log.error({ ...fields, code: job.error?.code, err: err instanceof Error ? err.message : String(err), ...(err instanceof LifeboatError ? {} : { stack: (err as Error).stack }) }, 'job failed');
     this.#trimHistory();
   }
 

@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CancelledError, ConflictError, StoreError } from '../../src/errors/errors.ts';
 import type { JobKind } from '../../src/jobs/job.ts';
 import { DirectoryJobJournal } from '../../src/jobs/journal.ts';
 import { JobRunner, type JobHandler } from '../../src/jobs/runner.ts';
+import { errorResponse } from '../../src/api/errors.ts';
+import { captureLog } from '../support/api-fakes.ts';
 import { quietLog } from '../support/lifeboat.ts';
 
 const dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-jobs-'));
@@ -89,21 +91,40 @@ test('an Idempotency-Key returns the job it made; reused for another request it 
   assert.throws(() => r.submit({ kind: 'verify', params: { backupId: 'y' }, idempotencyKey: 'k1', ...api }), ConflictError);
 });
 
-test('a failing job records its code, message and hint; a plain Error is INTERNAL', async () => {
-  const { runner: r } = runner({
-    backup: async () => {
-      throw new StoreError('the bucket is gone', { hint: 'create it' });
+test('a failing job records its code, message and hint; an unexpected error is INTERNAL, its message only in the log', async () => {
+  const capture = captureLog();
+  const stateDir = path.join(dir, `state-${n++}`);
+  const fail: JobHandler = async () => {
+    throw new Error('no handler in this test');
+  };
+  const r = new JobRunner({
+    handlers: {
+      backup: async () => {
+        throw new StoreError('the bucket is gone', { hint: 'create it' });
+      },
+      prune: async () => {
+        throw new TypeError('cannot read /etc/lifeboat/s3/secret-access-key=hunter2');
+      },
+      verify: fail, drill: fail, cleanup: fail, replicate: fail, restore: fail,
     },
-    prune: async () => {
-      throw new TypeError('oops');
-    },
+    journal: new DirectoryJobJournal(stateDir, quietLog),
+    log: capture.log,
+    history: 50,
   });
   const a = r.submit({ kind: 'backup', ...api });
   const b = r.submit({ kind: 'prune', ...api });
   await r.settled();
   assert.deepEqual(r.get(a.job.id)!.error, { code: 'STORE_FAILED', message: 'the bucket is gone', hint: 'create it' });
   assert.equal(r.get(a.job.id)!.state, 'failed');
-  assert.deepEqual(r.get(b.job.id)!.error, { code: 'INTERNAL', message: 'oops' });
+  // Redacted as the API redacts an unexpected error in a response.
+  assert.deepEqual(r.get(b.job.id)!.error, errorResponse(new TypeError('x')).body);
+  assert.deepEqual(r.get(b.job.id)!.error, { code: 'INTERNAL', message: 'internal error; see the daemon log' });
+  await r.drain(1000);
+  const journaled = await Promise.all((await readdir(path.join(stateDir, 'jobs'))).map((f) => readFile(path.join(stateDir, 'jobs', f), 'utf8')));
+  assert.ok(journaled.length > 0 && journaled.every((text) => !text.includes('hunter2')), 'the job journal holds no raw message either');
+  const logged = capture.lines.find((l) => l.jobId === b.job.id && l.msg === 'job failed');
+  assert.match(String(logged?.err), /hunter2/, 'the daemon log has the real message');
+  assert.match(String(logged?.stack), /TypeError/);
 });
 
 test('after a crash, jobs left queued or running are marked failed, and finished ones are kept', async () => {
