@@ -1,3 +1,4 @@
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyRequest } from 'fastify';
@@ -12,6 +13,7 @@ import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
 import { registerHealthRoutes, registerStatusRoute } from './routes/health.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerRestoreRoutes } from './routes/restores.ts';
+import { TlsReloader } from './tls-reload.ts';
 import { TokenFile } from './tokens.ts';
 import { validatorCompiler } from './validation.ts';
 
@@ -32,7 +34,11 @@ export interface Servers {
 export interface ServerOptions {
   /** The clock of the authentication rate limit (milliseconds). */
   now?: () => number;
+  /** How often the TLS files are checked for a renewal (default 30 s). */
+  tlsReloadIntervalMs?: number;
 }
+
+const TLS_RELOAD_INTERVAL_MS = 30_000;
 
 /** What one request accumulates for its audit line. */
 interface RequestFacts {
@@ -82,6 +88,14 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   } catch (err) {
     throw new ConfigError('/api/tls', `the certificate or key is not usable: ${(err as Error).message}`, { hint: 'check api.tls.certFile and api.tls.keyFile (PEM, matching pair)' });
   }
+  // cert-manager renews the certificate (and may rotate the client CA) by replacing the files.
+  const reloader = new TlsReloader({
+    files: tls,
+    apply: (context) => (api.server as HttpsServer).setSecureContext(context),
+    log,
+    intervalMs: options.tlsReloadIntervalMs ?? TLS_RELOAD_INTERVAL_MS,
+    base: { minVersion: https.minVersion },
+  });
   const ctx: RouteContext = {
     deps,
     principal: (request) => {
@@ -185,9 +199,11 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
     metrics,
     async listen() {
       await api.listen({ host: deps.api.listen.host, port: deps.api.listen.port });
+      await reloader.start();
       try {
         await metrics.listen({ host: deps.metricsListen.host, port: deps.metricsListen.port });
       } catch (err) {
+        reloader.stop();
         await api.close();
         throw err;
       }
@@ -197,6 +213,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
       return { apiPort, metricsPort };
     },
     async close() {
+      reloader.stop();
       await Promise.all([api.close(), metrics.close()]);
     },
   };

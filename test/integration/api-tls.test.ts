@@ -1,7 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -320,5 +322,75 @@ test('a catalogue that cannot be read: the API says why (typed 500), and `lifebo
     assert.match(errorLines(status.stderr)[0] ?? '', /^lifeboat: error: manifest .* is not JSON/);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Polls `probe` until `ok` holds; fails naming what it waited for once `timeoutMs` have passed. */
+async function until<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) assert.fail(`${what}: still ${JSON.stringify(value)} after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The serial of the certificate a new TLS connection to `port` is served. */
+function servedSerial(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.end();
+      resolve(serial);
+    });
+    socket.once('error', reject);
+  });
+}
+
+const serialOf = async (file: string) => new X509Certificate(await readFile(file)).serialNumber;
+
+/** As cert-manager (the kubelet) does it: the new file appears whole, by rename. */
+async function install(from: string, to: string): Promise<void> {
+  await copyFile(from, `${to}.new`);
+  await rename(`${to}.new`, to);
+}
+
+test('the certificate and the client CA are reloaded when their files change; a bad pair keeps the one in use', async () => {
+  const dir = path.join(work, 'rotating');
+  await mkdir(dir, { recursive: true });
+  const files = { certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key'), clientCaFile: path.join(dir, 'client-ca.crt') };
+  await install(pki.server.cert, files.certFile);
+  await install(pki.server.key, files.keyFile);
+  await install(pki.ca.cert, files.clientCaFile);
+  const renewed = await makeApiPki(path.join(work, 'pki-renewed'));
+  const rotating = await createServers({ ...rig.deps, api: { ...config.api, tls: files } }, { tlsReloadIntervalMs: 50 });
+  try {
+    const { apiPort } = await rotating.listen();
+    const url = `https://127.0.0.1:${apiPort}/v1/jobs`;
+    const asAlice = (pair: { cert: string; key: string }, trust: string) => curl(['--cacert', trust, ...cert(pair), url]);
+    assert.equal(await servedSerial(apiPort), await serialOf(pki.server.cert));
+    assert.equal((await asAlice(pki.viewerClient, pki.ca.cert)).status, 200);
+
+    // The serving pair is renewed: new connections get the new certificate.
+    await install(renewed.server.key, files.keyFile);
+    await install(renewed.server.cert, files.certFile);
+    const next = await serialOf(renewed.server.cert);
+    await until('the renewed certificate served', () => servedSerial(apiPort), (serial) => serial === next);
+
+    // The client CA is replaced: its clients get in, the old CA's do not.
+    await install(renewed.ca.cert, files.clientCaFile);
+    await until('a client of the new CA accepted', async () => (await asAlice(renewed.viewerClient, renewed.ca.cert)).status, (status) => status === 200);
+    assert.equal((await asAlice(pki.viewerClient, renewed.ca.cert)).status, 401);
+
+    // A certificate that does not match the key: logged, and the renewed pair stays in use.
+    const complaints = () => capture.lines.filter((l) => l.msg === 'the API TLS files changed but are not a usable set; keeping the certificate in use').length;
+    const before = complaints();
+    await install(pki.server.cert, files.certFile);
+    await until('the bad pair reported', async () => complaints(), (n) => n > before);
+    assert.equal(await servedSerial(apiPort), next);
+    assert.equal((await asAlice(renewed.viewerClient, renewed.ca.cert)).status, 200);
+  } finally {
+    await rotating.close();
   }
 });
