@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -14,12 +14,15 @@ import { EtcdUnavailableError } from '../../src/errors/errors.ts';
 import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
 import { processExecutor } from '../../src/exec/executor.ts';
 import { KUBEADM_CONFIGMAP_ETCD_KEY } from '../../src/kit/cluster-config.ts';
+import { RestoreEngine } from '../../src/restore/engine.ts';
 import { extractBackup } from '../../src/restore/extract.ts';
 import { kubeadmConfig } from '../../src/restore/kubeadm.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { verifyBackup } from '../../src/verify/verify.ts';
 import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { writeKubeadmStandIn } from '../../scripts/rig/kubeadm-standin.ts';
+import { freePorts } from '../../scripts/rig/ports.ts';
 import { apiRig, type ApiRig } from '../support/api-daemon.ts';
 import { makeApiPki } from '../support/api-pki.ts';
 import { CLUSTER_CONFIGURATION, storedConfigMap } from '../support/kube-proto.ts';
@@ -43,6 +46,8 @@ let rig: ApiRig;
 let servers: Servers;
 let identityFile: string;
 let storeDir: string;
+/** The first test's backup, whose ClusterConfiguration came from the ConfigMap. */
+let fromConfigMap: StoredManifest | undefined;
 const key = await generateIdentity();
 
 before(async () => {
@@ -115,6 +120,7 @@ async function putConfigMap(value: Buffer): Promise<string> {
 test('the ClusterConfiguration comes from the protobuf ConfigMap in etcd at the snapshot revision, and restores from the archive', async () => {
   const putAt = await putConfigMap(storedConfigMap({ data: { ClusterConfiguration: CLUSTER_CONFIGURATION, ClusterStatus: '' } }));
   const manifest = await backupViaApi();
+  fromConfigMap = manifest;
   assert.ok(BigInt(manifest.etcd.revision) >= BigInt(putAt));
   const cc = manifest.kit.files.find((f) => f.role === 'cluster-configuration');
   assert.deepEqual(cc?.source, {
@@ -146,6 +152,32 @@ test('the ClusterConfiguration comes from the protobuf ConfigMap in etcd at the 
   const docs = parseAllDocuments(init.text) as { toJSON(): Record<string, unknown> }[];
   assert.deepEqual(docs.map((d) => d.toJSON().kind), ['InitConfiguration', 'ClusterConfiguration']);
   assert.equal(docs[1]!.toJSON().clusterName, 'from-configmap');
+});
+
+test('a fresh-control-plane restore (dry run) of that backup finds the ClusterConfiguration where it looks and initialises kubeadm with it', async () => {
+  assert.ok(fromConfigMap, 'the first test made the backup');
+  const root = path.join(work, 'fresh', 'root');
+  await mkdir(root, { recursive: true });
+  const [etcdClient, etcdPeer, apiserver] = (await freePorts(3)) as [number, number, number];
+  const kubeadm = writeKubeadmStandIn({ dir: path.join(work, 'fresh', 'kubeadm'), root, ports: { etcdClient, etcdPeer, apiserver } });
+  const freshConfig = configOf({
+    ...configDoc(etcd, root, storeDir, [key.recipient]),
+    node: 'cp-new',
+    tools: { etcdutl: ETCDUTL, etcd: etcd.bins.etcd, kubeadm: kubeadm.command },
+    restore: { advertiseAddress: '127.0.0.1', etcdWaitSeconds: 30, apiserverWaitSeconds: 30 },
+    daemon: { stateDir: path.join(work, 'fresh', 'state') },
+  });
+  const store = new FsStore(storeDir);
+  const engine = new RestoreEngine({ store, catalog: new Catalog(store, freshConfig.cluster), decrypt: createDecryptStream, exec: processExecutor, log: quietLog, config: freshConfig });
+  const plan = await engine.plan({ backup: fromConfigMap.backupId, mode: 'fresh-control-plane', members: [{ name: 'cp-new', peerURL: `https://127.0.0.1:${etcdPeer}` }], dryRun: true });
+  assert.ok(plan.files.some((f) => f.role === 'cluster-configuration' && f.path === '/etc/kubernetes/kubeadm-config.yaml'));
+  const view = await engine.apply(plan.id, { confirmationToken: plan.confirmationToken, identities: [key.identity] });
+  assert.equal(view.state, 'done', JSON.stringify(view.journal.steps));
+  const text = (view.journal.result.kubeadmConfig as { text: string }).text;
+  const docs = parseAllDocuments(text) as { toJSON(): Record<string, unknown> }[];
+  assert.deepEqual(docs.map((d) => d.toJSON().kind), ['InitConfiguration', 'ClusterConfiguration']);
+  assert.equal(docs[1]!.toJSON().clusterName, 'from-configmap');
+  assert.equal(docs[1]!.toJSON().controlPlaneEndpoint, 'cp.example.internal:6443');
 });
 
 test('a ConfigMap encrypted at rest: the backup commits without it, and the API, the metric and `lifeboat list` show it; a file then wins', async () => {
