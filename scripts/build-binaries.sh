@@ -45,7 +45,7 @@ build_etcd() { # build_etcd VERSION LINKNAME
     echo "build-binaries: etcd v$v built in $((SECONDS - start)) s"
   fi
   link "$2" "$out"
-  "$out/bin/etcd" --version | head -n 1
+  "$out/bin/etcd" --version | sed -n 1p
 }
 
 build_kubernetes() {

@@ -34,5 +34,5 @@ if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.pack
   echo "install-deps: npm ci"
   npm ci --no-fund --no-audit --loglevel=error
 fi
-etcd_version() { "$root/.cache/etcd-$1/bin/etcd" --version | head -n 1; }
+etcd_version() { "$root/.cache/etcd-$1/bin/etcd" --version | sed -n 1p; }
 echo "install-deps: ready (node $(node_modules/.bin/node --version), $(etcd_version 3.6), $(etcd_version 3.5), age $(age --version))"
