@@ -6,7 +6,8 @@ import { writeFileAtomic } from '../store/durable-file.ts';
 import { exists } from './durable.ts';
 import { liveRevision, stopLeftover } from './etcd.ts';
 import { pendingSteps, RestoreRecords, restoreState, stepStarted, type LockHolder, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
-import { createPlan, dataDirLayout, isMountPoint, type RestorePlan, type StepName } from './plan.ts';
+import { isMountPoint } from './mounts.ts';
+import { createPlan, dataDirLayout, type RestorePlan, type StepName } from './plan.ts';
 import { rollbackSteps } from './rollback.ts';
 import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
 

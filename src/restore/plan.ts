@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.ts';
 import { BadRequestError, ConfigError, NotFoundError } from '../errors/errors.ts';
 import { parseBackupId } from '../store/layout.ts';
 import { APISERVER_MANIFEST, ETCD_MANIFEST, etcdFacts, localClientURL, StaticPod } from './manifests.ts';
+import { isMountPoint } from './mounts.ts';
 
 /**
  * A restore plan: everything a restore of one backup will do on one node, computed before
@@ -187,6 +188,8 @@ export const RestorePlanSchema = Type.Object(
         configPath: Type.String(),
         initArgs: Type.Array(Type.String()),
         advertiseAddress: Type.String(),
+        /** nodeRegistration.criSocket of the InitConfiguration (restore.kubeadm.criSocket). */
+        criSocket: Type.Optional(Type.String()),
         /** The other control-plane hosts, to join once this one serves. */
         joinLater: Type.Array(Type.String()),
       }),
@@ -451,8 +454,9 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
     kubeadm: {
       command: config.tools.kubeadm,
       configPath: kubeadmConfig,
-      initArgs: kubeadmInitArgs(kubeadmConfig, dataDir),
+      initArgs: kubeadmInitArgs(kubeadmConfig, dataDir, config.restore.kubeadm.ignorePreflightErrors),
       advertiseAddress: advertise,
+      ...(config.restore.kubeadm.criSocket === undefined ? {} : { criSocket: config.restore.kubeadm.criSocket }),
       joinLater,
     },
     steps: [...FRESH_STEPS],
@@ -637,9 +641,13 @@ function etcdutlArgv(command: string, snapshot: string, self: MemberRef, members
   };
 }
 
-/** kubeadm's preflight check for a non-empty etcd data dir is named after its path. */
-export function kubeadmInitArgs(configPath: string, dataDir: string): string[] {
-  return ['init', '--config', configPath, `--ignore-preflight-errors=DirAvailable-${dataDir.replaceAll('/', '-')}`];
+/**
+ * kubeadm's preflight check for a non-empty etcd data dir is named after its path; `ignore`
+ * (restore.kubeadm.ignorePreflightErrors) adds more checks by name.
+ */
+export function kubeadmInitArgs(configPath: string, dataDir: string, ignore: readonly string[] = []): string[] {
+  const checks = [...new Set([`DirAvailable-${dataDir.replaceAll('/', '-')}`, ...ignore])];
+  return ['init', '--config', configPath, `--ignore-preflight-errors=${checks.join(',')}`];
 }
 
 export interface DataDirLayout {
@@ -753,16 +761,6 @@ async function compareExisting(local: string, file: KitFile): Promise<'absent' |
     return 'absent';
   }
   return createHash('sha256').update(content).digest('hex') === file.sha256 ? 'identical' : 'differs';
-}
-
-/** A mount point's device differs from its parent's. */
-export async function isMountPoint(local: string): Promise<boolean> {
-  try {
-    const [self, parent] = await Promise.all([stat(local), stat(path.dirname(local))]);
-    return self.dev !== parent.dev;
-  } catch {
-    return false;
-  }
 }
 
 function stamp(d: Date): string {
