@@ -52,14 +52,15 @@ async function pair(dir: string, name: string, spec: Spec, issuer?: CertPair): P
   return { cert, key };
 }
 
-export async function makeApiPki(dir: string): Promise<ApiPki> {
+/** `sans`: more subjectAltNames of the server certificate (`IP:10.0.0.1`, `DNS:cp-1`). */
+export async function makeApiPki(dir: string, sans: string[] = []): Promise<ApiPki> {
   await mkdir(dir, { recursive: true });
   const [ca, otherCa] = await Promise.all([
     pair(dir, 'ca', { subject: '/CN=lifeboat-test-ca', ca: true }),
     pair(dir, 'other-ca', { subject: '/CN=someone-else-ca', ca: true }),
   ]);
   const [server, operatorClient, viewerClient, unmappedClient, strangerClient] = await Promise.all([
-    pair(dir, 'server', { subject: '/CN=lifeboat', usage: 'serverAuth', sans: ['DNS:localhost', 'IP:127.0.0.1', 'IP:0:0:0:0:0:0:0:1'] }, ca),
+    pair(dir, 'server', { subject: '/CN=lifeboat', usage: 'serverAuth', sans: ['DNS:localhost', 'IP:127.0.0.1', 'IP:0:0:0:0:0:0:0:1', ...sans] }, ca),
     pair(dir, 'operator', { subject: '/O=lifeboat-operators/CN=ci-bot', usage: 'clientAuth' }, ca),
     pair(dir, 'viewer', { subject: '/CN=alice', usage: 'clientAuth' }, ca),
     pair(dir, 'unmapped', { subject: '/O=nobody/CN=mallory', usage: 'clientAuth' }, ca),

@@ -18,9 +18,11 @@ export interface DaemonProcess {
 }
 
 /** Starts `lifeboat serve --config FILE` from source and waits until it says it is serving. */
-export async function spawnDaemon(name: string, configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
+export async function spawnDaemon(name: string, configFile: string, env: NodeJS.ProcessEnv = {}, wrap: readonly string[] = []): Promise<DaemonProcess> {
+  // `wrap` runs it through another command that execs it (a lab host's nsenter), so the PID stays its own.
+  const argv = [...wrap, process.execPath, ...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), '--config', configFile, 'serve'];
   const child = killOnExit(
-    spawn(process.execPath, [...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), '--config', configFile, 'serve'], {
+    spawn(argv[0]!, argv.slice(1), {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
     }),
