@@ -1,5 +1,6 @@
 /**
- * The shipping artefacts: deploy/ (Kustomize base, overlays, Secret templates) and the Dockerfile.
+ * The shipping artefacts: deploy/ (Kustomize base, overlays, the Prometheus Operator component,
+ * Secret templates) and the Dockerfile. The apiserver's view of deploy/ is deploy-server.test.ts.
  *
  * - Every kustomization renders with the real `kubectl kustomize` (the pinned build, scripts/rig/binaries.ts).
  * - Every rendered object passes the Kubernetes OpenAPI schemas (kubernetes-models and
@@ -20,7 +21,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import ts from 'typescript';
-import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Value } from '@sinclair/typebox/value';
 import { validate as validateDockerfile } from 'dockerfile-utils';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
@@ -41,13 +42,12 @@ import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { ConfigSchema } from '../../src/config/schema.ts';
 import { applyEnvOverrides } from '../../src/config/load.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
-import { kubernetesBinaries } from '../../scripts/rig/binaries.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { DEPLOY, kustomizations, render, type K8sObject, type Rendered } from '../support/kustomize.ts';
 import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
 
 const run = promisify(execFile);
-const DEPLOY = path.join(REPO, 'deploy');
 const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
   version: string;
   scripts: Record<string, string>;
@@ -66,41 +66,7 @@ const CAPPED_NODE = '/usr/local/libexec/lifeboat/node';
 const IMAGE = 'ghcr.io/lifeboat-backup/lifeboat';
 
 // ---------------------------------------------------------------------------------------------
-// Rendering
-
-type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
-
-interface Rendered {
-  dir: string;
-  objects: K8sObject[];
-}
-
-/** Every directory under deploy/ with a kustomization.yaml: the install, the base, each overlay, the Secret templates. */
-function kustomizations(): string[] {
-  const found: string[] = [];
-  const walk = (dir: string) => {
-    if (existsSync(path.join(dir, 'kustomization.yaml'))) found.push(path.relative(REPO, dir));
-    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(dir, e.name));
-  };
-  walk(DEPLOY);
-  return found.sort();
-}
-
-async function render(dir: string): Promise<Rendered> {
-  const { kubectl } = kubernetesBinaries();
-  let stdout: string;
-  try {
-    ({ stdout } = await run(kubectl, ['kustomize', path.join(REPO, dir)], { maxBuffer: 32 << 20 }));
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException & { stderr?: string };
-    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
-  }
-  const objects = parseAllDocuments(stdout).map((d) => {
-    if (d.errors.length > 0) throw new Error(`${dir}: ${d.errors[0]!.message}`);
-    return d.toJS() as K8sObject;
-  }).filter((o) => o !== null);
-  return { dir, objects };
-}
+// Rendering (test/support/kustomize.ts)
 
 const byKind = (r: Rendered, kind: string) => r.objects.filter((o) => o.kind === kind);
 function one(r: Rendered, kind: string, name?: string): K8sObject {
@@ -118,9 +84,15 @@ const r = (dir: string) => {
   assert.ok(got, `${dir} was not rendered`);
   return got;
 };
-const OVERLAYS = ['deploy/overlays/restore', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw'];
+const OVERLAYS = ['deploy/overlays/restore', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator'];
 /** Everything that runs the daemon: the install, the base and each overlay. */
 const WORKLOADS = ['deploy', 'deploy/base', ...OVERLAYS];
+/** The component with the Prometheus Operator's objects, and the kustomizations that use it. */
+const MONITORING_COMPONENT = 'deploy/components/prometheus-operator';
+const MONITORED = ['deploy/overlays/prometheus-operator'];
+/** The API groups Kubernetes itself serves that deploy/ uses; any other group needs a CRD. */
+const BUILT_IN_GROUPS = ['', 'apps', 'networking.k8s.io', 'rbac.authorization.k8s.io'];
+const group = (o: K8sObject) => (o.apiVersion.includes('/') ? o.apiVersion.split('/')[0]! : '');
 
 before(async () => {
   for (const rd of await Promise.all(kustomizations().map(render))) rendered.set(rd.dir, rd);
@@ -206,10 +178,33 @@ function unknownFieldErrors(objects: { label: string; object: K8sObject }[]): st
 describe('kustomize', () => {
   test('the install, the base, every overlay and the Secret templates render', () => {
     const dirs = kustomizations();
-    for (const expected of ['deploy', 'deploy/base', 'deploy/secrets', ...OVERLAYS]) assert.ok(dirs.includes(expected), `${expected}/kustomization.yaml`);
+    for (const expected of ['deploy', 'deploy/base', 'deploy/secrets', MONITORING_COMPONENT, ...OVERLAYS]) assert.ok(dirs.includes(expected), `${expected}/kustomization.yaml`);
     for (const dir of dirs) assert.ok(r(dir).objects.length > 0, `${dir} rendered nothing`);
     // deploy/ is the base.
     assert.deepEqual(r('deploy').objects, r('deploy/base').objects);
+  });
+
+  test('the base holds only built-in kinds; the Prometheus Operator\'s come only through its component', () => {
+    // `kubectl apply -k deploy/` must work on a stock kubeadm cluster, which has no CRDs.
+    for (const dir of ['deploy', 'deploy/base', 'deploy/secrets', 'deploy/overlays/restore', 'deploy/overlays/drill']) {
+      const crdKinds = r(dir).objects.filter((o) => !BUILT_IN_GROUPS.includes(group(o))).map((o) => `${o.apiVersion} ${o.kind}`);
+      assert.deepEqual(crdKinds, [], `${dir} needs no CRD`);
+    }
+    for (const dir of [MONITORING_COMPONENT, ...MONITORED]) {
+      assert.deepEqual(r(dir).objects.filter((o) => group(o) === 'monitoring.coreos.com').map((o) => o.kind).sort(), ['PrometheusRule', 'ServiceMonitor'], dir);
+    }
+    for (const [dir, { objects }] of rendered) {
+      if ([MONITORING_COMPONENT, 'deploy/prometheus', ...MONITORED].includes(dir)) continue;
+      assert.deepEqual(objects.filter((o) => group(o) === 'monitoring.coreos.com'), [], `${dir}: monitoring.coreos.com objects only through ${MONITORING_COMPONENT}`);
+    }
+    // The overlay is the base plus the component, nothing else.
+    const plain = r('deploy/overlays/prometheus-operator').objects.filter((o) => group(o) !== 'monitoring.coreos.com');
+    assert.deepEqual(plain, r('deploy/base').objects);
+    // No kustomization uses the fields kustomize has deprecated.
+    for (const dir of kustomizations()) {
+      const k = parse(readFileSync(path.join(REPO, dir, 'kustomization.yaml'), 'utf8')) as Record<string, unknown>;
+      for (const field of ['bases', 'patchesStrategicMerge', 'patchesJson6902', 'commonLabels', 'vars']) assert.equal(k[field], undefined, `${dir}: ${field} is deprecated`);
+    }
   });
 
   test('every rendered object passes the Kubernetes OpenAPI schema and has no unknown field', () => {
@@ -248,7 +243,7 @@ describe('kustomize', () => {
   test('every namespaced object is in the lifeboat namespace, with the same labels', () => {
     const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
     for (const [dir, { objects }] of rendered) {
-      // deploy/prometheus only lets the base include the PrometheusRule; the base sets the namespace.
+      // deploy/prometheus only lets the component include the PrometheusRule; the component sets the namespace.
       if (dir === 'deploy/prometheus') continue;
       for (const o of objects) {
         if (!clusterScoped.has(o.kind)) assert.equal(o.metadata.namespace, 'lifeboat', `${dir}: ${o.kind}/${o.metadata.name}`);
@@ -282,7 +277,7 @@ function mountOf(rd: Rendered, c: IContainer, file: string) {
 }
 
 describe('the backup DaemonSet', () => {
-  const NON_ROOT = ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw'];
+  const NON_ROOT = ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator'];
 
   test('runs on every control-plane node, on the host network, with the taints tolerated', () => {
     for (const dir of WORKLOADS) {
@@ -368,7 +363,7 @@ describe('the backup DaemonSet', () => {
   });
 
   test('has no Kubernetes API access: no token, no RBAC', () => {
-    for (const dir of ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw']) {
+    for (const dir of ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator']) {
       const rd = r(dir);
       assert.equal(podSpec(rd).automountServiceAccountToken, false, dir);
       assert.equal(podSpec(rd).serviceAccountName, 'lifeboat', dir);
@@ -622,7 +617,7 @@ describe('the drill overlay', () => {
 describe('monitoring objects', () => {
   test('the PrometheusRule is deploy/prometheus/prometheusrule.yaml, referenced, not copied', () => {
     const file = parse(readFileSync(path.join(DEPLOY, 'prometheus/prometheusrule.yaml'), 'utf8')) as K8sObject;
-    for (const dir of WORKLOADS) {
+    for (const dir of [MONITORING_COMPONENT, ...MONITORED]) {
       const rule = one(r(dir), 'PrometheusRule');
       assert.equal(rule.metadata.name, file.metadata.name, dir);
       assert.deepEqual(rule.spec, file.spec, dir);
@@ -649,9 +644,13 @@ describe('monitoring objects', () => {
       assert.ok(selects(svc.spec.selector, podLabels), `${dir}: Service selects the pods`);
       const portNames = (mainContainer(rd).ports ?? []).map((p) => p.name);
       for (const p of svc.spec.ports) assert.ok(portNames.includes(p.targetPort), `${dir}: Service port ${p.name}`);
-      const sm = one(rd, 'ServiceMonitor') as unknown as { spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string; honorLabels?: boolean }[] } };
-      assert.ok(selects(sm.spec.selector.matchLabels, svc.metadata.labels), `${dir}: ServiceMonitor selects the Service`);
-      assert.deepEqual(sm.spec.endpoints.map((e) => [e.port, e.path, e.honorLabels]), [['metrics', '/metrics', true]], dir);
+      if (MONITORED.includes(dir)) {
+        const sm = one(rd, 'ServiceMonitor') as unknown as { spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string; honorLabels?: boolean }[] } };
+        assert.ok(selects(sm.spec.selector.matchLabels, svc.metadata.labels), `${dir}: ServiceMonitor selects the Service`);
+        assert.deepEqual(sm.spec.endpoints.map((e) => [e.port, e.path, e.honorLabels]), [['metrics', '/metrics', true]], dir);
+      } else {
+        assert.deepEqual(byKind(rd, 'ServiceMonitor'), [], `${dir}: the ServiceMonitor only through ${MONITORING_COMPONENT}`);
+      }
       assert.ok(svc.spec.ports.some((p) => p.name === 'metrics'), dir);
       const np = one(rd, 'NetworkPolicy') as unknown as { spec: { podSelector: { matchLabels: Record<string, string> }; ingress: { ports: { port: number }[] }[] } };
       assert.ok(selects(np.spec.podSelector.matchLabels, podLabels), `${dir}: NetworkPolicy selects the pods`);
