@@ -25,11 +25,11 @@ export const CLUSTER_NAME = 'lab';
 export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 
 /**
- * Preflight checks that fail only because no container runtime (and no kubelet binary or
- * service) is installed: the CRI socket, its version, pulling images, and the kubelet's version,
- * service and system verification (cgroups as a runtime needs them).
+ * The preflight checks that fail only because no container runtime (and so no kubelet binary)
+ * is installed: the CRI socket and its version, pulling images, the kubelet's version, and the
+ * system verification (which asks the kubelet too).
  */
-export const RUNTIME_PREFLIGHT_ERRORS = ['CRI', 'ContainerRuntimeVersion', 'ImagePull', 'KubeletVersion', 'Service-Kubelet', 'SystemVerification', 'FileExisting-crictl', 'FileExisting-conntrack', 'FileExisting-socat', 'Swap'];
+export const RUNTIME_PREFLIGHT_ERRORS = ['CRI', 'ContainerRuntimeVersion', 'ImagePull', 'KubeletVersion', 'SystemVerification'];
 
 const LAB_BIN = path.resolve(path.dirname(new URL(import.meta.url).pathname));
 
@@ -98,10 +98,24 @@ export function caCertHash(caPem: string | Buffer): string {
 }
 
 /** Starts the lab kubelet on `host`. */
-export async function startKubelet(lab: Lab, host: LabHost, detached = false): Promise<void> {
+export function startKubelet(host: LabHost, detached = false): void {
   const kube = kubernetesBinaries();
   const args = [path.join(LAB_BIN, 'kubelet-main.ts'), '--log-dir', host.logDir, '--etcd', etcdBinaries('3.6').etcd, '--kube-bin-dir', path.dirname(kube.kubeadm), '--node-ip', host.address];
-  await spawnOnHost(lab, host, process.execPath, args, path.join(host.logDir, 'kubelet.out'), { detached });
+  spawnOnHost(host, process.execPath, args, path.join(host.logDir, 'kubelet.out'), { detached });
+}
+
+/**
+ * Adds host `name` (10.249.<net>.<octet>) with nothing of Kubernetes on it yet: empty
+ * `/etc/kubernetes` and `/var/lib/etcd`, the lab kubelet running, and ENDPOINT_NAME resolving on
+ * every host of the lab to `endpoint` (default: this host's address, as the runbook has the
+ * endpoint point at the host that restores a fresh control plane).
+ */
+export async function addBareHost(lab: Lab, name: string, octet: number, endpoint?: string): Promise<LabHost> {
+  const host = await addHost(lab, name, octet);
+  // addHost rewrites every host's /etc/hosts: give them all the endpoint again.
+  for (const h of lab.hosts.values()) await writeFile(path.join(h.dir, 'etc/hosts'), hostsFile(lab, { [ENDPOINT_NAME]: endpoint ?? host.address }));
+  startKubelet(host);
+  return host;
 }
 
 async function timed<T>(phase: string, options: ClusterOptions, work: () => Promise<T>): Promise<T> {
@@ -141,7 +155,7 @@ export async function startKubeCluster(options: ClusterOptions): Promise<KubeClu
     const encryption = encryptionConfig();
     for (const h of hosts) {
       await placeEncryptionConfig(h, encryption);
-      await startKubelet(lab, h, options.detached);
+      startKubelet(h, options.detached);
     }
 
     const join = { token: bootstrapToken(), caCertHash: '', certificateKey: randomBytes(32).toString('hex') };

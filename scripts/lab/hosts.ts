@@ -16,7 +16,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -43,10 +43,12 @@ export interface LabHost {
 interface LabState {
   net: number;
   netnses: string[];
-  pids: number[];
-  /** Mount points the lab created on the machine (removed again at destroy). */
-  mountPoints: string[];
+  /** Each host by name, for commands run on it later (`npm run lab -- exec`). */
+  hosts?: Record<string, { holder: number; address: string; dir: string }>;
 }
+
+/** Mount points the labs created on the machine, shared by every lab: the last one removes them. */
+const MOUNT_POINTS = path.join(STATE_DIR, 'mount-points.list');
 
 export interface Lab {
   net: number;
@@ -91,11 +93,12 @@ export async function createLab(net: number, dir: string): Promise<Lab> {
   await checkLabPrerequisites();
   await destroyLab(net);
   const lab: Lab = { net, dir, bridge: `${prefix(net)}-br`, gateway: `10.249.${net}.1`, hosts: new Map() };
-  const state: LabState = { net, netnses: [], pids: [], mountPoints: [] };
+  const state: LabState = { net, netnses: [] };
+  await mkdir(STATE_DIR, { recursive: true });
   for (const d of BOUND_DIRS) {
     if (!existsSync(d)) {
       await mkdir(d, { recursive: true });
-      state.mountPoints.push(d);
+      await appendFile(MOUNT_POINTS, `${d}\n`);
     }
   }
   await saveState(state);
@@ -160,7 +163,7 @@ export async function addHost(lab: Lab, name: string, octet: number): Promise<La
   if (ready !== '') throw new Error(ready);
   holder.stdout!.destroy();
   holder.stderr!.destroy();
-  state.pids.push(holder.pid!);
+  state.hosts = { ...state.hosts, [name]: { holder: holder.pid!, address, dir } };
   await saveState(state);
 
   const host: LabHost = { name, address, dir, logDir, netns, holder: holder.pid! };
@@ -209,10 +212,10 @@ export async function execOnHost(host: LabHost, command: string, args: readonly 
 }
 
 /**
- * Starts a long-running `command args` on `host`, output appended to `logFile`; stopped by PID
- * (recorded in the lab's state). It dies with this process unless `detached`.
+ * Starts a long-running `command args` on `host`, output appended to `logFile`. It dies with
+ * this process unless `detached`; destroyLab stops it, as every process in the host's namespace.
  */
-export async function spawnOnHost(lab: Lab, host: LabHost, command: string, args: readonly string[], logFile: string, options: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}): Promise<ChildProcess> {
+export function spawnOnHost(host: LabHost, command: string, args: readonly string[], logFile: string, options: { env?: NodeJS.ProcessEnv; detached?: boolean } = {}): ChildProcess {
   const [bin, ...rest] = onHost(host, command, args);
   const log = openSync(logFile, 'a');
   let child: ChildProcess;
@@ -223,10 +226,13 @@ export async function spawnOnHost(lab: Lab, host: LabHost, command: string, args
   }
   if (options.detached) child.unref();
   else killOnExit(child);
-  const state = JSON.parse(await readFile(stateFile(lab.net), 'utf8')) as LabState;
-  state.pids.push(child.pid!);
-  await saveState(state);
   return child;
+}
+
+/** The hosts lab `net` recorded, as LabHosts (for commands run on them from another process). */
+export async function recordedHosts(net: number): Promise<LabHost[]> {
+  const state = JSON.parse(await readFile(stateFile(net), 'utf8').catch(() => '{}')) as Partial<LabState>;
+  return Object.entries(state.hosts ?? {}).map(([name, h]) => ({ name, ...h, logDir: path.join(h.dir, 'logs'), netns: `${prefix(net)}-${name}`.slice(0, 15) }));
 }
 
 function alive(pid: number): boolean {
@@ -252,8 +258,9 @@ export async function destroyLab(net: number): Promise<void> {
     const name = line.split(' ')[0];
     if (name?.startsWith(`${prefix(net)}-`)) netnses.add(name);
   }
-  // Every process inside the lab's network namespaces, and those it recorded.
-  const pids = new Set(state?.pids ?? []);
+  // Every process inside the lab's network namespaces: each one the lab started runs there. A
+  // recorded PID alone is not trusted: after a crash it may belong to another process by now.
+  const pids = new Set<number>();
   for (const ns of netnses) {
     const out = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
     for (const p of out.stdout.split(/\s+/).filter(Boolean)) pids.add(Number(p));
@@ -268,6 +275,13 @@ export async function destroyLab(net: number): Promise<void> {
   for (const m of links.stdout.matchAll(new RegExp(`^\\d+: (${prefix(net)}-[^:@]+)`, 'gm'))) {
     await run('ip', ['link', 'delete', m[1]!]).catch(() => undefined);
   }
-  for (const d of state?.mountPoints ?? []) await rmdir(d).catch(() => undefined);
+  // Removing a directory detaches every mount on it in every mount namespace: while another lab
+  // runs, its hosts' binds sit on these mount points, so they stay until the last lab goes.
+  const others = (await readdir(STATE_DIR).catch(() => [] as string[])).filter((f) => f.endsWith('.json') && f !== `${net}.json`);
+  if (others.length === 0) {
+    const made = (await readFile(MOUNT_POINTS, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    for (const d of made) await rmdir(d).catch(() => undefined);
+    await rm(MOUNT_POINTS, { force: true });
+  }
   await rm(stateFile(net), { force: true });
 }
