@@ -66,7 +66,8 @@ build_kubernetes() {
     for m in $staging; do go mod edit -replace "$m=$m@v0.${v#*.}"; done
     go mod edit -require "k8s.io/kubernetes@v$v"
     local pkgs=()
-    for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+    # With the version: a bare package path means @upgrade, the newest release.
+    for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c@v$v"); done
     go get "${pkgs[@]}" >/dev/null 2>&1 || go get "${pkgs[@]}"
     local ld="-s -w" p
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
