@@ -1,31 +1,173 @@
+/**
+ * Restores on the lab's kubeadm hosts (scripts/lab/): what a host serves and holds, read the way
+ * an operator would check it (kubectl, etcdctl on the host, etcd over TLS with kubeadm's
+ * healthcheck client certificate), and `lifeboat serve` on each host, killed on a log line and
+ * started again.
+ */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ClusterRoots, NodeRoot } from '../../scripts/rig/cluster-roots.ts';
+import { etcdBinaries, kubernetesBinaries } from '../../scripts/rig/binaries.ts';
+import { tlsClient, type TlsFiles } from '../../scripts/rig/etcd.ts';
+import { ENDPOINT_NAME } from '../../scripts/lab/cluster.ts';
+import { BOUND_DIRS, execOnHost, type HostRun, type LabHost } from '../../scripts/lab/hosts.ts';
+import type { RestoreView } from '../../src/restore/engine.ts';
+import type { RestorePlan } from '../../src/restore/plan.ts';
+import type { ApiPki } from './api-pki.ts';
+import { curl, type CurlResult, type DaemonProcess } from './daemon.ts';
 
-/** The keys under `prefix` that one member serves (a serializable read of that member alone), and its revision. */
-export async function keysOf(cluster: ClusterRoots, node: NodeRoot, prefix = ''): Promise<{ keys: Map<string, Buffer>; revision: bigint }> {
-  const client = cluster.client([node.name]);
+/** etcdctl on `host` against its own member, with kubeadm's healthcheck client certificate. */
+export function etcdctlOn(host: LabHost, args: string[]): Promise<HostRun> {
+  return execOnHost(host, etcdBinaries('3.6').etcdctl, [
+    '--command-timeout=15s',
+    '--endpoints=https://127.0.0.1:2379',
+    '--cacert=/etc/kubernetes/pki/etcd/ca.crt',
+    '--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt',
+    '--key=/etc/kubernetes/pki/etcd/healthcheck-client.key',
+    ...args,
+  ], { timeoutMs: 20_000 });
+}
+
+/** kubectl on `host` with its admin.conf; resolves with its output whatever the exit code. */
+export function kubectlOn(host: LabHost, args: string[]): Promise<HostRun> {
+  return execOnHost(host, kubernetesBinaries().kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { allowFailure: true, timeoutMs: 60_000 });
+}
+
+/** Who the apiserver says `token` is, asked from `host` with only the token (no kubeconfig, no admin certificate). */
+export async function whoami(host: LabHost, token: string): Promise<string> {
+  const args = ['--kubeconfig=', `--server=https://${ENDPOINT_NAME}:6443`, '--certificate-authority=/etc/kubernetes/pki/ca.crt', `--token=${token}`, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}'];
+  return (await execOnHost(host, kubernetesBinaries().kubectl, args, { env: { PATH: process.env['PATH'] } })).stdout;
+}
+
+/** kubeadm's healthcheck client certificate of `host`, as files the test process reads. */
+export function etcdTlsOf(host: LabHost): TlsFiles {
+  const dir = path.join(host.dir, 'etc/kubernetes/pki/etcd');
+  return { caFile: path.join(dir, 'ca.crt'), certFile: path.join(dir, 'healthcheck-client.crt'), keyFile: path.join(dir, 'healthcheck-client.key') };
+}
+
+/** What the member on `host` answers alone (over TLS on its address): its revision and leader. */
+export async function memberStatus(host: LabHost): Promise<{ revision: bigint; leader: string }> {
+  const client = tlsClient([`https://${host.address}:2379`], etcdTlsOf(host), { dialTimeout: 3000 });
   try {
-    const range = prefix === '' ? client.getAll() : client.getAll().prefix(prefix);
-    const res = await range.serializable(true).exec();
-    return { keys: new Map(res.kvs.map((kv) => [kv.key.toString(), kv.value])), revision: BigInt(res.header.revision) };
+    const status = await client.maintenance.status({ deadline: new Date(Date.now() + 10_000) });
+    return { revision: BigInt(status.header.revision), leader: status.leader };
   } finally {
     client.close();
   }
 }
 
-/** A digest of what must not change while nothing live is touched: manifests, PKI, which data dirs exist, and the member's files. */
-export async function liveDigest(node: NodeRoot): Promise<string> {
+/** How many keys the cluster held at `revision` (before it is compacted), asked of `host`'s member. */
+export async function keyCountAt(host: LabHost, revision: bigint): Promise<number> {
+  const client = tlsClient([`https://${host.address}:2379`], etcdTlsOf(host), { dialTimeout: 3000 });
+  try {
+    return await client.getAll().revision(revision.toString()).count();
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * A digest of what must not change while nothing live is touched on `host`: every file under
+ * /etc/kubernetes (path, mode, bytes), the entries of the etcd data dir and of its member dir.
+ */
+export async function liveDigest(host: LabHost): Promise<string> {
   const hash = createHash('sha256');
-  const k8s = path.join(node.root, 'etc/kubernetes');
+  const k8s = path.join(host.dir, 'etc/kubernetes');
   for (const f of (await readdir(k8s, { recursive: true })).sort()) {
     const p = path.join(k8s, f);
     const s = await stat(p);
     hash.update(`${f} ${s.mode}\n`);
     if (s.isFile()) hash.update(await readFile(p));
   }
-  hash.update((await readdir(path.join(node.root, 'var/lib'))).sort().join(','));
-  hash.update((await readdir(path.join(node.dataDir, 'member'))).sort().join(','));
+  const etcd = path.join(host.dir, 'var/lib/etcd');
+  hash.update((await readdir(etcd)).sort().join(','));
+  hash.update((await readdir(path.join(etcd, 'member'))).sort().join(','));
   return hash.digest('hex');
+}
+
+/** The bytes of `host`'s etcd and kube-apiserver manifests (undefined when absent). */
+export async function manifestsOf(host: LabHost): Promise<{ etcd: Buffer | undefined; apiserver: Buffer | undefined }> {
+  const read = (name: string) => readFile(path.join(host.dir, 'etc/kubernetes/manifests', name)).catch(() => undefined);
+  return { etcd: await read('etcd.yaml'), apiserver: await read('kube-apiserver.yaml') };
+}
+
+/** A file that keeps a directory from being removed. */
+const pinFile = (dir: string, net: number) => path.join(dir, `.lifeboat-lab-pin-${net}`);
+
+/**
+ * Keeps the directories that lab hosts bind-mount over (BOUND_DIRS) in place on the machine while
+ * lab `net` runs: `destroyLab` of another lab removes them when its `createLab` made them, and
+ * removing a directory detaches every mount on it in every other mount namespace too (Linux 3.18
+ * and later), so every host of every other lab would lose its /etc/kubernetes and /var/lib/etcd.
+ * A file in each makes that removal fail (ENOTEMPTY), which destroyLab ignores.
+ */
+export async function pinBoundDirs(net: number): Promise<void> {
+  for (const d of BOUND_DIRS) {
+    await mkdir(d, { recursive: true });
+    await writeFile(pinFile(d, net), `lab ${net} runs hosts with mounts on this directory\n`);
+  }
+}
+
+export async function unpinBoundDirs(net: number): Promise<void> {
+  for (const d of BOUND_DIRS) await rm(pinFile(d, net), { force: true });
+}
+
+/** SIGKILLs the daemon as soon as it logs `msg` (e.g. `restore-snapshot started`); resolves then. */
+export function killOn(daemon: DaemonProcess, msg: string): Promise<void> {
+  let seen = '';
+  return new Promise((resolve) => {
+    const listen = (d: Buffer) => {
+      seen = (seen + d.toString()).slice(-8192);
+      if (seen.includes(`"msg":"${msg}"`)) {
+        daemon.child.kill('SIGKILL');
+        daemon.child.stderr!.off('data', listen);
+        resolve();
+      }
+    };
+    daemon.child.stderr!.on('data', listen);
+  });
+}
+
+/** Stops the daemon with `signal` and waits until it is gone (20 s at most). */
+export async function stopDaemon(daemon: DaemonProcess, signal: NodeJS.Signals): Promise<void> {
+  daemon.child.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`daemon ${daemon.name} did not exit after ${signal}; its last log lines:\n${daemon.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`)), 20_000);
+  });
+  try {
+    await Promise.race([daemon.exited, stuck]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The addresses of the `kubernetes` Service's endpoints, as the apiservers publish them. */
+export async function kubernetesEndpoints(host: LabHost): Promise<string[]> {
+  const out = await kubectlOn(host, ['get', 'endpoints', 'kubernetes', '-n', 'default', '-o', 'jsonpath={.subsets[*].addresses[*].ip}']);
+  return out.stdout.split(/\s+/).filter(Boolean);
+}
+
+/** What a restore's state dir on `host` holds (`<daemon.stateDir>/restores/<id>`). */
+export async function stagedFiles(host: LabHost, plan: RestorePlan): Promise<string[]> {
+  return (await readdir(path.join(host.dir, plan.staging))).sort();
+}
+
+type Role = 'viewer' | 'operator' | 'restorer';
+
+/** curl against a daemon's API (`base` is its URL) with the token of `role`. */
+export function apiOf(pki: ApiPki, tokens: Record<Role, string>) {
+  const as = (role: Role) => ['--cacert', pki.ca.cert, '-H', `Authorization: Bearer ${tokens[role]}`];
+  return {
+    get: (role: Role, base: string, route: string): Promise<CurlResult> => curl([...as(role), `${base}${route}`]),
+    post: (role: Role, base: string, route: string, body: unknown): Promise<CurlResult> =>
+      curl([...as(role), '-X', 'POST', '-H', 'Content-Type: application/json', '-d', JSON.stringify(body), `${base}${route}`]),
+  };
+}
+
+/** Every restore on the daemon at `base`, oldest first. */
+export async function restoresOn(api: ReturnType<typeof apiOf>, base: string): Promise<RestoreView[]> {
+  const res = await api.get('restorer', base, '/v1/restores');
+  if (res.status !== 200) throw new Error(`GET ${base}/v1/restores answered ${res.status}: ${res.body}`);
+  return (res.json as { restores: RestoreView[] }).restores;
 }
