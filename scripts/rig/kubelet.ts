@@ -14,14 +14,9 @@
  *   volume is refused: in a real container it would land in the container's own filesystem.
  * - `etcd` (the first container's command) runs the real etcd binary with the manifest's flags,
  *   path flags mapped. A process that exits is restarted after a second (restartPolicy Always).
- * - A component named in `components` (the lab passes the real kube-apiserver,
+ * - A component named in `components` (the lab passes the real etcd, kube-apiserver,
  *   kube-controller-manager and kube-scheduler) runs that binary with the manifest's own flags,
  *   unchanged: only on the root `/` (a lab host's own mount namespace), where every path is real.
- * - Otherwise `kube-apiserver` runs a stand-in apiserver in this process: an HTTPS server with the
- *   manifest's serving certificate on `127.0.0.1:<--secure-port>` answering `/readyz` with 200
- *   only while an etcd of `--etcd-servers` answers Status with a leader over TLS (with the
- *   manifest's `--etcd-*` client files); every other path answers 404. It proves only that a
- *   restore waits for an apiserver: nothing of the real apiserver's behaviour.
  * - Other pods are recorded as not simulated.
  *
  * Each pod's output goes to `<logDir>/<manifest>.log`; the kubelet's own events to
@@ -31,10 +26,8 @@ import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
-import { createServer, type Server } from 'node:https';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
 import { parse } from 'yaml';
 import { spawnLogged, stopChild } from './process.ts';
 
@@ -70,7 +63,6 @@ interface Pod {
   starts: number;
   error?: string;
   child?: ChildProcess;
-  server?: Server;
   /** When a crashed process may be started again. */
   restartAt?: number;
   spec?: Spec;
@@ -166,7 +158,7 @@ export class StandInKubelet {
         this.#event(`${name} appeared`);
         await this.#startPod(created, text);
       } else if (pod.state === 'restarting' && Date.now() >= (pod.restartAt ?? 0)) {
-        await this.#launch(pod);
+        this.#launch(pod);
       }
     }
   }
@@ -182,25 +174,24 @@ export class StandInKubelet {
     }
     pod.spec = spec;
     pod.component = path.basename(spec.command[0] ?? '?');
-    if (pod.component !== 'etcd' && pod.component !== 'kube-apiserver' && !(pod.component in this.#opts.components)) {
+    if (pod.component !== 'etcd' && !(pod.component in this.#opts.components)) {
       pod.state = 'not-simulated';
       return;
     }
     for (const v of spec.volumes) {
       if (v.type === 'DirectoryOrCreate') await mkdir(path.join(this.#opts.root, v.hostPath), { recursive: true, mode: 0o755 });
     }
-    await this.#launch(pod);
+    this.#launch(pod);
   }
 
-  async #launch(pod: Pod): Promise<void> {
+  #launch(pod: Pod): void {
     const spec = pod.spec!;
     pod.starts += 1;
     delete pod.error;
     try {
       const binary = this.#opts.components[pod.component];
       if (binary !== undefined) this.#launchProcess(pod, binary, spec.command.slice(1));
-      else if (pod.component === 'etcd') this.#launchEtcd(pod, spec);
-      else await this.#launchApiserver(pod, spec);
+      else this.#launchEtcd(pod, spec);
       pod.state = 'running';
       this.#event(`${pod.file}: started ${pod.component}${pod.child ? ` (pid ${pod.child.pid})` : ''}, start ${pod.starts}`);
     } catch (err) {
@@ -242,57 +233,9 @@ export class StandInKubelet {
     });
   }
 
-  async #launchApiserver(pod: Pod, spec: Spec): Promise<void> {
-    const flags = new Map(spec.command.slice(1).map((a) => /^--([^=]+)=(.*)$/.exec(a)).filter((m) => m !== null).map((m) => [m[1]!, m[2]!]));
-    const need = (f: string) => {
-      const v = flags.get(f);
-      if (v === undefined) throw new Error(`kube-apiserver manifest lacks --${f}`);
-      return v;
-    };
-    const port = Number(flags.get('secure-port') ?? 6443);
-    const [cert, key] = await Promise.all([readFile(this.#host(spec, need('tls-cert-file'))), readFile(this.#host(spec, need('tls-private-key-file')))]);
-    const credentials = {
-      rootCertificate: await readFile(this.#host(spec, need('etcd-cafile'))),
-      certChain: await readFile(this.#host(spec, need('etcd-certfile'))),
-      privateKey: await readFile(this.#host(spec, need('etcd-keyfile'))),
-    };
-    const etcdServers = need('etcd-servers').split(',');
-    const log = path.join(this.#opts.logDir, `${pod.file}.log`);
-    const server = createServer({ cert, key }, (req, res) => {
-      if (req.url !== '/readyz') {
-        res.writeHead(404).end();
-        return;
-      }
-      const client = new Etcd3({ hosts: etcdServers, credentials, dialTimeout: 1000, grpcOptions: { 'grpc.ssl_target_name_override': 'localhost' } });
-      client.maintenance
-        .status({ deadline: new Date(Date.now() + 1000) })
-        .then((s) => {
-          const ok = s.leader !== '0';
-          res.writeHead(ok ? 200 : 500).end(ok ? 'ok' : '[-]etcd failed: no leader');
-        })
-        .catch((err: unknown) => {
-          appendFileSync(log, `${new Date().toISOString()} readyz: etcd: ${(err as Error).message.split('\n')[0]}\n`);
-          res.writeHead(500).end('[-]etcd failed');
-        })
-        .finally(() => client.close());
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-    appendFileSync(log, `${new Date().toISOString()} stand-in kube-apiserver serving on 127.0.0.1:${port}\n`);
-    pod.server = server;
-  }
-
   async #stopPod(pod: Pod): Promise<void> {
     if (pod.child) await stopChild(pod.child);
     delete pod.child;
-    const server = pod.server;
-    if (server) {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      delete pod.server;
-    }
   }
 }
 
