@@ -54,7 +54,7 @@ before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-lab-'));
   const start = performance.now();
   cluster = await startKubeCluster({ net: 21, dir: work, onPhase: (p, s) => phases.push(`${p} ${s.toFixed(1)} s`) });
-  filled = await fillCluster(cluster, { namespaces: 3 });
+  filled = await fillCluster(cluster, { namespaces: 3, targetMiB: 50 });
   const identityFile = await writeSecret(path.join(work, 'identity.txt'), identityFileText(key.identity, key.recipient, new Date()));
   lb = { work, storeDir: path.join(work, 'store'), recipient: key.recipient, identityFile };
   pki = await makeApiPki(path.join(work, 'api-pki'), cluster.hosts.map((h) => `IP:${h.address}`));
@@ -78,8 +78,9 @@ test('kube-apiserver, kubeadm and kubectl report the pinned Kubernetes version, 
   assert.equal(raw.gitVersion, pinned);
   const kubeadm = await execOnHost(cluster.hosts[0]!, kubernetesBinaries().kubeadm, ['version', '-o', 'short']);
   assert.equal(kubeadm.stdout.trim(), pinned);
-  const status = JSON.parse((await etcdctl(cluster.hosts[0]!, ['endpoint', 'status', '-w', 'json'])).stdout) as { Status: { version: string } }[];
+  const status = JSON.parse((await etcdctl(cluster.hosts[0]!, ['endpoint', 'status', '-w', 'json'])).stdout) as { Status: { version: string; dbSize: number } }[];
   assert.equal(status[0]!.Status.version, etcdBinaries('3.6').version);
+  assert.ok(status[0]!.Status.dbSize >= 50 << 20, `the database holds ${status[0]!.Status.dbSize} bytes, filled through kubectl to at least 50 MiB`);
 });
 
 test('kubeadm init and two kubeadm join --control-plane make three stacked etcd members, apiservers and Nodes', async () => {
@@ -106,7 +107,8 @@ test('Secrets are encrypted at rest by the apiserver, and readable through it', 
 test('the filled objects read back, and the minted token authenticates', async () => {
   const objects = await snapshotObjects(cluster);
   assert.equal([...objects.keys()].filter((k) => k.startsWith('Widget/')).length, 3);
-  assert.equal([...objects.keys()].filter((k) => k.startsWith('Namespace/')).length, 3);
+  assert.deepEqual([...objects.keys()].filter((k) => k.startsWith('Namespace/')).sort(), [...filled.namespaces, 'bulk'].map((n) => `Namespace//${n}`).sort());
+  assert.ok([...objects.keys()].filter((k) => k.startsWith('ConfigMap/bulk/')).length >= 57, 'the bulk ConfigMaps that make 50 MiB');
   assert.equal(await whoami(cluster.hosts[1]!, filled.token), `system:serviceaccount:${filled.tokenNamespace}:reader`);
 });
 
@@ -133,6 +135,9 @@ test('a backup on a real kubeadm host, then restore apply --all in place through
   const roles = new Set(backup.kit.files.map((f) => f.role));
   for (const role of ['pki', 'static-pod-manifest', 'encryption-provider-config', 'cluster-configuration']) assert.ok(roles.has(role as never), `the kit holds the ${role} files: ${JSON.stringify(backup.kit.missing)}`);
   assert.equal(backup.etcd.version, etcdBinaries('3.6').version);
+  // A drill of it on another host: restored into a throwaway etcd 3.6 and counted.
+  const drilled = await lifeboatOn(cluster.hosts[2]!, lb, ['drill', 'latest']);
+  assert.equal(drilled.code, 0, drilled.stderr);
 
   // Changes after the backup, which the restore takes back.
   await cluster.kubectl(['delete', 'namespace', filled.namespaces[1]!, '--wait=false']);
