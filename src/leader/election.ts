@@ -41,7 +41,7 @@ const RETRY_MAX_MS = 10_000;
  */
 export class EtcdLeaderElection implements Leadership {
   readonly #options: ElectionOptions;
-  readonly #client: Etcd3;
+  #client: Etcd3 | undefined;
   readonly #prefix: string;
   readonly #pollMs: number;
   #lease: Lease | undefined;
@@ -58,12 +58,20 @@ export class EtcdLeaderElection implements Leadership {
     this.#options = options;
     this.#prefix = `${options.key.replace(/\/+$/, '')}/`;
     this.#pollMs = Math.min(1000, (options.ttlSeconds * 1000) / 3);
-    this.#client = new Etcd3({
-      hosts: [...options.etcd.endpoints],
-      credentials: readEtcdCredentials(options.etcd.tls),
-      dialTimeout: options.etcd.dialTimeoutMs,
-      grpcOptions: { 'grpc.ssl_target_name_override': options.etcd.tls.serverName },
+  }
+
+  /**
+   * The etcd client, made at the first campaign: on a host being restored into a fresh control
+   * plane the TLS files do not exist yet, and the daemon must serve (the restore API) meanwhile.
+   */
+  #connect(): Etcd3 {
+    this.#client ??= new Etcd3({
+      hosts: [...this.#options.etcd.endpoints],
+      credentials: readEtcdCredentials(this.#options.etcd.tls),
+      dialTimeout: this.#options.etcd.dialTimeoutMs,
+      grpcOptions: { 'grpc.ssl_target_name_override': this.#options.etcd.tls.serverName },
     });
+    return this.#client;
   }
 
   isLeader(): boolean {
@@ -99,12 +107,20 @@ export class EtcdLeaderElection implements Leadership {
         this.#options.log.warn({ err: (err as Error).message }, 'could not resign; the lease expires after its TTL');
       }
     }
-    this.#client.close();
+    this.#client?.close();
   }
 
   async #campaign(): Promise<void> {
     if (this.#stopped) return;
-    const lease = this.#client.lease(this.#options.ttlSeconds);
+    let client: Etcd3;
+    try {
+      client = this.#connect();
+    } catch (err) {
+      this.#options.log.warn({ err: (err as Error).message, retryMs: this.#retryMs }, 'cannot join the leader election yet; trying again');
+      this.#retryLater();
+      return;
+    }
+    const lease = client.lease(this.#options.ttlSeconds);
     this.#lease = lease;
     lease.on('lost', (err) => this.#lost(lease, err));
     try {
@@ -129,6 +145,10 @@ export class EtcdLeaderElection implements Leadership {
     this.#set(false);
     void lease.revoke().catch(() => undefined);
     this.#options.log.warn({ err: err.message, wasLeader, retryMs: this.#retryMs }, 'the leader election lost its lease; campaigning again');
+    this.#retryLater();
+  }
+
+  #retryLater(): void {
     this.#retryTimer = setTimeout(() => void this.#campaign(), this.#retryMs * (0.5 + Math.random()));
     this.#retryTimer.unref();
     this.#retryMs = Math.min(RETRY_MAX_MS, this.#retryMs * 2);
@@ -136,11 +156,12 @@ export class EtcdLeaderElection implements Leadership {
 
   /** Reads who leads: the candidate key created first. */
   async #poll(): Promise<void> {
-    if (this.#stopped || this.#polling) return;
+    const client = this.#client;
+    if (this.#stopped || this.#polling || !client) return;
     this.#polling = true;
     try {
       const res = await withTimeout(
-        this.#client.getAll().prefix(this.#prefix).sort('Create', 'Ascend').limit(1).exec(),
+        client.getAll().prefix(this.#prefix).sort('Create', 'Ascend').limit(1).exec(),
         this.#options.etcd.dialTimeoutMs,
       );
       if (this.#stopped) return;
