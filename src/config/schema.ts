@@ -236,6 +236,16 @@ export const RestoreSchema = Type.Object(
     deleteStaleNodes: Type.Boolean({ default: false }),
     /** This host's address for a fresh control plane (apiserver advertise address, etcd URLs); default: from the plan's member. */
     advertiseAddress: Type.Optional(NonEmpty),
+    /** How a fresh control plane runs `kubeadm init` on this host, beyond what the kit decides. */
+    kubeadm: Type.Object(
+      {
+        /** nodeRegistration.criSocket of the InitConfiguration; default: kubeadm detects the container runtime. */
+        criSocket: Type.Optional(Type.String({ pattern: '^(unix://)?/\\S+$', description: 'the CRI socket, e.g. unix:///run/containerd/containerd.sock' })),
+        /** More preflight checks for `kubeadm init` to ignore, by name (DirAvailable--<etcd data dir> always is). */
+        ignorePreflightErrors: Type.Array(Type.String({ pattern: '^[A-Za-z0-9][-A-Za-z0-9_.]*$', description: 'a kubeadm preflight check name, e.g. SystemVerification' }), { default: [], maxItems: 64 }),
+      },
+      { ...Strict, default: {} },
+    ),
   },
   { ...Strict, default: {} },
 );

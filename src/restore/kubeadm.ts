@@ -14,6 +14,8 @@ export interface KubeadmConfigInput {
   name: string;
   advertiseAddress: string;
   dataDir: string;
+  /** nodeRegistration.criSocket; default: the kit's InitConfiguration's, else kubeadm detects it. */
+  criSocket?: string | undefined;
   /** The kit file's path, for errors. */
   source: string;
 }
@@ -46,7 +48,7 @@ export function kubeadmConfig(kitText: string, input: KubeadmConfigInput): { tex
     apiVersion,
     kind: 'InitConfiguration',
     localAPIEndpoint: { advertiseAddress: input.advertiseAddress, bindPort: typeof bindPort === 'number' ? bindPort : 6443 },
-    nodeRegistration: { ...nodeRegistration, name: input.name },
+    nodeRegistration: { ...nodeRegistration, name: input.name, ...(input.criSocket === undefined ? {} : { criSocket: input.criSocket }) },
   };
   const kept = docs.filter((d) => !['InitConfiguration', 'JoinConfiguration', ''].includes(kind(d)));
   const text = [new Document(init).toString({ lineWidth: 0 }), ...kept.map((d) => d.toString({ lineWidth: 0 }))].map((t) => t.replace(/^---\n/, '').trimEnd()).join('\n---\n') + '\n';
@@ -76,9 +78,23 @@ export interface JoinInstructions {
   before: string[];
 }
 
-export function joinInstructions(join: string, certificateKey: string, opts: { now: Date; hosts: string[]; dataDir: string; controlPlaneEndpoint?: string | undefined }): JoinInstructions {
+export interface JoinOptions {
+  now: Date;
+  hosts: string[];
+  dataDir: string;
+  controlPlaneEndpoint?: string | undefined;
+  /** Files every control-plane host needs that kubeadm join does not bring (the encryption config). */
+  copyFiles?: readonly string[];
+  /** What this host's kubeadm init was given beyond the kit (restore.kubeadm). */
+  criSocket?: string | undefined;
+  ignorePreflightErrors?: readonly string[];
+}
+
+export function joinInstructions(join: string, certificateKey: string, opts: JoinOptions): JoinInstructions {
   const expires = new Date(opts.now.getTime() + 2 * 3600_000);
   const endpoint = opts.controlPlaneEndpoint ?? /^kubeadm join (\S+)/.exec(join)?.[1] ?? 'the control-plane endpoint';
+  const copy = opts.copyFiles ?? [];
+  const flags = [...(opts.criSocket ? [`--cri-socket ${opts.criSocket}`] : []), ...(opts.ignorePreflightErrors?.length ? [`--ignore-preflight-errors=${opts.ignorePreflightErrors.join(',')}`] : [])];
   return {
     command: `${join} --control-plane --certificate-key ${certificateKey}`,
     certificateKeyExpiresAt: expires.toISOString(),
@@ -87,6 +103,8 @@ export function joinInstructions(join: string, certificateKey: string, opts: { n
       `Make ${endpoint} (DNS or the load balancer) point at this host until the others have joined.`,
       `On each other control-plane host, first move its old etcd data aside (mv ${opts.dataDir} ${opts.dataDir}.pre-restore): \`kubeadm reset\` deletes it, and it belongs to the old cluster.`,
       'Then run `kubeadm reset -f` there, so that kubeadm join finds a clean host.',
+      ...(copy.length ? [`Copy ${copy.join(', ')} from this host to the same path on each of them, mode 0600 (kubeadm join brings the certificates, not this): their kube-apiserver does not start without it.`] : []),
+      ...(flags.length ? [`This host's kubeadm init was given ${flags.join(' and ')} (restore.kubeadm): add the same flags to the command below on hosts that need them.`] : []),
       `Join them one at a time with the command below, before ${expires.toISOString()} (the certificate key expires; run \`kubeadm init phase upload-certs --upload-certs\` here for a new one).`,
       'After each join, wait until `kubectl get nodes` shows the host Ready and `etcdctl member list` shows it started.',
     ],

@@ -224,7 +224,7 @@ export interface PlanContext {
   isMountPoint?: (localPath: string) => Promise<boolean>;
 }
 
-/** Kit roles a fresh control plane places on the host (kubeadm writes the static pod manifests itself). */
+/** Kit roles a fresh control plane places on the host (kubeadm writes the static pod manifests itself; see createPlan for the ClusterConfiguration). */
 const PLACED_ROLES: readonly string[] = ['pki', 'encryption-provider-config', 'cluster-configuration', 'extra'];
 
 const DEFAULT_DATA_DIR = '/var/lib/etcd';
@@ -420,11 +420,18 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
   }
   const self: MemberRef = named ?? { name: selfName, peerURL: `https://${isIP(advertise) === 6 ? `[${advertise}]` : advertise}:${PEER_PORT}` };
   const dataDir = config.restore.etcdDataDir === 'auto' ? DEFAULT_DATA_DIR : config.restore.etcdDataDir;
-  const layout = dataDirLayout(dataDir, id, 'dir');
+  // A data dir that is a mount point (a dedicated disk) cannot be renamed: its member/ is swapped.
+  const mount = (await exists(onHost(dataDir))) && (await (ctx.isMountPoint ?? isMountPoint)(onHost(dataDir)));
+  const layout = dataDirLayout(dataDir, id, mount ? 'member' : 'dir');
+  if (mount) warnings.push(`${dataDir} is a mount point: the snapshot is restored inside it and its member/ directory is swapped`);
   const setAside: RestorePlan['setAside'] = [];
-  if (await nonEmptyDir(onHost(dataDir))) setAside.push({ from: dataDir, to: layout.aside, what: 'an etcd data dir already on this host' });
+  if (mount ? await exists(onHost(layout.live)) : await nonEmptyDir(onHost(dataDir))) setAside.push({ from: layout.live, to: layout.aside, what: 'an etcd data dir already on this host' });
   const files: RestorePlan['files'] = [];
-  for (const f of backup.kit.files.filter((k) => PLACED_ROLES.includes(k.role))) {
+  // A ClusterConfiguration read from the kubeadm-config ConfigMap goes to kubeadm init only: a
+  // file kubeadm never wrote would win over the ConfigMap in later backups, and go stale at the
+  // next `kubeadm upgrade`.
+  const placed = backup.kit.files.filter((k) => PLACED_ROLES.includes(k.role) && !(k.role === 'cluster-configuration' && k.source?.from === 'configmap'));
+  for (const f of placed) {
     const existing = await compareExisting(onHost(f.path), f);
     files.push({ path: f.path, role: f.role, sha256: f.sha256, mode: f.mode, size: f.size, existing });
     if (existing === 'differs') setAside.push({ from: f.path, to: `${f.path}.lifeboat-aside-${id}`, what: `a different ${f.role} file already on this host` });

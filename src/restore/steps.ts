@@ -368,7 +368,7 @@ const writeKubeadmConfig: Step = async (ctx) => {
   const stored = await ctx.deps.catalog.get(plan.backupId);
   const kit = stored.kit.files.find((f) => f.role === 'cluster-configuration')!;
   const text = await readFile(staged(ctx, 'archive', ...kit.entry.split('/')), 'utf8');
-  const config = kubeadmConfig(text, { name: plan.self.name, advertiseAddress: plan.kubeadm!.advertiseAddress, dataDir: plan.self.dataDir, source: kit.path });
+  const config = kubeadmConfig(text, { name: plan.self.name, advertiseAddress: plan.kubeadm!.advertiseAddress, dataDir: plan.self.dataDir, criSocket: plan.kubeadm!.criSocket, source: kit.path });
   const dest = local(ctx, plan.kubeadm!.configPath);
   await mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
   await writeFileAtomic(dest, config.text, 0o600);
@@ -421,7 +421,14 @@ const joinInstructionsStep: Step = async (ctx) => {
   const run = (args: string[]) => deps.exec.run(k.command, args, { timeoutMs: 300_000, ...(ctx.signal ? { signal: ctx.signal } : {}) });
   const key = parseCertificateKey((await run(uploadArgs)).stdout);
   const join = parseJoinCommand((await run(tokenArgs)).stdout);
-  ctx.journal.result.join = joinInstructions(join, key, { now: deps.now(), hosts: k.joinLater, dataDir: plan.self.dataDir });
+  ctx.journal.result.join = joinInstructions(join, key, {
+    now: deps.now(),
+    hosts: k.joinLater,
+    dataDir: plan.self.dataDir,
+    copyFiles: plan.files.filter((f) => f.role === 'encryption-provider-config').map((f) => f.path),
+    criSocket: k.criSocket,
+    ignorePreflightErrors: k.initArgs.find((a) => a.startsWith('--ignore-preflight-errors='))?.slice('--ignore-preflight-errors='.length).split(',').filter((c) => !c.startsWith('DirAvailable-')) ?? [],
+  });
   return `join instructions ready for ${k.joinLater.length ? k.joinLater.join(', ') : 'further control-plane hosts'} (in the result; they hold a secret)`;
 };
 

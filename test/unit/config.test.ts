@@ -50,6 +50,17 @@ test('unknown keys and wrong types name the field', () => {
   assert.equal(resolveConfig({ backup: { maxClockSkewSeconds: 60 } }).backup.maxClockSkewSeconds, 60);
 });
 
+test('restore.kubeadm: a CRI socket and preflight checks by name, each checked', () => {
+  assert.deepEqual(resolveConfig({}).restore.kubeadm, { ignorePreflightErrors: [] });
+  const c = resolveConfig({ restore: { kubeadm: { criSocket: 'unix:///run/containerd/containerd.sock', ignorePreflightErrors: ['SystemVerification', 'FileExisting-crictl'] } } });
+  assert.equal(c.restore.kubeadm.criSocket, 'unix:///run/containerd/containerd.sock');
+  assert.deepEqual(c.restore.kubeadm.ignorePreflightErrors, ['SystemVerification', 'FileExisting-crictl']);
+  configError(() => resolveConfig({ restore: { kubeadm: { criSocket: 'containerd' } } }), '/restore/kubeadm/criSocket');
+  configError(() => resolveConfig({ restore: { kubeadm: { ignorePreflightErrors: ['CRI,Swap'] } } }), '/restore/kubeadm/ignorePreflightErrors/0');
+  configError(() => resolveConfig({ restore: { kubeadm: { ignorePreflightErrors: 'CRI' } } }), '/restore/kubeadm/ignorePreflightErrors');
+  configError(() => resolveConfig({ restore: { kubeadm: { skipPhases: [] } } }), '/restore/kubeadm/skipPhases');
+});
+
 test('YAML files load, and a broken one says where', () => {
   const ok = file('ok.yaml', 'cluster: prod\nstore:\n  fs:\n    dir: /backups\n');
   const c = loadConfig({ file: ok, env: {} });

@@ -161,4 +161,16 @@ test('join instructions from kubeadm\'s output', () => {
   assert.equal(j.certificateKeyExpiresAt, '2026-11-24T06:00:00.000Z');
   assert.match(j.before.join('\n'), /cp\.example\.internal:6443/);
   assert.match(j.before.join('\n'), /mv \/var\/lib\/etcd/);
+  assert.doesNotMatch(j.before.join('\n'), /Copy |restore\.kubeadm/);
+  // kubeadm join does not bring the encryption config; the flags this host's init needed are named.
+  const more = joinInstructions(join, key, { now: new Date('2026-11-24T04:00:00Z'), hosts: ['cp-2'], dataDir: '/var/lib/etcd', copyFiles: ['/etc/kubernetes/enc/enc.yaml'], criSocket: 'unix:///run/crio/crio.sock', ignorePreflightErrors: ['Swap'] });
+  assert.equal(more.command, j.command);
+  assert.ok(more.before.some((l) => l.startsWith('Copy /etc/kubernetes/enc/enc.yaml from this host to the same path on each of them')));
+  assert.ok(more.before.some((l) => l.includes('--cri-socket unix:///run/crio/crio.sock and --ignore-preflight-errors=Swap (restore.kubeadm)')));
+});
+
+test('kubeadm config: restore.kubeadm.criSocket replaces the kit\'s', () => {
+  const { text } = kubeadmConfig(KIT_CONFIG, { name: 'cp-new', advertiseAddress: '10.1.0.5', dataDir: '/var/lib/etcd', criSocket: 'unix:///run/crio/crio.sock', source: '/etc/kubernetes/kubeadm-config.yaml' });
+  const init = (parseAllDocuments(text)[0] as unknown as { toJS(): { nodeRegistration: unknown } }).toJS();
+  assert.deepEqual(init.nodeRegistration, { name: 'cp-new', criSocket: 'unix:///run/crio/crio.sock', taints: [] });
 });

@@ -209,6 +209,33 @@ test('a fresh-control-plane plan: this host alone, the kit files to place, kubea
   await assert.rejects(createPlan({ backup: bare.backupId, mode: 'fresh-control-plane' }, ctx), (e: unknown) => e instanceof BadRequestError && e.field === '/mode' && /ClusterConfiguration/.test(e.message));
 });
 
+test('a fresh-control-plane plan: restore.kubeadm settings, a mounted data dir, a ClusterConfiguration from the ConfigMap', async () => {
+  const root = path.join(work, 'fresh-settings');
+  await mkdir(path.join(root, 'var/lib/etcd'), { recursive: true });
+  const fromConfigMap = stored('2026-11-24T03:30:00.000Z', 1_350_000);
+  fromConfigMap.kit.files = fromConfigMap.kit.files.map((f) => (f.role === 'cluster-configuration' ? { ...f, source: { from: 'configmap' as const, namespace: 'kube-system', name: 'kubeadm-config', dataKey: 'ClusterConfiguration', etcdKey: '/registry/configmaps/kube-system/kubeadm-config', revision: '1350000', encoding: 'protobuf' as const } } : f));
+  const settings = { restore: { advertiseAddress: '10.1.0.5', kubeadm: { criSocket: 'unix:///run/crio/crio.sock', ignorePreflightErrors: ['SystemVerification', 'DirAvailable--var-lib-etcd', 'Swap'] } } };
+  const ctx = { ...context(root, settings), catalog: { list: async () => [fromConfigMap, ...backups], get: async () => fromConfigMap }, isMountPoint: async () => true };
+  const plan = await createPlan({ backup: 'latest', mode: 'fresh-control-plane', node: 'cp-new' }, ctx);
+  // The configured checks join the data dir's, once each; the CRI socket goes to the InitConfiguration.
+  assert.deepEqual(plan.kubeadm?.initArgs, ['init', '--config', `/etc/kubernetes/lifeboat/kubeadm-${plan.id}.yaml`, '--ignore-preflight-errors=DirAvailable--var-lib-etcd,SystemVerification,Swap']);
+  assert.equal(plan.kubeadm?.criSocket, 'unix:///run/crio/crio.sock');
+  // /var/lib/etcd is a mount point (a dedicated disk): restored inside it, its member/ swapped in.
+  assert.equal(plan.self.swap, 'member');
+  assert.equal(plan.self.restoreDir, `/var/lib/etcd/lifeboat-restore-${plan.id}`);
+  assert.ok(plan.warnings.some((w) => /\/var\/lib\/etcd is a mount point/.test(w)));
+  assert.deepEqual(plan.setAside, [], 'the mounted data dir holds no member/ to set aside');
+  // A ClusterConfiguration read from the ConfigMap goes to kubeadm only: no file is placed for it.
+  assert.deepEqual(plan.files.map((f) => f.role), ['pki', 'pki', 'pki', 'pki', 'pki']);
+
+  await mkdir(path.join(root, 'var/lib/etcd/member'));
+  const again = await createPlan({ backup: 'latest', mode: 'fresh-control-plane', node: 'cp-new' }, ctx);
+  assert.deepEqual(again.setAside, [{ from: '/var/lib/etcd/member', to: `/var/lib/etcd/member.lifeboat-aside-${again.id}`, what: 'an etcd data dir already on this host' }]);
+  const plain = await createPlan({ backup: 'latest', mode: 'fresh-control-plane', node: 'cp-new' }, context(root, { restore: { advertiseAddress: '10.1.0.5' } }));
+  assert.equal(plain.kubeadm?.criSocket, undefined);
+  assert.equal(plain.self.swap, 'dir');
+});
+
 test('bump: the configured minimum without history; twice the estimated revisions since the backup with it', () => {
   const now = new Date('2026-11-24T04:00:00Z');
   const min = 1_000_000;
