@@ -87,7 +87,7 @@ export async function fillCluster(cluster: KubeCluster, options: { namespaces?: 
 }
 
 /** The filled objects, keyed `kind/namespace/name`, in a form that must compare equal after a restore. */
-export async function snapshotObjects(cluster: KubeCluster, host?: LabHost): Promise<Map<string, string>> {
+export async function snapshotObjects(cluster: Pick<KubeCluster, 'kubectl'>, host?: LabHost): Promise<Map<string, string>> {
   const out = await cluster.kubectl(['get', FILLED_KINDS.join(','), '-A', '-l', FILL_LABEL, '-o', 'json'], { host });
   const doc = JSON.parse(out.stdout) as { items: { kind: string; metadata: { namespace?: string; name: string; uid: string; labels?: unknown; creationTimestamp: string }; data?: unknown; spec?: unknown; type?: string }[] };
   const objects = new Map<string, string>();

@@ -200,6 +200,9 @@ export async function execOnHost(host: LabHost, command: string, args: readonly 
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
+    // A command that exits before reading its input (under load, before this write) closes the
+    // pipe: that EPIPE is not the command's result, its exit code is.
+    child.stdin!.on('error', () => undefined);
     child.stdin!.end(options.input ?? '');
     child.once('error', reject);
     child.once('close', (code, signal) => {
