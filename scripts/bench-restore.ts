@@ -34,7 +34,7 @@ import type { Job } from '../src/jobs/job.ts';
 import type { ApplyAllReport } from '../src/restore/orchestrate.ts';
 import type { DaemonProcess } from '../test/support/daemon.ts';
 import { daemonOn, writeSecret } from '../test/support/lab.ts';
-import { etcdTlsOf, pinBoundDirs, unpinBoundDirs } from '../test/support/restore-nodes.ts';
+import { etcdTlsOf } from '../test/support/restore-nodes.ts';
 import { SOURCE_CLI } from './bench/lifeboat.ts';
 import { MiB, timed } from './bench/measure.ts';
 import { Teardown } from './bench/teardown.ts';
@@ -97,8 +97,6 @@ teardown.onSignals();
 try {
   const loadBefore = loadavg();
   await teardown.freshDir(dir);
-  await pinBoundDirs(net);
-  teardown.add('unpin the lab mount points', () => unpinBoundDirs(net));
 
   const start = performance.now();
   const cluster = await startKubeCluster({ net, dir: path.join(dir, 'lab'), names: NAMES });

@@ -24,7 +24,7 @@ import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { curl, until, type DaemonProcess } from '../support/daemon.ts';
 import { daemonOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
 import { errorLines, runCli, spawnCli } from '../support/lifeboat.ts';
-import { apiOf, etcdctlOn, keyCountAt, killOn, kubectlOn, kubernetesEndpoints, liveDigest, manifestsOf, memberStatus, pinBoundDirs, restoresOn, stagedFiles, stopDaemon, unpinBoundDirs, whoami } from '../support/restore-nodes.ts';
+import { apiOf, etcdctlOn, keyCountAt, killOn, kubectlOn, kubernetesEndpoints, liveDigest, manifestsOf, memberStatus, restoresOn, stagedFiles, stopDaemon, whoami } from '../support/restore-nodes.ts';
 
 const NET = 25;
 const NAMES = ['cp-1', 'cp-2', 'cp-3'];
@@ -85,7 +85,6 @@ const lateNamespace = async (host: LabHost) => (await kubectlOn(host, ['get', 'n
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-restore-daemon-'));
-  await pinBoundDirs(NET);
   const phases: string[] = [];
   cluster = await startKubeCluster({ net: NET, dir: work, names: NAMES, onPhase: (p, s) => phases.push(`${p} ${s.toFixed(1)} s`) });
   console.log(`# lab: ${phases.join(', ')}`);
@@ -131,7 +130,6 @@ after(async () => {
   for (const d of daemons.values()) d.child.kill('SIGKILL');
   await Promise.all([...daemons.values()].map((d) => d.exited));
   await cluster?.stop();
-  await unpinBoundDirs(NET);
   if (work) await rm(work, { recursive: true, force: true });
 });
 

@@ -5,12 +5,12 @@
  * started again.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { etcdBinaries, kubernetesBinaries } from '../../scripts/rig/binaries.ts';
 import { tlsClient, type TlsFiles } from '../../scripts/rig/etcd.ts';
 import { ENDPOINT_NAME } from '../../scripts/lab/cluster.ts';
-import { BOUND_DIRS, execOnHost, type HostRun, type LabHost } from '../../scripts/lab/hosts.ts';
+import { execOnHost, type HostRun, type LabHost } from '../../scripts/lab/hosts.ts';
 import type { RestoreView } from '../../src/restore/engine.ts';
 import type { RestorePlan } from '../../src/restore/plan.ts';
 import type { ApiPki } from './api-pki.ts';
@@ -89,27 +89,6 @@ export async function liveDigest(host: LabHost): Promise<string> {
 export async function manifestsOf(host: LabHost): Promise<{ etcd: Buffer | undefined; apiserver: Buffer | undefined }> {
   const read = (name: string) => readFile(path.join(host.dir, 'etc/kubernetes/manifests', name)).catch(() => undefined);
   return { etcd: await read('etcd.yaml'), apiserver: await read('kube-apiserver.yaml') };
-}
-
-/** A file that keeps a directory from being removed. */
-const pinFile = (dir: string, net: number) => path.join(dir, `.lifeboat-lab-pin-${net}`);
-
-/**
- * Keeps the directories that lab hosts bind-mount over (BOUND_DIRS) in place on the machine while
- * lab `net` runs: `destroyLab` of another lab removes them when its `createLab` made them, and
- * removing a directory detaches every mount on it in every other mount namespace too (Linux 3.18
- * and later), so every host of every other lab would lose its /etc/kubernetes and /var/lib/etcd.
- * A file in each makes that removal fail (ENOTEMPTY), which destroyLab ignores.
- */
-export async function pinBoundDirs(net: number): Promise<void> {
-  for (const d of BOUND_DIRS) {
-    await mkdir(d, { recursive: true });
-    await writeFile(pinFile(d, net), `lab ${net} runs hosts with mounts on this directory\n`);
-  }
-}
-
-export async function unpinBoundDirs(net: number): Promise<void> {
-  for (const d of BOUND_DIRS) await rm(pinFile(d, net), { force: true });
 }
 
 /** SIGKILLs the daemon as soon as it logs `msg` (e.g. `restore-snapshot started`); resolves then. */
