@@ -89,7 +89,8 @@ before(async () => {
   cluster = await startKubeCluster({ net: NET, dir: work, names: NAMES, onPhase: (p, s) => phases.push(`${p} ${s.toFixed(1)} s`) });
   console.log(`# lab: ${phases.join(', ')}`);
   hosts = cluster.hosts;
-  filled = await fillCluster(cluster, { namespaces: 3 });
+  // At least 50 MiB through kubectl: the restore moves a real database, not a toy one.
+  filled = await fillCluster(cluster, { namespaces: 3, targetMiB: 50 });
   // What a control-plane host removed since leaves: its master lease, and its Node object.
   await etcdctlOn(hosts[0]!, ['put', `/registry/masterleases/${STALE}`, JSON.stringify({ kind: 'Endpoints', apiVersion: 'v1', metadata: { name: STALE, creationTimestamp: null }, subsets: [{ addresses: [{ ip: STALE }] }] })]);
   await cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'cp-old', labels: { 'node-role.kubernetes.io/control-plane': '' } } }) });
