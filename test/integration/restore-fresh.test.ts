@@ -123,7 +123,7 @@ before(async () => {
     figures.push(`old lab start ${seconds(start)} (${phases.join(', ')})`);
     oldHost = old.hosts[0]!;
     start = performance.now();
-    filled = await fillCluster(old, { namespaces: 3 });
+    filled = await fillCluster(old, { namespaces: 3, targetMiB: 50 });
     objects = await snapshotObjects(old);
     figures.push(`fill ${seconds(start)}`);
     start = performance.now();
