@@ -23,13 +23,14 @@ import type { RestoreView } from '../../src/restore/engine.ts';
 import type { JoinInstructions } from '../../src/restore/kubeadm.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { etcdBinaries, kubernetesBinaries } from '../../scripts/rig/binaries.ts';
+import { kubernetesBinaries } from '../../scripts/rig/binaries.ts';
 import { addBareHost, CRI_SOCKET, ENDPOINT_NAME, RUNTIME_PREFLIGHT_ERRORS, startKubeCluster, type KubeCluster } from '../../scripts/lab/cluster.ts';
 import { fillCluster, snapshotObjects, type FillResult } from '../../scripts/lab/fill.ts';
 import { createLab, destroyLab, execOnHost, type HostRun, type Lab, type LabHost } from '../../scripts/lab/hosts.ts';
 import { makeApiPki } from '../support/api-pki.ts';
 import type { DaemonProcess } from '../support/daemon.ts';
 import { daemonOn, lifeboatOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
+import { etcdctlOn, whoami } from '../support/restore-nodes.ts';
 
 const NET = 24;
 const KEEP = process.env['LIFEBOAT_LAB_KEEP'] === '1';
@@ -51,24 +52,6 @@ const seconds = (since: number) => `${((performance.now() - since) / 1000).toFix
 
 function kubectl(host: LabHost, args: string[], options: { allowFailure?: boolean } = {}): Promise<HostRun> {
   return execOnHost(host, kubernetesBinaries().kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { timeoutMs: 120_000, ...options });
-}
-
-/** etcdctl on `host` against its own member, with kubeadm's healthcheck client certificate. */
-function etcdctl(host: LabHost, args: string[]): Promise<HostRun> {
-  return execOnHost(host, etcdBinaries('3.6').etcdctl, [
-    '--command-timeout=15s',
-    '--endpoints=https://127.0.0.1:2379',
-    '--cacert=/etc/kubernetes/pki/etcd/ca.crt',
-    '--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt',
-    '--key=/etc/kubernetes/pki/etcd/healthcheck-client.key',
-    ...args,
-  ], { timeoutMs: 20_000 });
-}
-
-/** Who the apiserver says `token` is, asked from `host` with only the token (no kubeconfig, no admin certificate). */
-async function whoami(host: LabHost, token: string): Promise<string> {
-  const args = ['--kubeconfig=', `--server=https://${ENDPOINT_NAME}:6443`, '--certificate-authority=/etc/kubernetes/pki/ca.crt', `--token=${token}`, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}'];
-  return (await execOnHost(host, kubernetesBinaries().kubectl, args, { env: { PATH: process.env['PATH'] } })).stdout;
 }
 
 /** curl on `host` against its daemon's API on loopback, as the runbook has the operator do on the new host. */
@@ -205,7 +188,7 @@ test('after the restore: every object as it was, Secrets readable and encrypted 
   assert.deepEqual(await snapshotObjects({ kubectl: (args, o = {}) => kubectl(o.host ?? newHost, args, o) }, newHost), objects);
   const secret = JSON.parse((await kubectl(newHost, ['get', 'secret', 'credentials', '-n', filled.namespaces[1]!, '-o', 'json'])).stdout) as { data: { user: string } };
   assert.equal(Buffer.from(secret.data.user, 'base64').toString(), 'user-2');
-  const raw = await etcdctl(newHost, ['get', `/registry/secrets/${filled.namespaces[1]}/credentials`, '--print-value-only']);
+  const raw = await etcdctlOn(newHost, ['get', `/registry/secrets/${filled.namespaces[1]}/credentials`, '--print-value-only']);
   assert.ok(raw.stdout.startsWith('k8s:enc:aescbc:v1:key1:'), `the new apiserver reads Secrets stored with the kit's key: ${JSON.stringify(raw.stdout.slice(0, 24))}`);
   assert.equal(await whoami(newHost, filled.token), `system:serviceaccount:${filled.tokenNamespace}:reader`, 'the token minted before the backup authenticates (sa.key came back)');
 });
@@ -243,7 +226,7 @@ test('after the restore: kubeadm rewrote kubeadm-config and cluster-info for the
 
   // The old host's master lease was removed by Lifeboat; the new one is the apiserver's own.
   assert.deepEqual(restored.journal.result.cleanup, { kept: [], removed: [oldHost.address], staleNodes: [oldHost.name], nodesDeleted: [oldHost.name], dryRun: false });
-  const leases = await etcdctl(newHost, ['get', '/registry/masterleases/', '--prefix', '--keys-only']);
+  const leases = await etcdctlOn(newHost, ['get', '/registry/masterleases/', '--prefix', '--keys-only']);
   assert.deepEqual(leases.stdout.split('\n').filter(Boolean), [`/registry/masterleases/${newHost.address}`]);
   await until('the kubernetes Service has only the new host as its endpoint', async () => {
     const ep = JSON.parse((await kubectl(newHost, ['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json'])).stdout) as { items: { endpoints: { addresses: string[] }[] }[] };
@@ -277,13 +260,13 @@ test('a second new host joins with the join command the restore returned: two et
   figures.push(`kubeadm join new-2 ${seconds(start)}`);
 
   await until('etcd has two started members and is healthy', async () => {
-    const list = JSON.parse((await etcdctl(second, ['member', 'list', '-w', 'json'])).stdout) as { members: { name?: string; isLearner?: boolean }[] };
+    const list = JSON.parse((await etcdctlOn(second, ['member', 'list', '-w', 'json'])).stdout) as { members: { name?: string; isLearner?: boolean }[] };
     return list.members.length === 2 && list.members.every((m) => m.name && !m.isLearner);
   }, 120_000);
-  const list = JSON.parse((await etcdctl(newHost, ['member', 'list', '-w', 'json'])).stdout) as { members: { name: string; clientURLs: string[] }[] };
+  const list = JSON.parse((await etcdctlOn(newHost, ['member', 'list', '-w', 'json'])).stdout) as { members: { name: string; clientURLs: string[] }[] };
   assert.deepEqual(list.members.map((m) => m.name).sort(), ['new-1', 'new-2']);
   for (const h of [newHost, second]) assert.ok(list.members.some((m) => m.clientURLs.includes(`https://${h.address}:2379`)), `member of ${h.name} serves on its own address`);
-  const health = JSON.parse((await etcdctl(newHost, ['endpoint', 'health', '--cluster', '-w', 'json'])).stdout) as { health: boolean }[];
+  const health = JSON.parse((await etcdctlOn(newHost, ['endpoint', 'health', '--cluster', '-w', 'json'])).stdout) as { health: boolean }[];
   assert.deepEqual(health.map((h) => h.health), [true, true]);
   for (const h of [newHost, second]) {
     await until(`the apiserver on ${h.name} is ready`, async () => (await kubectl(h, ['get', '--raw', '/readyz'], { allowFailure: true })).stdout.trim() === 'ok', 120_000);
