@@ -103,9 +103,8 @@ try {
   teardown.add('stop the lab', () => cluster.stop());
   const started = performance.now();
   const filled = await fillCluster(cluster, { namespaces: 3, targetMiB: mib });
-  const bulk = (await cluster.kubectl(['get', 'configmaps', '-n', 'bulk', '-o', 'name'], { allowFailure: true })).stdout.split('\n').filter(Boolean).length;
   const dbSize = Number((await memberStatus(`https://${cluster.hosts[0]!.address}:2379`, etcdTlsOf(cluster.hosts[0]!), 5000))?.dbSize ?? 0);
-  console.error(`lab up in ${seconds(started - start)} s; filled ${filled.namespaces.length} namespaces and ${bulk} bulk ConfigMaps in ${seconds(performance.now() - started)} s: database ${(dbSize / MiB).toFixed(0)} MiB`);
+  console.error(`lab up in ${seconds(started - start)} s; filled ${filled.namespaces.length} namespaces and ${filled.bulk} bulk ConfigMaps in ${seconds(performance.now() - started)} s: database ${(dbSize / MiB).toFixed(0)} MiB`);
 
   // One daemon per host; the API serves with the host's kube-apiserver certificate (the cluster CA, the host's address).
   const { identity, recipient } = await generateIdentity();
@@ -182,7 +181,7 @@ try {
   if (!report.ok || rtoMs === undefined) throw new Error(`the restore did not finish: ${cli.stdout.slice(-2000)}`);
   const loadAfter = loadavg();
   const back = (await cluster.kubectl(['get', 'configmaps', '-n', 'bulk', '-o', 'name'], { allowFailure: true })).stdout.split('\n').filter(Boolean).length;
-  if (back !== bulk) throw new Error(`kubectl reads back ${back} ConfigMaps in namespace bulk, ${bulk} were backed up`);
+  if (back !== filled.bulk) throw new Error(`kubectl reads back ${back} ConfigMaps in namespace bulk, ${filled.bulk} were backed up`);
   const late = await cluster.kubectl(['get', 'configmap', 'made-after-backup', '-n', filled.namespaces[0]!], { allowFailure: true });
   if (late.code === 0) throw new Error('the ConfigMap made after the backup is still there after the restore');
 
@@ -195,7 +194,7 @@ try {
   console.log(`RTO:             ${seconds(rtoMs)} s from \`lifeboat restore apply --all\` to a healthy 3-member etcd (every member answers Status with one leader at revision >= ${target})`);
   console.log(`whole command:   ${cli.seconds.toFixed(1)} s (until the apiservers were ready and the report printed); CLI peak RSS ${cli.peakRssMiB.toFixed(0)} MiB`);
   console.log(`members:         ${report.nodes.map((n) => `${n.node} ${n.state} at revision ${n.revision}`).join(', ')}`);
-  console.log(`read back:       kubectl lists the ${bulk} bulk ConfigMaps of the backup, not the one made after it`);
+  console.log(`read back:       kubectl lists the ${filled.bulk} bulk ConfigMaps of the backup, not the one made after it`);
   console.log(`load average:    ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after (2 cores; others may share the machine)`);
 } finally {
   await teardown.run();

@@ -20,6 +20,8 @@ export interface FillResult {
   /** A token for ServiceAccount `reader` in the first namespace, minted before any backup. */
   token: string;
   tokenNamespace: string;
+  /** How many bulk ConfigMaps were made. */
+  bulk: number;
 }
 
 const CRD = {
@@ -83,7 +85,7 @@ export async function fillCluster(cluster: KubeCluster, options: { namespaces?: 
   }
   const tokenNamespace = namespaces[0]!;
   const token = (await cluster.kubectl(['create', 'token', 'reader', '-n', tokenNamespace, '--duration=24h'])).stdout.trim();
-  return { namespaces, token, tokenNamespace };
+  return { namespaces, token, tokenNamespace, bulk };
 }
 
 /** The filled objects, keyed `kind/namespace/name`, in a form that must compare equal after a restore. */
