@@ -45,7 +45,7 @@ import { memberStatus } from './rig/etcd.ts';
 
 const USAGE = `usage: npm run bench:restore -- [options]
 
-  --mib N    bulk data to put in through kubectl, in MiB (default 256; 1100 for the 1.1 GiB figure)
+  --mib N    bulk data to put in through kubectl, in MiB (default 256; at 1024 three hosts outgrow a 24 GiB machine, see README)
   --net N    the lab's network number, 10.249.N.0/24 (default 32; one lab per number at a time)
   --dir DIR  working directory, removed before and after (default /var/tmp/lifeboat-bench-restore)
 
