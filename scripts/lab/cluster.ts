@@ -199,7 +199,7 @@ export async function startKubeCluster(options: ClusterOptions): Promise<KubeClu
       hosts,
       kubernetesVersion: version,
       join,
-      kubectl: (args, o = {}) => execOnHost(o.host ?? first, kube.kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { input: o.input, allowFailure: o.allowFailure, timeoutMs: 120_000 }),
+      kubectl: (args, o = {}) => adminKubectl(o.host ?? first, args, o),
       stop: () => destroyLab(options.net),
     };
     await timed('ready', options, () => waitForNodes(cluster, names));
@@ -208,6 +208,11 @@ export async function startKubeCluster(options: ClusterOptions): Promise<KubeClu
     if (process.env['LIFEBOAT_LAB_KEEP'] !== '1') await destroyLab(options.net);
     throw err;
   }
+}
+
+/** kubectl on `host` with its /etc/kubernetes/admin.conf; rejects on failure unless `allowFailure`. */
+export function adminKubectl(host: LabHost, args: string[], options: { input?: string | undefined; allowFailure?: boolean | undefined } = {}): Promise<HostRun> {
+  return execOnHost(host, kubernetesBinaries().kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { input: options.input, allowFailure: options.allowFailure, timeoutMs: 120_000 });
 }
 
 /** Waits until every apiserver answers /readyz and every host's Node object exists. */

@@ -4,7 +4,7 @@
  *   node scripts/lab/kubelet-main.ts --log-dir DIR --etcd BIN --kube-bin-dir DIR --node-ip ADDRESS
  *
  * It runs the static pods of `/etc/kubernetes/manifests` with the real etcd, kube-apiserver,
- * kube-controller-manager and kube-scheduler (../rig/kubelet.ts), serves the kubelet health
+ * kube-controller-manager and kube-scheduler (./static-pods.ts), serves the kubelet health
  * endpoint that kubeadm waits on (`http://127.0.0.1:10248/healthz`), and does the TLS bootstrap,
  * Node registration, node Lease and mirror pods of ./node-agent.ts. SIGTERM stops every pod, then exits 0.
  *
@@ -16,7 +16,7 @@ import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { StandInKubelet } from '../rig/kubelet.ts';
+import { StandInKubelet } from './static-pods.ts';
 import { checkNodeAgentTools, runNodeAgent } from './node-agent.ts';
 
 const { values } = parseArgs({
@@ -41,7 +41,7 @@ const log = (line: string) => appendFileSync(path.join(logDir, 'kubelet.log'), `
 await checkNodeAgentTools();
 
 const components = Object.fromEntries(['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].map((c) => [c, path.join(kubeBin, c)]));
-const kubelet = await StandInKubelet.start({ root: '/', etcd, components: { etcd, ...components }, logDir });
+const kubelet = await StandInKubelet.start({ components: { etcd, ...components }, logDir });
 
 const health = createServer((req, res) => {
   if (req.url === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');

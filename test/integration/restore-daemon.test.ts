@@ -52,6 +52,14 @@ const api = () => apiOf(pki, tokens);
 const daemonUrl = (i: number) => `https://${hosts[i]!.address}:8443`;
 const cliEnv = () => ({ LIFEBOAT_CLIENT__URL: daemonUrl(0), LIFEBOAT_CLIENT__CA_FILE: pki.ca.cert, LIFEBOAT_CLIENT__TOKEN: tokens.restorer });
 const allDaemons = () => NAMES.flatMap((n, i) => ['--daemon', `${n}=${daemonUrl(i)}`]);
+
+/** `lifeboat restore rollback --all` through the real CLI: every member says rolled back, then the cluster is ready again. */
+async function rollbackAll(): Promise<void> {
+  const rolled = await runCli(['restore', 'rollback', '--all', '--backup', backupId, ...allDaemons()], cliEnv());
+  assert.equal(rolled.code, 0, rolled.stdout + rolled.stderr + crashed());
+  for (const name of NAMES) assert.match(rolled.stdout, new RegExp(`^${name}: rolled back$`, 'm'));
+  await waitForNodes(cluster, NAMES);
+}
 const applyAll = () => ['restore', 'apply', '--all', '--backup', backupId, '--mode', 'in-place', ...allDaemons()];
 const crashed = () => [...crashes].map(([n, t]) => `${n}: ${t}`).join('\n');
 
@@ -265,10 +273,7 @@ test('rolled back after every member stopped (not a complete restore): the manif
   assert.equal(wrong.status, 400, wrong.body);
   assert.equal(wrong.json?.field, '/body/confirmationToken');
 
-  const rolled = await runCli(['restore', 'rollback', '--all', '--backup', backupId, ...allDaemons()], cliEnv());
-  assert.equal(rolled.code, 0, rolled.stdout + rolled.stderr + crashed());
-  for (const name of NAMES) assert.match(rolled.stdout, new RegExp(`^${name}: rolled back$`, 'm'));
-  await waitForNodes(cluster, NAMES);
+  await rollbackAll();
   for (const [i, h] of hosts.entries()) {
     const view = (await api().get('restorer', daemonUrl(i), `/v1/restores/${views[i]!.plan.id}`)).json as unknown as RestoreView;
     assert.equal(view.state, 'rolled-back');
@@ -374,10 +379,7 @@ test('lifeboat restore apply --all: a daemon SIGKILLed mid-restore and another w
 
 test('lifeboat restore rollback --all after a complete restore: every member back on its old data and manifests (what was made after the backup is back), the restored data kept aside', async () => {
   const restored = await Promise.all(hosts.map(async (_, i) => (await restoresOn(api(), daemonUrl(i))).find((v) => v.state === 'done' && !v.plan.dryRun)!));
-  const rolled = await runCli(['restore', 'rollback', '--all', '--backup', backupId, ...allDaemons()], cliEnv());
-  assert.equal(rolled.code, 0, rolled.stdout + rolled.stderr + crashed());
-  for (const name of NAMES) assert.match(rolled.stdout, new RegExp(`^${name}: rolled back$`, 'm'));
-  await waitForNodes(cluster, NAMES);
+  await rollbackAll();
   for (const [i, h] of hosts.entries()) {
     const view = (await api().get('restorer', daemonUrl(i), `/v1/restores/${restored[i]!.plan.id}`)).json as unknown as RestoreView;
     assert.equal(view.state, 'rolled-back');

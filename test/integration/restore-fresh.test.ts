@@ -24,9 +24,9 @@ import type { JoinInstructions } from '../../src/restore/kubeadm.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { kubernetesBinaries } from '../../scripts/rig/binaries.ts';
-import { addBareHost, CRI_SOCKET, ENDPOINT_NAME, RUNTIME_PREFLIGHT_ERRORS, startKubeCluster, type KubeCluster } from '../../scripts/lab/cluster.ts';
+import { addBareHost, adminKubectl, CRI_SOCKET, ENDPOINT_NAME, RUNTIME_PREFLIGHT_ERRORS, startKubeCluster, type KubeCluster } from '../../scripts/lab/cluster.ts';
 import { fillCluster, snapshotObjects, type FillResult } from '../../scripts/lab/fill.ts';
-import { createLab, destroyLab, execOnHost, type HostRun, type Lab, type LabHost } from '../../scripts/lab/hosts.ts';
+import { createLab, destroyLab, execOnHost, type Lab, type LabHost } from '../../scripts/lab/hosts.ts';
 import { makeApiPki } from '../support/api-pki.ts';
 import type { DaemonProcess } from '../support/daemon.ts';
 import { daemonOn, lifeboatOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
@@ -49,10 +49,6 @@ const restorer = generateToken();
 const key = await generateIdentity();
 
 const seconds = (since: number) => `${((performance.now() - since) / 1000).toFixed(1)} s`;
-
-function kubectl(host: LabHost, args: string[], options: { allowFailure?: boolean } = {}): Promise<HostRun> {
-  return execOnHost(host, kubernetesBinaries().kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { timeoutMs: 120_000, ...options });
-}
 
 /** curl on `host` against its daemon's API on loopback, as the runbook has the operator do on the new host. */
 async function api<T>(host: LabHost, method: 'GET' | 'POST', route: string, body?: unknown): Promise<{ status: number; json: T }> {
@@ -185,8 +181,8 @@ test('fresh-control-plane through lifeboat serve with real kubeadm init: the api
 
 test('after the restore: every object as it was, Secrets readable and encrypted at rest, the old token authenticates', async () => {
   assert.ok(restored, 'the restore ran');
-  assert.deepEqual(await snapshotObjects({ kubectl: (args, o = {}) => kubectl(o.host ?? newHost, args, o) }, newHost), objects);
-  const secret = JSON.parse((await kubectl(newHost, ['get', 'secret', 'credentials', '-n', filled.namespaces[1]!, '-o', 'json'])).stdout) as { data: { user: string } };
+  assert.deepEqual(await snapshotObjects({ kubectl: (args, o = {}) => adminKubectl(o.host ?? newHost, args, o) }, newHost), objects);
+  const secret = JSON.parse((await adminKubectl(newHost, ['get', 'secret', 'credentials', '-n', filled.namespaces[1]!, '-o', 'json'])).stdout) as { data: { user: string } };
   assert.equal(Buffer.from(secret.data.user, 'base64').toString(), 'user-2');
   const raw = await etcdctlOn(newHost, ['get', `/registry/secrets/${filled.namespaces[1]}/credentials`, '--print-value-only']);
   assert.ok(raw.stdout.startsWith('k8s:enc:aescbc:v1:key1:'), `the new apiserver reads Secrets stored with the kit's key: ${JSON.stringify(raw.stdout.slice(0, 24))}`);
@@ -199,7 +195,7 @@ test('after the restore: kubeadm rewrote kubeadm-config and cluster-info for the
   // kubeadm-config holds no per-host data any more (kubeadm dropped ClusterStatus): kubeadm init
   // uploads the ClusterConfiguration it was given, which is the backup's (an identical update
   // leaves the restored object as it was).
-  const kubeadmConfig = JSON.parse((await kubectl(newHost, ['get', 'configmap', 'kubeadm-config', '-n', 'kube-system', '-o', 'json'])).stdout) as { data: { ClusterConfiguration: string } };
+  const kubeadmConfig = JSON.parse((await adminKubectl(newHost, ['get', 'configmap', 'kubeadm-config', '-n', 'kube-system', '-o', 'json'])).stdout) as { data: { ClusterConfiguration: string } };
   const cc = parse(kubeadmConfig.data.ClusterConfiguration) as { controlPlaneEndpoint: string; clusterName: string; etcd: { local: { dataDir: string } } };
   const given = parseAllDocuments((restored.journal.result.kubeadmConfig as { text: string }).text).map((d) => d.toJS() as { kind: string });
   assert.deepEqual(given.map((d) => d.kind), ['InitConfiguration', 'ClusterConfiguration']);
@@ -216,10 +212,10 @@ test('after the restore: kubeadm rewrote kubeadm-config and cluster-info for the
   assert.ok(m, `a real kubeadm join line for the restored CA: ${join.command.replace(/(--token|--certificate-key) \S+/g, '$1 <secret>')}`);
   // cluster-info: the endpoint and the restored CA as kubeadm writes them, signed for the new token by the bootstrap signer.
   await until('cluster-info is signed for the join token', async () => {
-    const info = JSON.parse((await kubectl(newHost, ['get', 'configmap', 'cluster-info', '-n', 'kube-public', '-o', 'json'])).stdout) as { data: Record<string, string> };
+    const info = JSON.parse((await adminKubectl(newHost, ['get', 'configmap', 'cluster-info', '-n', 'kube-public', '-o', 'json'])).stdout) as { data: Record<string, string> };
     return `jws-kubeconfig-${m[1]}` in info.data;
   }, 60_000);
-  const info = JSON.parse((await kubectl(newHost, ['get', 'configmap', 'cluster-info', '-n', 'kube-public', '-o', 'json'])).stdout) as { data: { kubeconfig: string } };
+  const info = JSON.parse((await adminKubectl(newHost, ['get', 'configmap', 'cluster-info', '-n', 'kube-public', '-o', 'json'])).stdout) as { data: { kubeconfig: string } };
   const kubeconfig = parse(info.data.kubeconfig) as { clusters: { cluster: { server: string; 'certificate-authority-data': string } }[] };
   assert.equal(kubeconfig.clusters[0]!.cluster.server, `https://${ENDPOINT_NAME}:6443`);
   assert.deepEqual(Buffer.from(kubeconfig.clusters[0]!.cluster['certificate-authority-data'], 'base64'), ca);
@@ -229,14 +225,14 @@ test('after the restore: kubeadm rewrote kubeadm-config and cluster-info for the
   const leases = await etcdctlOn(newHost, ['get', '/registry/masterleases/', '--prefix', '--keys-only']);
   assert.deepEqual(leases.stdout.split('\n').filter(Boolean), [`/registry/masterleases/${newHost.address}`]);
   await until('the kubernetes Service has only the new host as its endpoint', async () => {
-    const ep = JSON.parse((await kubectl(newHost, ['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json'])).stdout) as { items: { endpoints: { addresses: string[] }[] }[] };
+    const ep = JSON.parse((await adminKubectl(newHost, ['get', 'endpointslices', '-n', 'default', '-l', 'kubernetes.io/service-name=kubernetes', '-o', 'json'])).stdout) as { items: { endpoints: { addresses: string[] }[] }[] };
     return JSON.stringify(ep.items.flatMap((s) => s.endpoints.flatMap((e) => e.addresses))) === JSON.stringify([newHost.address]);
   }, 60_000);
-  const nodes = (await kubectl(newHost, ['get', 'nodes', '-o', 'name'])).stdout.split('\n').filter(Boolean);
+  const nodes = (await adminKubectl(newHost, ['get', 'nodes', '-o', 'name'])).stdout.split('\n').filter(Boolean);
   assert.deepEqual(nodes, [`node/${newHost.name}`]);
   // The old host's mirror pods (owned by its Node) go with it.
   await until('no pod of the old host is left', async () => {
-    const pods = (await kubectl(newHost, ['get', 'pods', '-n', 'kube-system', '-o', 'name'])).stdout;
+    const pods = (await adminKubectl(newHost, ['get', 'pods', '-n', 'kube-system', '-o', 'name'])).stdout;
     return !pods.includes(oldHost.name);
   }, 120_000);
 });
@@ -269,10 +265,10 @@ test('a second new host joins with the join command the restore returned: two et
   const health = JSON.parse((await etcdctlOn(newHost, ['endpoint', 'health', '--cluster', '-w', 'json'])).stdout) as { health: boolean }[];
   assert.deepEqual(health.map((h) => h.health), [true, true]);
   for (const h of [newHost, second]) {
-    await until(`the apiserver on ${h.name} is ready`, async () => (await kubectl(h, ['get', '--raw', '/readyz'], { allowFailure: true })).stdout.trim() === 'ok', 120_000);
+    await until(`the apiserver on ${h.name} is ready`, async () => (await adminKubectl(h, ['get', '--raw', '/readyz'], { allowFailure: true })).stdout.trim() === 'ok', 120_000);
   }
   // The restored data is what the second apiserver serves too.
-  assert.deepEqual(await snapshotObjects({ kubectl: (a, o = {}) => kubectl(o.host ?? second, a, o) }, second), objects);
+  assert.deepEqual(await snapshotObjects({ kubectl: (a, o = {}) => adminKubectl(o.host ?? second, a, o) }, second), objects);
 
   // And the restored cluster backs up as the old one did: a complete kit, its ClusterConfiguration from the ConfigMap.
   const made = await lifeboatOn(second, lb, ['backup']);

@@ -9,7 +9,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { etcdBinaries, kubernetesBinaries } from '../../scripts/rig/binaries.ts';
 import { tlsClient, type TlsFiles } from '../../scripts/rig/etcd.ts';
-import { ENDPOINT_NAME } from '../../scripts/lab/cluster.ts';
+import { adminKubectl, ENDPOINT_NAME } from '../../scripts/lab/cluster.ts';
 import { execOnHost, type HostRun, type LabHost } from '../../scripts/lab/hosts.ts';
 import type { RestoreView } from '../../src/restore/engine.ts';
 import type { RestorePlan } from '../../src/restore/plan.ts';
@@ -30,7 +30,7 @@ export function etcdctlOn(host: LabHost, args: string[]): Promise<HostRun> {
 
 /** kubectl on `host` with its admin.conf; resolves with its output whatever the exit code. */
 export function kubectlOn(host: LabHost, args: string[]): Promise<HostRun> {
-  return execOnHost(host, kubernetesBinaries().kubectl, ['--kubeconfig', '/etc/kubernetes/admin.conf', ...args], { allowFailure: true, timeoutMs: 60_000 });
+  return adminKubectl(host, args, { allowFailure: true });
 }
 
 /** Who the apiserver says `token` is, asked from `host` with only the token (no kubeconfig, no admin certificate). */

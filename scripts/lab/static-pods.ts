@@ -1,22 +1,20 @@
 /**
- * A stand-in kubelet for tests: kubelet and a container runtime are not available on these
- * machines, and restores are about static pods. It does, for one host root, what the kubelet
- * does with the static pod directory, and nothing more:
+ * A stand-in kubelet for the lab's hosts (scripts/lab/kubelet-main.ts runs it in a host's own
+ * mount namespace): kubelet and a container runtime are not available on these machines, and
+ * restores are about static pods. It does what the kubelet does with the static pod directory,
+ * and nothing more:
  *
- * - It polls `<root>/etc/kubernetes/manifests` every 100 ms. Like the kubelet it reads only
- *   regular files whose names do not start with `.` (so atomic writes through a hidden temp file
- *   are never seen half-written), and it does not recurse.
+ * - It polls `/etc/kubernetes/manifests` every 100 ms. Like the kubelet it reads only regular
+ *   files whose names do not start with `.` (so atomic writes through a hidden temp file are
+ *   never seen half-written), and it does not recurse.
  * - A new manifest starts a pod; a changed manifest (other bytes) restarts it; a manifest that
  *   leaves stops it: SIGTERM to the process it started (by PID), SIGKILL after 5 s.
  * - A hostPath volume of type DirectoryOrCreate is created (mode 0755) when missing, as the
- *   kubelet does. Container paths map to host paths through the pod's hostPath volumes (in
- *   kubeadm's manifests they are equal), under `<root>`. A path flag outside every hostPath
- *   volume is refused: in a real container it would land in the container's own filesystem.
- * - `etcd` (the first container's command) runs the real etcd binary with the manifest's flags,
- *   path flags mapped. A process that exits is restarted after a second (restartPolicy Always).
- * - A component named in `components` (the lab passes the real etcd, kube-apiserver,
+ *   kubelet does.
+ * - A pod whose command is named in `components` (the lab passes the real etcd, kube-apiserver,
  *   kube-controller-manager and kube-scheduler) runs that binary with the manifest's own flags,
- *   unchanged: only on the root `/` (a lab host's own mount namespace), where every path is real.
+ *   unchanged: in a lab host every path is the real one. A process that exits is restarted after
+ *   a second (restartPolicy Always).
  * - Other pods are recorded as not simulated.
  *
  * Each pod's output goes to `<logDir>/<manifest>.log`; the kubelet's own events to
@@ -29,15 +27,11 @@ import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse } from 'yaml';
-import { spawnLogged, stopChild } from './process.ts';
+import { spawnLogged, stopChild } from '../rig/process.ts';
 
 export interface KubeletOptions {
-  /** The host root: every host path is under it. */
-  root: string;
-  /** The etcd server binary. */
-  etcd: string;
-  /** Real binaries for other components (by the name of the manifest's command); needs root `/`. */
-  components?: Record<string, string>;
+  /** The real binary of each component, by the name of the manifest's command. */
+  components: Record<string, string>;
   logDir: string;
   /** Host path of the static pod directory. */
   manifestsDir?: string;
@@ -70,11 +64,9 @@ interface Pod {
 
 interface Spec {
   command: string[];
-  volumes: { mountPath: string; hostPath: string; type: string | undefined }[];
+  /** The pod's hostPath volumes. */
+  hostPaths: { path: string; type: string | undefined }[];
 }
-
-/** Flags of etcd that hold paths. */
-const ETCD_PATH_FLAGS = ['data-dir', 'wal-dir', 'cert-file', 'key-file', 'trusted-ca-file', 'peer-cert-file', 'peer-key-file', 'peer-trusted-ca-file', 'client-crl-file', 'peer-crl-file'];
 
 export class StandInKubelet {
   readonly #opts: Required<KubeletOptions>;
@@ -83,8 +75,7 @@ export class StandInKubelet {
   #loop: Promise<void> | undefined;
 
   private constructor(opts: KubeletOptions) {
-    this.#opts = { manifestsDir: '/etc/kubernetes/manifests', pollMs: 100, components: {}, ...opts };
-    if (Object.keys(this.#opts.components).length > 0 && opts.root !== '/') throw new Error('real components run only on the root / (a lab host), where their paths are real');
+    this.#opts = { manifestsDir: '/etc/kubernetes/manifests', pollMs: 100, ...opts };
   }
 
   static async start(opts: KubeletOptions): Promise<StandInKubelet> {
@@ -130,7 +121,7 @@ export class StandInKubelet {
   }
 
   async #sync(): Promise<void> {
-    const dir = path.join(this.#opts.root, this.#opts.manifestsDir);
+    const dir = this.#opts.manifestsDir;
     const names = await readdir(dir).catch(() => [] as string[]);
     const seen = new Map<string, { hash: string; text: string }>();
     for (const name of names) {
@@ -174,12 +165,12 @@ export class StandInKubelet {
     }
     pod.spec = spec;
     pod.component = path.basename(spec.command[0] ?? '?');
-    if (pod.component !== 'etcd' && !(pod.component in this.#opts.components)) {
+    if (!(pod.component in this.#opts.components)) {
       pod.state = 'not-simulated';
       return;
     }
-    for (const v of spec.volumes) {
-      if (v.type === 'DirectoryOrCreate') await mkdir(path.join(this.#opts.root, v.hostPath), { recursive: true, mode: 0o755 });
+    for (const v of spec.hostPaths) {
+      if (v.type === 'DirectoryOrCreate') await mkdir(v.path, { recursive: true, mode: 0o755 });
     }
     this.#launch(pod);
   }
@@ -189,9 +180,7 @@ export class StandInKubelet {
     pod.starts += 1;
     delete pod.error;
     try {
-      const binary = this.#opts.components[pod.component];
-      if (binary !== undefined) this.#launchProcess(pod, binary, spec.command.slice(1));
-      else this.#launchEtcd(pod, spec);
+      this.#launchProcess(pod, this.#opts.components[pod.component]!, spec.command.slice(1));
       pod.state = 'running';
       this.#event(`${pod.file}: started ${pod.component}${pod.child ? ` (pid ${pod.child.pid})` : ''}, start ${pod.starts}`);
     } catch (err) {
@@ -200,25 +189,6 @@ export class StandInKubelet {
       pod.error = (err as Error).message;
       this.#event(`${pod.file}: cannot start ${pod.component}: ${pod.error}`);
     }
-  }
-
-  /** A container path on the host, through the hostPath volumes, under the root. */
-  #host(spec: Spec, containerPath: string): string {
-    const clean = path.posix.normalize(containerPath);
-    const mount = spec.volumes
-      .filter((v) => clean === v.mountPath || clean.startsWith(v.mountPath.replace(/\/$/, '') + '/'))
-      .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
-    if (!mount) throw new Error(`${containerPath} is on no hostPath volume: it would live inside the container`);
-    return path.join(this.#opts.root, mount.hostPath, path.posix.relative(mount.mountPath, clean));
-  }
-
-  #launchEtcd(pod: Pod, spec: Spec): void {
-    const args = spec.command.slice(1).map((arg) => {
-      const m = /^--([^=]+)=(.*)$/.exec(arg);
-      if (m && ETCD_PATH_FLAGS.includes(m[1]!) && m[2]!.startsWith('/')) return `--${m[1]}=${this.#host(spec, m[2]!)}`;
-      return arg;
-    });
-    this.#launchProcess(pod, this.#opts.etcd, args);
   }
 
   /** Runs `binary args` for a pod, restarted a second after it exits (restartPolicy Always). */
@@ -240,14 +210,10 @@ export class StandInKubelet {
 }
 
 function readSpec(text: string): Spec {
-  const doc = parse(text) as { kind?: string; spec?: { containers?: { command?: string[]; args?: string[]; volumeMounts?: { name: string; mountPath: string }[] }[]; volumes?: { name: string; hostPath?: { path: string; type?: string } }[] } };
+  const doc = parse(text) as { kind?: string; spec?: { containers?: { command?: string[]; args?: string[] }[]; volumes?: { hostPath?: { path: string; type?: string } }[] } };
   if (doc?.kind !== 'Pod') throw new Error('not a Pod');
   const container = doc.spec?.containers?.[0];
   if (!container) throw new Error('no container');
-  const hostPaths = new Map((doc.spec?.volumes ?? []).filter((v) => v.hostPath).map((v) => [v.name, v.hostPath!]));
-  const volumes = (container.volumeMounts ?? []).flatMap((m) => {
-    const h = hostPaths.get(m.name);
-    return h ? [{ mountPath: m.mountPath, hostPath: h.path, type: h.type }] : [];
-  });
-  return { command: [...(container.command ?? []), ...(container.args ?? [])], volumes };
+  const hostPaths = (doc.spec?.volumes ?? []).flatMap((v) => (v.hostPath ? [{ path: v.hostPath.path, type: v.hostPath.type }] : []));
+  return { command: [...(container.command ?? []), ...(container.args ?? [])], hostPaths };
 }
