@@ -6,7 +6,8 @@
 #     ceph-mon, ceph-osd, radosgw and ceph-common (a real Ceph RGW for the S3 tests),
 #     prometheus (promtool and a real Prometheus for the alert and scrape tests), s3cmd (the
 #     shell pipeline the S3 benchmark compares against), libcap2-bin (the Dockerfile test checks
-#     its setcap).
+#     its setcap), iproute2, util-linux and openssl (the test lab's namespaces, and its kubelet's
+#     certificate signing request), curl (the API tests).
 #   - etcd 3.6 and 3.5 (etcd, etcdctl, etcdutl) and Kubernetes (kube-apiserver,
 #     kube-controller-manager, kube-scheduler, kubeadm, kubectl) at the versions pinned in
 #     scripts/versions.env, built from their Go modules by scripts/build-binaries.sh (needs Go in
@@ -19,7 +20,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 need_apt=()
-for pkg in age zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd libcap2-bin; do
+for pkg in age zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd libcap2-bin iproute2 util-linux openssl curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
