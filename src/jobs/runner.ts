@@ -94,7 +94,11 @@ export class JobRunner {
         return { job: snapshot(job), created: false };
       }
     }
-    const equal = [this.#running?.job, ...this.#queue].find((j) => j !== undefined && j.kind === request.kind && isDeepStrictEqual(j.params, params));
+    // A scheduled tick wants work that starts at or after it: the running job's snapshot may
+    // predate the tick, so a tick joins only a queued job. A request from a person also joins
+    // the running one and watches its progress.
+    const joinable = request.trigger === 'schedule' ? this.#queue : [this.#running?.job, ...this.#queue];
+    const equal = joinable.find((j) => j !== undefined && j.kind === request.kind && isDeepStrictEqual(j.params, params));
     if (equal) {
       if (request.idempotencyKey !== undefined) this.#idempotency.set(request.idempotencyKey, { jobId: equal.id, kind: request.kind, params });
       return { job: snapshot(equal), created: false };

@@ -10,6 +10,7 @@ import { JobRunner, type JobHandler } from '../../src/jobs/runner.ts';
 import { errorResponse } from '../../src/api/errors.ts';
 import { captureLog } from '../support/api-fakes.ts';
 import { quietLog } from '../support/lifeboat.ts';
+import { until } from '../support/daemon.ts';
 
 const dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-jobs-'));
 test.after(() => rm(dir, { recursive: true, force: true }));
@@ -53,7 +54,7 @@ test('jobs run one at a time in submission order; an equal request gets the queu
   const first = r.submit({ kind: 'backup', ...api });
   assert.equal(first.created, true);
   const verify = r.submit({ kind: 'verify', params: { backupId: 'x', deep: true }, ...api });
-  const again = r.submit({ kind: 'backup', trigger: 'schedule', requestedBy: 'schedule' });
+  const again = r.submit({ kind: 'backup', trigger: 'api', requestedBy: 'bob' });
   assert.equal(again.created, false);
   assert.equal(again.job.id, first.job.id);
   const otherVerify = r.submit({ kind: 'verify', params: { backupId: 'x', deep: false }, ...api });
@@ -76,6 +77,25 @@ test('jobs run one at a time in submission order; an equal request gets the queu
   assert.equal(next.created, true, 'once finished, a new request makes a new job');
   await g.releaseNext();
   await r.settled();
+});
+
+test('a schedule tick never joins a running job, whose snapshot may predate the tick; it joins a queued one', async () => {
+  const g = gate();
+  const { runner: r } = runner({ backup: g.handler });
+  const tick = { kind: 'backup' as const, trigger: 'schedule' as const, requestedBy: 'schedule' };
+  const catchUp = r.submit({ kind: 'backup', trigger: 'startup', requestedBy: 'startup' });
+  while (r.get(catchUp.job.id)!.state !== 'running') await new Promise((res) => setTimeout(res, 1));
+  const first = r.submit(tick);
+  assert.equal(first.created, true, 'the tick queues its own backup behind the running one');
+  const second = r.submit(tick);
+  assert.equal(second.created, false, 'a second tick joins the queued backup');
+  assert.equal(second.job.id, first.job.id);
+  assert.equal(r.submit({ kind: 'backup', ...api }).job.id, catchUp.job.id, 'a person joins the running one');
+  await g.releaseNext();
+  await g.releaseNext();
+  await r.settled();
+  assert.deepEqual(g.started, ['backup:{}', 'backup:{}']);
+  assert.equal(r.get(first.job.id)!.state, 'succeeded');
 });
 
 test('an Idempotency-Key returns the job it made; reused for another request it is a conflict', async () => {
@@ -131,11 +151,20 @@ test('after a crash, jobs left queued or running are marked failed, and finished
   const g = gate();
   const { runner: before, stateDir } = runner({ backup: g.handler, verify: g.handler, prune: async () => 'pruned' });
   const pruned = before.submit({ kind: 'prune', ...api });
-  await new Promise((r) => setTimeout(r, 20));
   const running = before.submit({ kind: 'backup', ...api });
   const queued = before.submit({ kind: 'verify', params: { backupId: 'z' }, ...api });
-  while (before.get(running.job.id)!.phase !== 'working') await new Promise((r) => setTimeout(r, 1));
-  await new Promise((r) => setTimeout(r, 20)); // the journal writes land; then the process "dies"
+  // The process "dies" once the journal on disk holds all three as they are now.
+  const onDisk = async (id: string) => {
+    try {
+      return JSON.parse(await readFile(path.join(stateDir, 'jobs', `${id}.json`), 'utf8')) as { state: string; phase?: string };
+    } catch {
+      return undefined;
+    }
+  };
+  await until('the journal holds the finished, the running and the queued job', async () => {
+    const [p, r, q] = await Promise.all([onDisk(pruned.job.id), onDisk(running.job.id), onDisk(queued.job.id)]);
+    return p?.state === 'succeeded' && r?.state === 'running' && r.phase === 'working' && q?.state === 'queued';
+  }, 5000);
   await writeFile(path.join(stateDir, 'jobs', 'job-garbage.json'), '{not json');
 
   const { runner: after } = runner({}, { stateDir });
