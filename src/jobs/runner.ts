@@ -28,6 +28,12 @@ export interface JobRunnerDeps {
   now?: () => Date;
   /** Finished jobs remembered (in memory and in the journal). */
   history: number;
+  /**
+   * Asked as each queued job is about to start; throws (a LifeboatError, e.g. NotLeaderError) to
+   * refuse it, and the job then fails with that error without running. Whatever was true when
+   * the job was submitted (this instance led) may not be true when its turn comes.
+   */
+  mayStart?: (job: Readonly<Job>) => void;
 }
 
 /**
@@ -198,6 +204,12 @@ export class JobRunner {
   }
 
   async #run(job: Job, signal: AbortSignal): Promise<void> {
+    try {
+      this.#deps.mayStart?.(job);
+    } catch (err) {
+      this.#finish(job, err);
+      return;
+    }
     const started = this.#now();
     job.state = 'running';
     job.phase = 'started';
