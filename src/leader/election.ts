@@ -2,6 +2,7 @@ import { Etcd3, type Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import { LeaderTerm } from './term.ts';
 
 /** What the rest of the daemon needs to know about leadership. */
 export interface Leadership {
@@ -20,6 +21,8 @@ export interface ElectionOptions {
   log: Logger;
   /** Called on every change of this instance's leadership. */
   onChange?: (isLeader: boolean) => void;
+  /** A monotonic clock in milliseconds (performance.now() by default): how long a confirmation lasts is measured on it. */
+  clock?: () => number;
 }
 
 const RETRY_MIN_MS = 500;
@@ -28,16 +31,24 @@ const RETRY_MAX_MS = 10_000;
 /**
  * Leader election on etcd itself, as etcd's own election recipe: each candidate puts a key
  * `<key>/<lease id>` under a lease of `ttlSeconds`, kept alive while it runs; the candidate whose
- * key was created first leads. Candidates poll the keys (at least every second, and three times
+ * key was created first leads. Candidates poll the keys (at least every second, and four times
  * per TTL) rather than watch them: a watch from an old revision breaks when etcd is restored
  * under it, and an open watch keeps a process from exiting.
  *
+ * One leader at a time: each poll also sends a keepalive of our lease, and a poll that finds our
+ * key first with the keepalive answered confirms our leadership for TTL/2 from when it was sent
+ * (term.ts). No answer, no confirmation: a leader that cannot reach etcd stops leading once its
+ * last confirmation is TTL/2 old, while etcd keeps its lease, and so its key, for at least TTL
+ * after that keepalive; only then can another candidate find its own key first. (etcd3's Lease
+ * reports itself lost only after 2 × TTL without a keepalive, by which time another instance may
+ * have led for a whole TTL: it is not what decides leadership here.) A leader that lost its term
+ * but whose lease survived leads again at its next confirming poll.
+ *
  * If the leader dies, its lease expires and the next candidate leads within about the TTL plus
  * one poll. `stop()` revokes the lease first (closing the client alone does not stop the
- * keepalives, so a closed leader would keep its leadership for up to the TTL), and the next
- * candidate leads at its next poll. If this instance's lease is lost (etcd unreachable for longer
- * than the TTL, or restored without it), it stops leading at once and campaigns again with
- * backoff.
+ * keepalives, so a closed leader would keep its key for up to the TTL), and the next
+ * candidate leads at its next poll. If this instance's lease is lost (etcd says it is gone, or
+ * restored without it), it stops leading at once and campaigns again with backoff.
  */
 export class EtcdLeaderElection implements Leadership {
   readonly #options: ElectionOptions;
@@ -52,12 +63,15 @@ export class EtcdLeaderElection implements Leadership {
   #retryMs = RETRY_MIN_MS;
   #retryTimer: NodeJS.Timeout | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
   #polling = false;
+  readonly #term: LeaderTerm;
 
   constructor(options: ElectionOptions) {
     this.#options = options;
     this.#prefix = `${options.key.replace(/\/+$/, '')}/`;
-    this.#pollMs = Math.min(1000, (options.ttlSeconds * 1000) / 3);
+    this.#pollMs = Math.min(1000, (options.ttlSeconds * 1000) / 4);
+    this.#term = new LeaderTerm({ ttlSeconds: options.ttlSeconds, ...(options.clock ? { clock: options.clock } : {}) });
   }
 
   /**
@@ -74,12 +88,15 @@ export class EtcdLeaderElection implements Leadership {
     return this.#client;
   }
 
+  /** True only while the last confirmation is younger than TTL/2, whether or not a timer has run since. */
   isLeader(): boolean {
-    return this.#isLeader;
+    return this.#isLeader && this.#term.valid();
   }
 
   leader(): string | undefined {
-    return this.#isLeader ? this.#options.identity : this.#leader;
+    if (this.isLeader()) return this.#options.identity;
+    // Our own key first but unconfirmed: nobody is known to lead.
+    return this.#leader === this.#options.identity ? undefined : this.#leader;
   }
 
   start(): void {
@@ -94,7 +111,9 @@ export class EtcdLeaderElection implements Leadership {
     this.#stopped = true;
     clearInterval(this.#pollTimer);
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#expiryTimer);
     const wasLeader = this.#isLeader;
+    this.#term.end();
     this.#set(false);
     const lease = this.#lease;
     this.#lease = undefined;
@@ -142,6 +161,7 @@ export class EtcdLeaderElection implements Leadership {
     this.#lease = undefined;
     this.#ownKey = undefined;
     const wasLeader = this.#isLeader;
+    this.#term.end();
     this.#set(false);
     void lease.revoke().catch(() => undefined);
     this.#options.log.warn({ err: err.message, wasLeader, retryMs: this.#retryMs }, 'the leader election lost its lease; campaigning again');
@@ -154,26 +174,52 @@ export class EtcdLeaderElection implements Leadership {
     this.#retryMs = Math.min(RETRY_MAX_MS, this.#retryMs * 2);
   }
 
-  /** Reads who leads: the candidate key created first. */
+  /**
+   * Reads who leads (the candidate key created first) and keeps our lease alive; when our key is
+   * first and the keepalive was answered, our leadership is confirmed from the moment both were sent.
+   */
   async #poll(): Promise<void> {
     const client = this.#client;
     if (this.#stopped || this.#polling || !client) return;
     this.#polling = true;
+    const lease = this.#lease;
+    const ownKey = this.#ownKey;
+    const sentAt = this.#term.now();
     try {
-      const res = await withTimeout(
-        client.getAll().prefix(this.#prefix).sort('Create', 'Ascend').limit(1).exec(),
+      const [res] = await withTimeout(
+        Promise.all([
+          client.getAll().prefix(this.#prefix).sort('Create', 'Ascend').limit(1).exec(),
+          // A lease etcd no longer has rejects here, and the lease reports itself lost (#lost).
+          lease && ownKey !== undefined ? lease.keepaliveOnce() : undefined,
+        ]),
         this.#options.etcd.dialTimeoutMs,
       );
       if (this.#stopped) return;
       const first = res.kvs[0];
       this.#leader = first?.value.toString();
-      this.#set(first !== undefined && this.#ownKey !== undefined && first.key.toString() === this.#ownKey);
+      const ours = first !== undefined && ownKey !== undefined && this.#ownKey === ownKey && this.#lease === lease && first.key.toString() === ownKey;
+      if (ours) this.#term.confirm(sentAt);
+      else this.#term.end();
     } catch (err) {
-      // Leadership is kept until the lease is lost: etcd unreachable for less than the TTL is not a reason to step down.
-      this.#options.log.debug({ err: (err as Error).message }, 'could not read the current leader');
+      // Nothing is confirmed: leadership lasts until the last confirmation is TTL/2 old, no longer.
+      this.#options.log.debug({ err: (err as Error).message, leaderForMs: Math.max(0, Math.round(this.#term.remainingMs())) }, 'could not confirm the current leader');
     } finally {
       this.#polling = false;
+      if (!this.#stopped) this.#refresh();
     }
+  }
+
+  /** Leads while the term lasts; a timer ends it when it runs out, so onChange fires even if no poll returns. */
+  #refresh(): void {
+    clearTimeout(this.#expiryTimer);
+    const remaining = this.#term.remainingMs();
+    if (remaining <= 0 && this.#isLeader && this.#lease) {
+      this.#options.log.warn({ phase: 'not-confirmed', windowMs: this.#term.windowMs }, 'etcd has not confirmed this leader for half the lease TTL; stepping down before the lease can expire');
+    }
+    this.#set(remaining > 0);
+    if (remaining <= 0) return;
+    this.#expiryTimer = setTimeout(() => this.#refresh(), Math.ceil(remaining) + 1);
+    this.#expiryTimer.unref();
   }
 
   #set(isLeader: boolean): void {
