@@ -5,6 +5,7 @@ import { recipientOf } from '../crypto/age.ts';
 import { BadRequestError, ConfigError, ConflictError, KeyError } from '../errors/errors.ts';
 import type { JobRequest, Submitted } from '../jobs/job.ts';
 import { checkRollback, checkToken, type RestoreEngine, type RestoreView } from '../restore/engine.ts';
+import { stepStarted } from '../restore/journal.ts';
 import { resolveBackup, validateRequest, type StepName } from '../restore/plan.ts';
 
 /**
@@ -165,4 +166,15 @@ export function restoreJobParams(params: Record<string, unknown>): RestoreJobPar
     throw new BadRequestError('/params', `a restore job needs {restoreId, action: apply|rollback, through?}, got ${JSON.stringify(params).slice(0, 200)}`);
   }
   return { restoreId, action, ...(through === undefined ? {} : { through: through as StepName }) };
+}
+
+/**
+ * The restore (not a dry run) that has touched this node past the fetch and is neither done nor
+ * rolled back: the one the engine refuses to plan another beside, and the one that keeps this
+ * daemon out of the leader election (restore-hold.ts).
+ */
+export function unfinishedLiveRestore(views: readonly RestoreView[]): RestoreView | undefined {
+  return views.find((view) =>
+    !view.plan.dryRun && view.state !== 'done' && view.state !== 'rolled-back'
+    && view.plan.steps.some((s) => s !== 'fetch' && stepStarted(view.journal, s)));
 }
