@@ -3,8 +3,10 @@ import { createServers, type Servers } from '../api/server.ts';
 import { BUILD_INFO } from '../build-info.ts';
 import type { Config } from '../config/schema.ts';
 import { ConfigError, NotFoundError } from '../errors/errors.ts';
+import type { Job } from '../jobs/job.ts';
 import { DirectoryJobJournal } from '../jobs/journal.ts';
 import { JobRunner } from '../jobs/runner.ts';
+import { leaderGate, requireLeader } from '../jobs/leader-gate.ts';
 import { EtcdLeaderElection } from '../leader/election.ts';
 import { InstrumentedStore } from '../metrics/instrumented-store.ts';
 import { expectedIntervalSeconds } from '../metrics/interval.ts';
@@ -14,8 +16,11 @@ import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
 import type { BackupStore } from '../store/store.ts';
 import { daemonApiDeps } from './api-deps.ts';
+import { FencedStore } from './fenced-store.ts';
 import { createHandlers, handlerDeps } from './handlers.ts';
 import { PausableElection } from './pausable-election.ts';
+import { RestoreHold } from './restore-hold.ts';
+import { unfinishedLiveRestore } from './restores.ts';
 
 export interface DaemonOptions {
   config: Config;
@@ -52,25 +57,19 @@ export class Daemon {
       });
     }
     const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: BUILD_INFO.version });
-    const store = new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics });
-    const secondary = config.secondaryStore && new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics });
+    // Committing or deleting a manifest is a leader's decision: checked right before it happens (fenced-store.ts).
+    const fence = () => requireLeader(election, config.node, 'a backup manifest is written or deleted only by the leader');
+    const store = new FencedStore(new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics }), fence);
+    const secondary = config.secondaryStore && new FencedStore(new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics }), fence);
     const catalog = daemonCatalog(store, config, metrics, log, now);
     const real = handlerDeps({ config, store, secondary, catalog, metrics, now, log });
     const restores = real.restores;
-    // A restore replaces the etcd data under the leader election: leave it meanwhile (pausable-election.ts).
-    const handlers = createHandlers({
-      ...real,
-      duringRestore: async (restoreId, run) => {
-        log.info({ phase: 'election-paused', restoreId }, `leaving the leader election while restore ${restoreId} runs on this node`);
-        await election.pause();
-        try {
-          return await run();
-        } finally {
-          election.resume();
-        }
-      },
-    });
-    const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory });
+    // A restore replaces the etcd data under the leader election: stay out of it until the
+    // restore is done or rolled back, across the phases of apply --all (restore-hold.ts).
+    const handlers = createHandlers({ ...real, duringRestore: (restoreId, run) => hold.during(restoreId, run) });
+    // A leader-only job starts only if this instance still leads when its turn comes (leader-gate.ts).
+    const mayStart = (job: Job) => leaderGate(election, config.node)(job);
+    const runner = new JobRunner({ handlers, journal: new DirectoryJobJournal(config.daemon.stateDir, log), log, now, history: config.daemon.jobHistory, mayStart });
     await runner.recover();
     // A restore the last process was applying when it died: its job is failed now (above), and
     // its journal says where it stopped. Applying it again with the same token resumes it.
@@ -101,6 +100,7 @@ export class Daemon {
         if (leading) catchUp();
       },
     }));
+    const hold = new RestoreHold({ election, openRestore: async () => unfinishedLiveRestore(await restores.list())?.plan.id, log });
     const scheduler = new Scheduler({
       schedules: config.daemon.schedules,
       cleanupIntervalSeconds: config.daemon.cleanupIntervalSeconds,
@@ -151,6 +151,7 @@ export class Daemon {
       await election.stop();
       throw err;
     }
+    await hold.recover();
     election.start();
     scheduler.start();
     runner.submit({ kind: 'cleanup', trigger: 'startup', requestedBy: 'startup' });
