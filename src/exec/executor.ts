@@ -11,6 +11,8 @@ export interface RunOptions {
 export interface StartOptions {
   /** Append the child's stdout and stderr to this file (created with mode 0600); otherwise discarded. */
   output?: string;
+  /** The child's working directory; this process's by default. */
+  cwd?: string;
 }
 
 export interface ProcessExit {
@@ -69,7 +71,7 @@ export const processExecutor: Executor = {
     const output = options.output === undefined ? undefined : await open(options.output, 'a', 0o600);
     try {
       const stdio: StdioOptions = output ? ['ignore', output.fd, output.fd] : 'ignore';
-      const child = spawn(command, [...args], { stdio });
+      const child = spawn(command, [...args], { stdio, ...(options.cwd === undefined ? {} : { cwd: options.cwd }) });
       const exited = new Promise<ProcessExit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);

@@ -5,7 +5,7 @@ import { Etcd3, type IMember } from 'etcd3';
 import type { Config } from '../config/schema.ts';
 import { CancelledError, ConflictError, EtcdUnavailableError } from '../errors/errors.ts';
 import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
-import { loopbackClient, startThrowawayEtcd, type ThrowawayEtcd } from '../etcd/throwaway.ts';
+import { startThrowawayEtcd, throwawayClient, type ThrowawayEtcd } from '../etcd/throwaway.ts';
 import type { Executor } from '../exec/executor.ts';
 import { acceptsConnections } from '../exec/ports.ts';
 
@@ -13,8 +13,8 @@ export { stopLeftover } from '../etcd/throwaway.ts';
 
 /**
  * How a restore talks to etcd and the apiserver: the live (or restored) cluster over TLS with
- * the client certificate from etcd.tls, a throwaway member on loopback (the restore drill's
- * kind: ../etcd/throwaway.ts), and the apiserver's /readyz.
+ * the client certificate from etcd.tls, a throwaway member on a private unix socket (the
+ * restore drill's kind: ../etcd/throwaway.ts), and the apiserver's /readyz.
  */
 
 const POLL_MS = 200;
@@ -235,7 +235,8 @@ export async function cleanupLeases(client: Etcd3, opts: { keepAddresses: string
 export type Throwaway = ThrowawayEtcd<Etcd3>;
 
 /**
- * A throwaway etcd on an existing (restored) data dir, once it has a leader (../etcd/throwaway.ts).
+ * A throwaway etcd on an existing (restored) data dir, once it has a leader (../etcd/throwaway.ts),
+ * on unix sockets in `socketDir` (in the restore's private state dir, under daemon.stateDir).
  * `forceNewCluster` makes a member of a multi-member restore serve alone: only for a dry run's
  * copy. `started` hears the PID at once, so a crash can find and stop it (`stopLeftover`).
  */
@@ -244,6 +245,7 @@ export function startThrowaway(opts: {
   etcd: string;
   name: string;
   dataDir: string;
+  socketDir: string;
   forceNewCluster: boolean;
   logFile: string;
   timeoutSeconds: number;
@@ -253,7 +255,8 @@ export function startThrowaway(opts: {
   return startThrowawayEtcd({
     ...opts,
     timeoutSetting: 'restore.etcdWaitSeconds',
-    connect: loopbackClient,
+    socketSetting: '/daemon/stateDir',
+    connect: throwawayClient,
     hasLeader: async (client, at) => (await client.maintenance.status({ deadline: at })).leader !== '0',
   });
 }

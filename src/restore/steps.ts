@@ -36,8 +36,9 @@ import type { RestoreJournal, StepState } from './journal.ts';
  *
  * In a dry run the same code runs with the host root mapped to the restore's dry-run root (a
  * copy of the manifests dir and of the kit targets, with a placeholder for the live data dir):
- * the snapshot is restored for real, the restored member is started as a throwaway etcd on
- * loopback, and each wait on the live node, and each kubeadm run, is recorded instead of done.
+ * the snapshot is restored for real, the restored member is started as a throwaway etcd on a
+ * private unix socket, and each wait on the live node, and each kubeadm run, is recorded
+ * instead of done.
  */
 
 export interface EngineDeps {
@@ -232,12 +233,13 @@ const startEtcd: Step = async (ctx) => {
   const client = localClientURL(etcdFacts(StaticPod.parse(text, dest)))!;
   if (ctx.dry) ctx.throwaway = await startRestoredMember(ctx, 'dry-run-etcd.log', plan.members.length > 1);
   const waited = await waitFor(ctx, `etcd to listen on ${client.host}`, () => waitOpen(probeAddress(client), 'the restored etcd', deps.config.restore.etcdWaitSeconds, ctx.signal));
-  return `${ETCD_MANIFEST} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${(dryResult(ctx).etcd as { revision: string }).revision} (throwaway etcd on loopback)` : ''}`;
+  return `${ETCD_MANIFEST} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${(dryResult(ctx).etcd as { revision: string }).revision} (throwaway etcd on a private socket)` : ''}`;
 };
 
 /**
- * A throwaway etcd (on loopback) on the restored data dir, once it serves at least the target
- * revision; stopped again if it does not. A dry run records what it serves.
+ * A throwaway etcd on the restored data dir (on unix sockets in the restore's state dir), once
+ * it serves at least the target revision; stopped again if it does not. A dry run records what
+ * it serves.
  */
 async function startRestoredMember(ctx: StepContext, logName: string, forceNewCluster: boolean): Promise<Throwaway> {
   const { plan, deps } = ctx;
@@ -249,6 +251,7 @@ async function startRestoredMember(ctx: StepContext, logName: string, forceNewCl
     etcd: deps.config.tools.etcd,
     name: plan.self.name,
     dataDir,
+    socketDir: staged(ctx, 'sock'),
     forceNewCluster,
     logFile: staged(ctx, 'logs', logName),
     timeoutSeconds: deps.config.restore.etcdWaitSeconds,

@@ -14,7 +14,7 @@ import {
   LifeboatError,
   ToolError,
 } from '../errors/errors.ts';
-import { loopbackUrls, startThrowawayEtcd, type ThrowawayEtcd } from '../etcd/throwaway.ts';
+import { startThrowawayEtcd, THROWAWAY_PEER_URL, type ThrowawayEtcd } from '../etcd/throwaway.ts';
 import type { Executor } from '../exec/executor.ts';
 import type { BackupStore } from '../store/store.ts';
 import { etcd3Probe } from './etcd3-probe.ts';
@@ -27,18 +27,19 @@ import { ciphertextDigest } from './verify.ts';
  * 1. download and decrypt the archive, 2. checking every hash on the way (readArchive) while
  *    the snapshot streams into a private scratch dir (mode 0700) — the archive is read once;
  * 3. `etcdutl snapshot restore` into the scratch dir;
- * 4. start a throwaway etcd (../etcd/throwaway.ts: 127.0.0.1, plain HTTP, two ports free at
- *    that moment) and wait until it has a leader;
+ * 4. start a throwaway etcd (../etcd/throwaway.ts: no TCP port, only unix sockets in a 0700
+ *    dir inside the scratch dir) and wait until it has a leader;
  * 5. check its revision against the manifest's, and its key counts at the manifest's revision
  *    against the manifest's `keyCount` and `registryKeyCount` (older manifests lack them: then
  *    keys must exist), and that keys under `/registry/` exist;
  * 6. stop that etcd and remove the whole scratch dir, on success, failure and abort alike.
  *    Should this process be killed outright, the next drill removes what it left (scratch.ts).
  *
- * The throwaway member has its own name, cluster token and loopback URLs, so it can never talk
- * to the real cluster. Disk: about twice the database (the snapshot is deleted once restored,
- * so the peak is the snapshot plus the restored copy) plus etcd's 64 MiB WAL. Memory in this
- * process stays bounded as in readArchive; the throwaway etcd maps the database.
+ * The throwaway member has its own name, cluster token and unix-socket URLs, so it can never
+ * talk to the real cluster, and no other user can talk to it. Disk: about twice the database
+ * (the snapshot is deleted once restored, so the peak is the snapshot plus the restored copy)
+ * plus etcd's 64 MiB WAL. Memory in this process stays bounded as in readArchive; the throwaway
+ * etcd maps the database.
  */
 export interface DrillDeps {
   store: BackupStore;
@@ -144,12 +145,11 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
       'archive decrypted, every hash checked, snapshot written to scratch',
     );
 
-    // 3: etcdutl snapshot restore, as a member of its own on loopback.
-    const urls = await loopbackUrls();
+    // 3: etcdutl snapshot restore, as a member of its own.
     await step(
       'restore',
       async () => {
-        await restore(deps.exec, options.etcdutl, { snapshotFile: files.snapshot, dataDir: files.data, peerUrl: urls.peer, backupId }, signal);
+        await restore(deps.exec, options.etcdutl, { snapshotFile: files.snapshot, dataDir: files.data, peerUrl: THROWAWAY_PEER_URL, backupId }, signal);
         // The restored data dir holds its own copy; this halves the peak disk use.
         await rm(files.snapshot, { force: true });
       },
@@ -167,7 +167,8 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
           name: DRILL_MEMBER,
           dataDir: files.data,
           logFile: files.log,
-          urls,
+          socketDir: files.sockets,
+          socketSetting: '/drill/scratchDir',
           timeoutSeconds: options.startTimeoutSeconds,
           timeoutSetting: 'drill.startTimeoutSeconds',
           ...(signal ? { signal } : {}),

@@ -1,13 +1,13 @@
 import { countKeys } from '../etcd/etcd3-source.ts';
-import { loopbackClient } from '../etcd/throwaway.ts';
+import { throwawayClient } from '../etcd/throwaway.ts';
 import type { DrillProbe } from './drill.ts';
 
 /**
- * The drill's view of its throwaway etcd, through etcd3 (plain HTTP on loopback, one host). The
+ * The drill's view of its throwaway etcd, through etcd3 (its unix socket, one host). The
  * counts are count-only ranges (no key or value crosses the wire).
  */
 export function etcd3Probe(endpoint: string): DrillProbe {
-  const client = loopbackClient(endpoint);
+  const client = throwawayClient(endpoint);
   return {
     async status(deadline) {
       const status = await client.maintenance.status({ deadline });

@@ -25,9 +25,9 @@ interface Owner {
 
 const me = (): Owner => ({ pid: process.pid, since: Math.round(performance.timeOrigin) });
 
-/** What a drill keeps in its scratch dir. */
-export function scratchFiles(dir: string): { snapshot: string; data: string; log: string } {
-  return { snapshot: path.join(dir, 'snapshot.db'), data: path.join(dir, 'data'), log: path.join(dir, 'etcd.log') };
+/** What a drill keeps in its scratch dir; `sockets` is the throwaway etcd's socket dir. */
+export function scratchFiles(dir: string): { snapshot: string; data: string; log: string; sockets: string } {
+  return { snapshot: path.join(dir, 'snapshot.db'), data: path.join(dir, 'data'), log: path.join(dir, 'etcd.log'), sockets: path.join(dir, 'sock') };
 }
 
 /** A new private (0700) scratch dir under `root`, recorded as this process's. */

@@ -60,10 +60,9 @@ function standIn(): { exec: Executor; seen: Seen } {
       return { stdout: '', stderr: '' };
     },
     async start(_command, args) {
-      const url = args.find((a) => a.startsWith('--listen-client-urls='))!;
-      const port = Number(url.slice(url.lastIndexOf(':') + 1));
-      const server: Server = createServer((socket) => socket.destroy());
-      await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+      const socket = args.find((a) => a.startsWith('--listen-client-urls='))!.slice('--listen-client-urls=unix://'.length);
+      const server: Server = createServer((conn) => conn.destroy());
+      await new Promise<void>((resolve) => server.listen(socket, resolve));
       seen.started += 1;
       let exit!: (e: ProcessExit) => void;
       const exited = new Promise<ProcessExit>((resolve) => (exit = resolve));
