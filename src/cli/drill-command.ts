@@ -8,7 +8,7 @@ A drill proves that a backup restores, before anyone needs it:
   1. download and decrypt the archive, 2. checking every hash on the way;
   3. etcdutl snapshot restore into a private scratch dir (drill.scratchDir, default the OS temp
      dir; it needs about twice the database size);
-  4. start a throwaway etcd on 127.0.0.1 (plain HTTP, free ports) until it has a leader;
+  4. start a throwaway etcd (unix sockets in the scratch dir, no TCP port) until it has a leader;
   5. check its revision, its key count and its /registry/ key count against the manifest;
   6. stop that etcd and remove the scratch dir, whatever happened.
 The result, passed or failed, is recorded beside the backup (see \`lifeboat list\`).
@@ -23,7 +23,7 @@ export function registerDrillCommand(program: Command): void {
   program
     .command('drill')
     .argument('<id>', 'a backup id, or "latest"')
-    .description('Restore drill: restore a backup into a throwaway etcd on loopback and check its revision and key counts against the manifest.')
+    .description('Restore drill: restore a backup into a throwaway etcd and check its revision and key counts against the manifest.')
     .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile)')
     .option('--scratch-dir <dir>', 'where the scratch dir is made (default: drill.scratchDir, else the OS temp dir)')
     .option('--json', 'print the drill report as JSON')
