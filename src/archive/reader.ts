@@ -120,9 +120,17 @@ async function readEntries(plaintext: AsyncIterable<Buffer>, stored: StoredManif
     } else {
       const file = kit.get(name);
       if (!file) throw new ArchiveError(`archive entry ${name} is not listed in the manifest`);
+      // The tar header's size is the archive's word: it must agree with the manifest before a byte is read.
+      if (entry.size !== file.size) {
+        throw new IntegrityError(`kit file ${file.path} (${name}) is ${entry.size} bytes in the archive, but the manifest says ${file.size}`);
+      }
       const hash = createHash('sha256');
       let size = 0;
-      await sink({ ...base, role: 'kit' }, tap(entry.body, (c) => (hash.update(c), (size += c.length))));
+      await sink({ ...base, role: 'kit' }, tap(entry.body, (c) => {
+        size += c.length;
+        if (size > file.size) throw new IntegrityError(`kit file ${file.path} (${name}) goes past the ${file.size} bytes its manifest says`);
+        hash.update(c);
+      }));
       const sha256 = hash.digest('hex');
       if (size !== file.size || sha256 !== file.sha256) {
         throw new IntegrityError(`kit file ${file.path} (${name}) has sha256 ${sha256} and ${size} bytes, but the manifest says ${file.sha256} and ${file.size}`);
