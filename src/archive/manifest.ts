@@ -131,6 +131,9 @@ export const ArchiveManifestSchema = Type.Object({
 });
 export type ArchiveManifest = Static<typeof ArchiveManifestSchema>;
 
+export const ManifestLinkSchema = Type.Object({ backupId: Type.String(), sha256: Sha256 });
+export type ManifestLink = Static<typeof ManifestLinkSchema>;
+
 export const StoredManifestSchema = Type.Composite([
   Type.Omit(ArchiveManifestSchema, ['snapshot']),
   Type.Object({
@@ -155,6 +158,12 @@ export const StoredManifestSchema = Type.Composite([
       encryption: Type.Object({ format: Type.Literal('age'), recipients: Type.Array(Type.String()) }),
     }),
     completedAt: Timestamp,
+    /**
+     * The backup committed just before this one, when there was one: its id and the sha256 of
+     * its manifest object's bytes. The chain makes a deleted or swapped backup visible. Absent
+     * in a cluster's first backup, and in manifests written before the chain was recorded.
+     */
+    previous: Type.Optional(ManifestLinkSchema),
   }),
 ]);
 export type StoredManifest = Static<typeof StoredManifestSchema>;
@@ -165,9 +174,14 @@ export function missingKitRoles(manifest: Pick<ArchiveManifest, 'kit'>): KitRole
   return KIT_ROLES.filter((r) => missing.has(r));
 }
 
+/** The bytes a backup's archive unpacks to: the snapshot and every kit file. */
+export function contentBytes(manifest: Pick<ArchiveManifest, 'snapshot' | 'kit'>): number {
+  return manifest.snapshot.size + manifest.kit.files.reduce((n, f) => n + f.size, 0);
+}
+
 /** The ArchiveManifest part of a StoredManifest, as it must appear inside the archive. */
 export function archivePart(stored: StoredManifest): ArchiveManifest {
-  const { archive: _archive, completedAt: _completedAt, snapshot, ...rest } = stored;
+  const { archive: _archive, completedAt: _completedAt, previous: _previous, snapshot, ...rest } = stored;
   return { ...rest, snapshot: { entry: snapshot.entry, size: snapshot.size } };
 }
 

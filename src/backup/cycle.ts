@@ -67,7 +67,7 @@ export async function backupCycle(deps: CycleDeps, settings: CycleSettings, sign
   };
   if (deps.secondary) {
     try {
-      result.replica = await replicateOne({ source: deps.store, target: deps.secondary, log: deps.log }, settings.cluster, manifest, signal ? { signal } : {});
+      result.replica = await replicateOne({ source: deps.store, target: deps.secondary, trust: deps.catalog.trust, log: deps.log }, settings.cluster, manifest, signal ? { signal } : {});
     } catch (err) {
       warn('replicate', err);
     }

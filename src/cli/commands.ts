@@ -1,3 +1,6 @@
+import { generateSigningKey } from '../signing/keys.ts';
+import { describeProvenance, provenanceOf } from '../verify/provenance.ts';
+import { backupSigner } from '../signing/trust.ts';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { KitRole } from '../archive/manifest.ts';
@@ -49,7 +52,7 @@ Example:
       const etcd = snapshotSource(ctx);
       try {
         const result = await backupCycle(
-          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), catalog: ctx.catalog, secondary: ctx.secondary },
+          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), signer: backupSigner(ctx.signing), previous: () => ctx.catalog.newestLink(), catalog: ctx.catalog, secondary: ctx.secondary },
           cycleSettings(config),
         );
         const { manifest } = result;
@@ -100,13 +103,15 @@ Example:
       const ctx = createContext(globals(cmd));
       const identities = await loadIdentities(ctx, options.identity);
       const stored = await ctx.catalog.resolve(id);
-      const { report, record } = await checkAndRecord(ctx.catalog, stored.backupId, identities ? 'deep' : 'ciphertext', () =>
-        verifyBackup(
+      const { report, record } = await checkAndRecord(ctx.catalog, stored.backupId, identities ? 'deep' : 'ciphertext', async () => {
+        const provenance = await provenanceOf(ctx.catalog, stored.backupId);
+        const checked = await verifyBackup(
           { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
           stored,
           { etcdutl: ctx.config.tools.etcdutl, ...(identities ? { identities } : {}) },
-        ),
-      ctx.log);
+        );
+        return { ...checked, provenance };
+      }, ctx.log);
       if (options.json) return printJson({ ...report, verification: record });
       if (report.level === 'ciphertext') {
         print(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
@@ -114,6 +119,7 @@ Example:
         const s = report.snapshot!;
         print(`backup ${report.backupId}: OK (decrypted; ${report.kitFiles} kit files and the snapshot match; trailer good; etcdutl: revision ${s.status.revision}, ${s.status.totalKey} keys)`);
       }
+      print(`  ${describeProvenance(report.provenance)}`);
     });
 
   program
@@ -142,22 +148,47 @@ Example:
 
   program
     .command('keygen')
-    .description('Create an age identity (private key) file with mode 0600 and print its recipient (public key). Put the recipient in encryption.recipients; keep the identity off the cluster.')
-    .requiredOption('-o, --output <file>', 'where to write the identity; must not exist')
-    .addHelpText('after', '\nExample:\n  lifeboat keygen --output /root/lifeboat-key.txt\n  # prints age1...; the stock tool reads the same file: age -d -i /root/lifeboat-key.txt ...')
-    .action(async (options: { output: string }) => {
-      const { identity, recipient } = await generateIdentity();
-      try {
-        await writeFile(options.output, identityFileText(identity, recipient, new Date()), { mode: 0o600, flag: 'wx' });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-          throw new DestinationNotEmptyError(`${options.output} already exists; refusing to overwrite a key`, { hint: 'choose another --output' });
-        }
-        throw new ConfigError('--output', `cannot write ${options.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    .description('Create a key file with mode 0600. Without --signing: an age identity (private key); its recipient (public key) is printed, for encryption.recipients; keep the identity off the cluster. With --signing: an Ed25519 signing key (PEM) for signing.keyFile, and its public key beside it (<output>.pub, PEM) for signing.publicKeyFiles on hosts that only verify or restore.')
+    .requiredOption('-o, --output <file>', 'where to write the private key; must not exist')
+    .option('--signing', 'make the Ed25519 key that signs backup manifests instead of an age identity')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Examples:',
+        '  lifeboat keygen --output /root/lifeboat-key.txt',
+        '  # prints age1...; the stock tool reads the same file: age -d -i /root/lifeboat-key.txt ...',
+        '  lifeboat keygen --signing --output /root/lifeboat-signing.key',
+        '  # writes /root/lifeboat-signing.key and /root/lifeboat-signing.key.pub; stock OpenSSL checks a manifest with the .pub:',
+        '  # openssl pkeyutl -verify -pubin -inkey /root/lifeboat-signing.key.pub -rawin -in manifest.json -sigfile manifest.json.sig',
+      ].join('\n'),
+    )
+    .action(async (options: { output: string; signing?: boolean }) => {
+      if (options.signing) {
+        const pair = generateSigningKey();
+        await writeKey(options.output, pair.privatePem, 0o600);
+        await writeKey(`${options.output}.pub`, pair.publicPem, 0o644);
+        process.stderr.write(`lifeboat: wrote the signing key to ${options.output} (mode 0600) and its public key to ${options.output}.pub; key id ${pair.keyId}:\n`);
+        print(pair.publicPem.trimEnd());
+        return;
       }
+      const { identity, recipient } = await generateIdentity();
+      await writeKey(options.output, identityFileText(identity, recipient, new Date()), 0o600);
       process.stderr.write(`lifeboat: wrote identity to ${options.output} (mode 0600); its recipient is:\n`);
       print(recipient);
     });
+}
+
+/** Writes a new key file; never overwrites one. */
+async function writeKey(file: string, text: string, mode: number): Promise<void> {
+  try {
+    await writeFile(file, text, { mode, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new DestinationNotEmptyError(`${file} already exists; refusing to overwrite a key`, { hint: 'choose another --output' });
+    }
+    throw new ConfigError('--output', `cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
 }
 
 /** What failed backups left behind, older than backup.orphanMinAgeSeconds. */

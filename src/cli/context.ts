@@ -7,7 +7,8 @@ import { ConfigError } from '../errors/errors.ts';
 import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
 import { processExecutor, type Executor } from '../exec/executor.ts';
 import { createLogger } from '../log/logger.ts';
-import { Catalog } from '../store/catalog.ts';
+import { loadSigning, type Signing } from '../signing/trust.ts';
+import { Catalog, type RejectedBackup } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
 import type { BackupStore } from '../store/store.ts';
 
@@ -24,6 +25,8 @@ export interface Context {
   /** The second copy's store, when secondaryStore is configured. */
   secondary: BackupStore | undefined;
   catalog: Catalog;
+  /** The keys of config `signing`: what every read trusts, and the signer of new backups. */
+  signing: Signing;
   exec: Executor;
   encrypt: typeof createEncryptStream;
   decrypt: typeof createDecryptStream;
@@ -33,16 +36,23 @@ export function createContext(options: GlobalOptions): Context {
   const config = loadConfig({ file: options.config });
   const log = createLogger(options.logLevel ?? config.log.level, { cluster: config.cluster, node: config.node });
   const store = createStore(config.store);
+  const signing = loadSigning(config.signing);
   return {
     config,
     log,
     store,
     secondary: config.secondaryStore && createStore(config.secondaryStore),
-    catalog: new Catalog(store, config.cluster, { maxClockSkewSeconds: config.backup.maxClockSkewSeconds }),
+    catalog: new Catalog(store, config.cluster, { trust: signing.trust, maxClockSkewSeconds: config.backup.maxClockSkewSeconds, onRejected: warnRejected }),
+    signing,
     exec: processExecutor,
     encrypt: createEncryptStream,
     decrypt: createDecryptStream,
   };
+}
+
+/** A refused backup is left out of every listing; the person at the terminal is told why. */
+function warnRejected(rejected: readonly RejectedBackup[]): void {
+  for (const r of rejected) process.stderr.write(`lifeboat: warning: backup ${r.backupId} is refused and left out (${r.error.code}): ${r.error.message}\n`);
 }
 
 export function snapshotSource(ctx: Context): Etcd3SnapshotSource {

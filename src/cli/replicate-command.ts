@@ -42,10 +42,10 @@ export function registerReplicateCommand(program: Command): void {
       }
       const target = createStore(config.secondaryStore);
       const olderThan = new Date(Date.now() - config.backup.orphanMinAgeSeconds * 1000);
-      const leftovers = await new Catalog(target, config.cluster).cleanup(olderThan);
+      const leftovers = await new Catalog(target, config.cluster, { trust: ctx.signing.trust }).cleanup(olderThan);
       log.info({ phase: 'cleanup', store: target.description, orphans: leftovers.orphans, incomplete: leftovers.incomplete }, 'removed what interrupted copies left in the secondary store');
 
-      const report = await replicate({ source: ctx.store, target, log }, config.cluster, ids.length > 0 ? { ids } : {});
+      const report = await replicate({ source: ctx.store, target, trust: ctx.signing.trust, log }, config.cluster, ids.length > 0 ? { ids } : {});
       const bytes = report.copied.reduce((n, c) => n + c.bytes, 0);
       if (options.json) {
         process.stdout.write(`${JSON.stringify({ source: ctx.store.description, target: target.description, ...report }, null, 2)}\n`);

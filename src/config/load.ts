@@ -191,6 +191,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     retention: input.retention,
     compression: { algorithm, level },
     encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
+    signing: input.signing,
     backup: input.backup,
     tools: input.tools,
     drill: input.drill,

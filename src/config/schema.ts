@@ -171,6 +171,28 @@ export const EncryptionSchema = Type.Object(
   { ...Strict, default: {} },
 );
 
+export const SigningSchema = Type.Object(
+  {
+    /**
+     * The Ed25519 private key (PEM, PKCS#8) that signs each backup's manifest; made by
+     * `lifeboat keygen --signing`. Needed where backups are made (every daemon may lead). A host
+     * that only verifies or restores needs publicKeyFiles alone.
+     */
+    keyFile: Type.Optional(NonEmpty),
+    /**
+     * Public keys (PEM) whose signatures are accepted, besides keyFile's own. While rotating,
+     * list the old and the new key.
+     */
+    publicKeyFiles: Type.Array(NonEmpty, { default: [] }),
+    /**
+     * Accept backups whose manifest is not signed, and make unsigned backups when keyFile is
+     * not set. Off: anyone who can write to the bucket could make an unsigned backup.
+     */
+    allowUnsigned: Type.Boolean({ default: false }),
+  },
+  { ...Strict, default: {} },
+);
+
 export const BackupSchema = Type.Object(
   {
     /** Manifest-less archives and temp files older than this are removed by cleanup. */
@@ -370,6 +392,7 @@ export const ConfigSchema = Type.Object(
     retention: RetentionSchema,
     compression: CompressionSchema,
     encryption: EncryptionSchema,
+    signing: SigningSchema,
     backup: BackupSchema,
     tools: ToolsSchema,
     drill: DrillSchema,
@@ -423,6 +446,7 @@ export interface Config {
     readonly recipients: readonly string[];
     readonly identityFile: string | undefined;
   };
+  readonly signing: DeepReadonly<Static<typeof SigningSchema>>;
   readonly backup: Readonly<Static<typeof BackupSchema>>;
   readonly tools: Readonly<Static<typeof ToolsSchema>>;
   readonly drill: Readonly<Static<typeof DrillSchema>>;

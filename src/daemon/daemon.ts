@@ -14,6 +14,7 @@ import { LifeboatMetrics } from '../metrics/metrics.ts';
 import { Scheduler } from '../scheduler/scheduler.ts';
 import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
+import { backupSigner, loadSigning, type ManifestTrust } from '../signing/trust.ts';
 import type { BackupStore } from '../store/store.ts';
 import { daemonApiDeps } from './api-deps.ts';
 import { FencedStore } from './fenced-store.ts';
@@ -56,13 +57,16 @@ export class Daemon {
         hint: 'run `lifeboat keygen --output key.txt` and put the printed age1... recipient in encryption.recipients',
       });
     }
+    // Every daemon may lead and back up: without a signing key it would make backups nobody accepts.
+    const signing = loadSigning(config.signing);
+    backupSigner(signing);
     const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: BUILD_INFO.version });
     // Committing or deleting a manifest is a leader's decision: checked right before it happens (fenced-store.ts).
     const fence = () => requireLeader(election, config.node, 'a backup manifest is written or deleted only by the leader');
     const store = new FencedStore(new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics }), fence);
     const secondary = config.secondaryStore && new FencedStore(new InstrumentedStore({ store: createStore(config.secondaryStore), name: 'secondary', metrics }), fence);
-    const catalog = daemonCatalog(store, config, metrics, log, now);
-    const real = handlerDeps({ config, store, secondary, catalog, metrics, now, log });
+    const catalog = daemonCatalog(store, config, signing.trust, metrics, log, now);
+    const real = handlerDeps({ config, store, secondary, catalog, signing, metrics, now, log });
     const restores = real.restores;
     // A restore replaces the etcd data under the leader election: stay out of it until the
     // restore is done or rolled back, across the phases of apply --all (restore-hold.ts).
@@ -196,9 +200,14 @@ interface Parts {
  * backup.maxClockSkewSeconds are never latest, and each full read counts them in the metrics
  * (lifeboat_backup_future_dated) and warns.
  */
-export function daemonCatalog(store: BackupStore, config: Config, metrics: LifeboatMetrics, log: Logger, now: () => Date): Catalog {
+export function daemonCatalog(store: BackupStore, config: Config, trust: ManifestTrust, metrics: LifeboatMetrics, log: Logger, now: () => Date): Catalog {
   return new Catalog(store, config.cluster, {
+    trust,
     now,
+    onRejected: (rejected) => {
+      metrics.setRejected(rejected.length);
+      for (const r of rejected) log.warn({ phase: 'catalogue', backupId: r.backupId, code: r.error.code, err: r.error.message }, 'a backup in the store is refused and left out: its manifest is unsigned, wrongly signed, invalid or misplaced');
+    },
     maxClockSkewSeconds: config.backup.maxClockSkewSeconds,
     onFutureDated: (ids) => {
       metrics.setFutureDated(ids.length);

@@ -16,6 +16,8 @@ import { replicate } from '../replicate/replicate.ts';
 import { RestoreEngine } from '../restore/engine.ts';
 import { prune } from '../retention/prune.ts';
 import { Catalog } from '../store/catalog.ts';
+import { backupSigner, type Signing } from '../signing/trust.ts';
+import { provenanceOf } from '../verify/provenance.ts';
 import type { BackupStore } from '../store/store.ts';
 import { runDrill } from '../verify/drill.ts';
 import { checkAndRecord, type VerificationLevel } from '../verify/record.ts';
@@ -27,6 +29,8 @@ export interface HandlerDeps {
   store: BackupStore;
   secondary: BackupStore | undefined;
   catalog: Catalog;
+  /** The keys of config `signing`: what reads trust, and the signer of new backups. */
+  signing: Signing;
   metrics: LifeboatMetrics;
   exec: Executor;
   encrypt: (recipients: readonly string[]) => Transform;
@@ -44,7 +48,7 @@ export interface HandlerDeps {
 }
 
 /** The daemon's real parts behind the handlers: processes, age, etcd, the identity file, the restore engine. */
-export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secondary' | 'catalog' | 'metrics' | 'now' | 'log'>): HandlerDeps & { restores: RestoreEngine } {
+export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secondary' | 'catalog' | 'signing' | 'metrics' | 'now' | 'log'>): HandlerDeps & { restores: RestoreEngine } {
   const { config } = parts;
   return {
     ...parts,
@@ -73,6 +77,8 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
           encrypt: deps.encrypt,
           log: ctx.log,
           now: deps.now,
+          signer: backupSigner(deps.signing),
+          previous: () => deps.catalog.newestLink(),
           catalog: deps.catalog,
           secondary: deps.secondary,
           report: { phase: (name) => ctx.phase(name), progress: (done, total) => ctx.progress(done, total), backupId: (id) => ctx.setBackupId(id) },
@@ -138,9 +144,10 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
     const stored = await deps.catalog.resolve(backupId);
     ctx.phase('verifying');
     ctx.progress(0, stored.archive.size);
-    return checked(ctx, stored, 'ciphertext', () =>
-      verifyBackup({ store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log }, stored, { etcdutl: config.tools.etcdutl }),
-    );
+    return checked(ctx, stored, 'ciphertext', async () => {
+      const provenance = await provenanceOf(deps.catalog, stored.backupId);
+      return { ...(await verifyBackup({ store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log }, stored, { etcdutl: config.tools.etcdutl })), provenance };
+    });
   };
 
   return {
@@ -160,14 +167,14 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
       metrics.orphansCleaned(primary.orphans.length + primary.incomplete);
       if (!deps.secondary) return { primary };
       // What interrupted second copies left behind.
-      const secondary = await new Catalog(deps.secondary, config.cluster).cleanup(olderThan);
+      const secondary = await new Catalog(deps.secondary, config.cluster, { trust: deps.signing.trust }).cleanup(olderThan);
       metrics.orphansCleaned(secondary.orphans.length + secondary.incomplete);
       return { primary, secondary };
     },
     replicate: async (ctx) => {
       if (!deps.secondary) throw new ConfigError('/secondaryStore', 'no second store is configured, so there is nothing to copy to');
       ctx.phase('replicating');
-      return replicate({ source: deps.store, target: deps.secondary, log: ctx.log }, config.cluster, { signal: ctx.signal });
+      return replicate({ source: deps.store, target: deps.secondary, trust: deps.signing.trust, log: ctx.log }, config.cluster, { signal: ctx.signal });
     },
     // The API checked the caller's confirmation token against the plan before submitting this
     // job; the job reads the token from the plan (it is never a job parameter).

@@ -6,7 +6,7 @@ import { BadRequestError, ConfigError, ConflictError, KeyError } from '../errors
 import type { JobRequest, Submitted } from '../jobs/job.ts';
 import { checkRollback, checkToken, type RestoreEngine, type RestoreView } from '../restore/engine.ts';
 import { stepStarted } from '../restore/journal.ts';
-import { resolveBackup, validateRequest, type StepName } from '../restore/plan.ts';
+import { resolveBackup, validateRequest, type PlanContext, type StepName } from '../restore/plan.ts';
 
 /**
  * Restores over the API, on this node: the checks that must pass before a restore job exists
@@ -21,7 +21,7 @@ const IDENTITY_FIELD = '/encryption/identityFile';
 export interface RestoreParts {
   engine: Pick<RestoreEngine, 'plan' | 'get' | 'list'>;
   jobs: { submit(request: JobRequest): Submitted };
-  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest> };
+  catalog: PlanContext['catalog'];
   /** encryption.identityFile's identities; undefined when none is configured. */
   identities: () => Promise<string[] | undefined>;
   log: Logger;

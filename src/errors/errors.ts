@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'SNAPSHOT_INVALID',
   'ARCHIVE_INVALID',
   'INTEGRITY_MISMATCH',
+  'SIGNATURE_INVALID',
   'DECRYPT_FAILED',
   'NO_MATCHING_IDENTITY',
   'NOT_FOUND',
@@ -120,6 +121,16 @@ export class ArchiveError extends LifeboatError {
 export class IntegrityError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('INTEGRITY_MISMATCH', message, options);
+  }
+}
+
+/**
+ * A manifest is unsigned (and unsigned backups are not allowed), signed by a key that is not
+ * trusted, or its signature does not match its bytes: it may be forged.
+ */
+export class SignatureError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('SIGNATURE_INVALID', message, options);
   }
 }
 

@@ -101,6 +101,7 @@ export class LifeboatMetrics {
   readonly #backupInProgress: Gauge;
   readonly #backupKitMissing: Gauge<'role'>;
   readonly #backupFutureDated: Gauge;
+  readonly #backupRejected: Gauge;
   readonly #verifyTotal: Counter<'result' | 'level'>;
   readonly #verifyLastSuccess: Gauge<'level'>;
   readonly #verifyLastAttempt: Gauge<'level'>;
@@ -170,6 +171,11 @@ export class LifeboatMetrics {
     this.#backupFutureDated = new Gauge({
       name: 'lifeboat_backup_future_dated',
       help: 'Committed backups dated further in the future than backup.maxClockSkewSeconds (a clock that ran ahead, or a forgery): never taken as latest nor as the last success. Counted each time the whole catalogue is read.',
+      registers,
+    });
+    this.#backupRejected = new Gauge({
+      name: 'lifeboat_backup_rejected',
+      help: 'Committed backups whose manifest is refused (unsigned while signing.allowUnsigned is off, signed by no trusted key, invalid, or describing another location): left out of every list, never restored. Counted each time the whole catalogue is read.',
       registers,
     });
     this.#backupKitMissing = new Gauge({
@@ -338,6 +344,12 @@ export class LifeboatMetrics {
   setFutureDated(n: number): void {
     assertNonNegative('future-dated backups', n);
     this.#backupFutureDated.set(n);
+  }
+
+  /** How many committed backups are refused (see Catalog's onRejected). */
+  setRejected(n: number): void {
+    assertNonNegative('rejected backups', n);
+    this.#backupRejected.set(n);
   }
 
   /** `undefined` (a schedule that is `off`) exports 0, which the staleness alerts read as "no expectation". */

@@ -2,18 +2,20 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { DigestStream } from '../archive/digest.ts';
-import { manifestJson, type StoredManifest } from '../archive/manifest.ts';
+import type { StoredManifest } from '../archive/manifest.ts';
 import { checkCiphertext } from '../archive/reader.ts';
 import { ArchiveError, CancelledError, describeError, IntegrityError, LifeboatError, rootCause, StoreError, type ErrorCode } from '../errors/errors.ts';
-import { Catalog } from '../store/catalog.ts';
-import { assertBackupId, backupsPrefix, committedIds, manifestKey, parseKey } from '../store/layout.ts';
+import type { ManifestTrust } from '../signing/trust.ts';
+import { Catalog, type TrustedManifest } from '../store/catalog.ts';
+import { assertBackupId, backupsPrefix, committedIds, manifestKey, parseKey, signatureKey } from '../store/layout.ts';
 import type { BackupStore, PutOptions } from '../store/store.ts';
 
 /**
  * The second copy: committed backups of one store copied to another (another bucket, zone or
  * endpoint) with the same commit protocol as a backup. For each backup the archive is streamed
  * source.get → sha256 → target.put, its size and sha256 are checked against the manifest, and
- * only then is the manifest written, which commits the copy. Any failure leaves no manifest and
+ * only then are the manifest's signature and the manifest written, byte for byte, which commits
+ * the copy. Only manifests the trust accepts are copied. Any failure leaves no manifest and
  * no archive at the target (a put that fails removes its partial write; an archive that was
  * written but not committed is deleted).
  *
@@ -24,6 +26,8 @@ import type { BackupStore, PutOptions } from '../store/store.ts';
 export interface ReplicateDeps {
   source: BackupStore;
   target: BackupStore;
+  /** Which source manifests are accepted (config `signing`). */
+  trust: ManifestTrust;
   log: Logger;
 }
 
@@ -79,17 +83,18 @@ export async function replicate(deps: ReplicateDeps, cluster: string, options: R
   const ids = sourceIds.filter((id) => !wanted || wanted.has(id));
   log.info({ phase: 'replicate-planned', cluster, source: source.description, target: target.description, backups: ids.length, committedAtTarget: ids.filter((id) => targetIds.has(id)).length }, 'copying the backups the second store lacks');
 
-  const catalog = new Catalog(source, cluster);
+  const catalog = new Catalog(source, cluster, { trust: deps.trust });
   for (const id of ids) {
     if (options.signal?.aborted) throw cancelled(report, target);
     try {
-      const manifest = await catalog.get(id);
+      const trusted = await catalog.trusted(id);
+      const { manifest } = trusted;
       if (targetIds.has(id) && targetObjectsByKey.get(manifest.archive.key)?.size === manifest.archive.size) {
         report.present.push(id);
         continue;
       }
       if (targetIds.has(id)) log.warn({ phase: 'replica-incomplete', backupId: id, target: target.description, key: manifest.archive.key }, 'the second store has the manifest but not the whole archive; copying it again');
-      report.copied.push(await copyBackup(deps, cluster, manifest, options.signal));
+      report.copied.push(await copyBackup(deps, cluster, trusted, options.signal));
     } catch (err) {
       if (options.signal?.aborted) throw cancelled(report, target);
       const failure = err instanceof LifeboatError ? err : new StoreError(describeError(err), { cause: err });
@@ -115,7 +120,8 @@ export async function replicateOne(deps: ReplicateDeps, cluster: string, manifes
     deps.log.info({ phase: 'replica-present', backupId: id, target: deps.target.description }, 'the second store already has this backup');
     return { status: 'present', id };
   }
-  return { status: 'copied', ...(await copyBackup(deps, cluster, manifest, options.signal)) };
+  const trusted = await new Catalog(deps.source, cluster, { trust: deps.trust }).trusted(id);
+  return { status: 'copied', ...(await copyBackup(deps, cluster, trusted, options.signal)) };
 }
 
 function cancelled(report: ReplicateReport, target: BackupStore): CancelledError {
@@ -127,8 +133,9 @@ function putOptions(signal: AbortSignal | undefined): PutOptions {
   return { retain: true, ...(signal ? { signal } : {}) };
 }
 
-async function copyBackup(deps: ReplicateDeps, cluster: string, manifest: StoredManifest, signal: AbortSignal | undefined): Promise<CopiedBackup> {
+async function copyBackup(deps: ReplicateDeps, cluster: string, trusted: TrustedManifest, signal: AbortSignal | undefined): Promise<CopiedBackup> {
   const { source, target, log } = deps;
+  const { manifest } = trusted;
   const id = manifest.backupId;
   const key = manifest.archive.key;
   const parsed = parseKey(key);
@@ -160,9 +167,8 @@ async function copyBackup(deps: ReplicateDeps, cluster: string, manifest: Stored
     log.info({ phase: 'archive-copied', backupId: id, bytes: digest.bytes, seconds: round1(seconds), mibPerSecond: round1(digest.bytes / 1048576 / Math.max(seconds, 0.001)), durationMs: elapsed() }, 'archive copied; size and sha256 match the manifest');
 
     manifestTried = true;
-    const manifestBody = Readable.from([Buffer.from(manifestJson(manifest))]);
-    manifestBody.once('error', () => undefined); // a failed put destroys its body; the put itself reports why
-    await target.put(manifestKey(cluster, id), manifestBody, putOptions(signal));
+    if (trusted.signature) await target.put(signatureKey(cluster, id), quiet(Readable.from([trusted.signature])), putOptions(signal));
+    await target.put(manifestKey(cluster, id), quiet(Readable.from([trusted.bytes])), putOptions(signal));
     log.info({ phase: 'replicated', backupId: id, bytes: digest.bytes, target: target.description, durationMs: elapsed() }, 'copy committed in the second store');
     return { id, bytes: digest.bytes, seconds: round1((performance.now() - started) / 1000) };
   } catch (err) {
@@ -173,16 +179,16 @@ async function copyBackup(deps: ReplicateDeps, cluster: string, manifest: Stored
 }
 
 /**
- * After a failed copy: the manifest first (a put whose answer was lost may have landed), and the
+ * After a failed copy: the manifest and its signature first (a put whose answer was lost may have landed), and the
  * archive only once no manifest can point at it.
  */
 async function removeCopy(deps: ReplicateDeps, cluster: string, id: string, key: string, archiveWritten: boolean, manifestTried: boolean): Promise<void> {
   const { target, log } = deps;
-  if (manifestTried) {
+  for (const commit of manifestTried ? [manifestKey(cluster, id), signatureKey(cluster, id)] : []) {
     try {
-      await target.delete(manifestKey(cluster, id));
+      await target.delete(commit);
     } catch (err) {
-      log.error({ backupId: id, key: manifestKey(cluster, id), err: describeError(err) }, 'could not delete the manifest of the failed copy; its archive is kept');
+      log.error({ backupId: id, key: commit, err: describeError(err) }, 'could not delete the manifest or signature of the failed copy; its archive is kept');
       return;
     }
   }
@@ -191,6 +197,12 @@ async function removeCopy(deps: ReplicateDeps, cluster: string, id: string, key:
       log.error({ backupId: id, key, err: describeError(err) }, 'could not delete the uncommitted copy; cleanup of the second store will remove it'),
     );
   }
+}
+
+/** A failed put destroys its body; the put itself reports why. */
+function quiet(body: Readable): Readable {
+  body.once('error', () => undefined);
+  return body;
 }
 
 function round1(n: number): number {

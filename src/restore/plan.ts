@@ -4,11 +4,12 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import type { KitFile, StoredManifest } from '../archive/manifest.ts';
+import { KitRole, type KitFile, type StoredManifest } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
 import { BadRequestError, ConfigError, NotFoundError } from '../errors/errors.ts';
 import { parseBackupId } from '../store/layout.ts';
 import { APISERVER_MANIFEST, ETCD_MANIFEST, etcdFacts, localClientURL, StaticPod } from './manifests.ts';
+import { checkKitTarget } from './kit-policy.ts';
 import { isMountPoint } from './mounts.ts';
 
 /**
@@ -106,7 +107,7 @@ export type RestoreRequest = Static<typeof RestoreRequestSchema>;
 
 const PlannedFileSchema = Type.Object({
   path: Type.String(),
-  role: Type.String(),
+  role: KitRole,
   sha256: Type.String(),
   mode: Type.Integer(),
   size: Type.Integer(),
@@ -213,7 +214,7 @@ export type RestoreConfig = Pick<Config, 'cluster' | 'node' | 'kit' | 'restore' 
 
 /** What plan() reads besides the request. */
 export interface PlanContext {
-  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest> };
+  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest>; resolve(ref: string): Promise<StoredManifest> };
   config: RestoreConfig;
   now: () => Date;
   /** The restore's state dir (local path). */
@@ -432,6 +433,7 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
   // next `kubeadm upgrade`.
   const placed = backup.kit.files.filter((k) => PLACED_ROLES.includes(k.role) && !(k.role === 'cluster-configuration' && k.source?.from === 'configmap'));
   for (const f of placed) {
+    checkKitTarget(config.kit, f);
     const existing = await compareExisting(onHost(f.path), f);
     files.push({ path: f.path, role: f.role, sha256: f.sha256, mode: f.mode, size: f.size, existing });
     if (existing === 'differs') setAside.push({ from: f.path, to: `${f.path}.lifeboat-aside-${id}`, what: `a different ${f.role} file already on this host` });
@@ -502,11 +504,8 @@ function checkUnique(members: MemberRef[]): void {
 /** `latest`, an id, or `{before}`: the newest backup made at or before that time. */
 export async function resolveBackup(ref: RestoreRequest['backup'], backups: StoredManifest[], catalog: PlanContext['catalog']): Promise<StoredManifest> {
   if (typeof ref === 'string') {
-    if (ref === 'latest') {
-      const newest = backups[0];
-      if (!newest) throw new NotFoundError('there is no backup to restore', { hint: 'run `lifeboat backup` first, or check the store settings' });
-      return newest;
-    }
+    // Latest as the catalogue decides it: never a backup dated in the future.
+    if (ref === 'latest') return catalog.resolve('latest');
     if (!parseBackupId(ref)) {
       throw new BadRequestError('/backup', `"${ref}" is not a backup id (like 20261124T033000.123Z-r12345), "latest" or {before: <RFC 3339 time>}`);
     }

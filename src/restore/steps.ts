@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
-import type { StoredManifest } from '../archive/manifest.ts';
-import { ConfigError, ConflictError, IntegrityError } from '../errors/errors.ts';
+import { contentBytes } from '../archive/manifest.ts';
+import { ConflictError, IntegrityError } from '../errors/errors.ts';
 import type { Executor } from '../exec/executor.ts';
 import type { BackupStore } from '../store/store.ts';
 import { snapshotStatus } from '../verify/verify.ts';
@@ -24,9 +24,11 @@ import {
   type Throwaway,
 } from './etcd.ts';
 import { extractBackup } from './extract.ts';
+import { checkKitTarget } from './kit-policy.ts';
+import { checkSpace } from './space.ts';
 import { joinInstructions, kubeadmConfig, parseCertificateKey, parseJoinCommand } from './kubeadm.ts';
 import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, lineDiff, localClientURL, probeAddress, StaticPod } from './manifests.ts';
-import { dataDirLayout, initialCluster, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
+import { dataDirLayout, initialCluster, type PlanContext, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
 import type { RestoreJournal, StepState } from './journal.ts';
 
 /**
@@ -43,7 +45,7 @@ import type { RestoreJournal, StepState } from './journal.ts';
 
 export interface EngineDeps {
   store: BackupStore;
-  catalog: { list(): Promise<StoredManifest[]>; get(id: string): Promise<StoredManifest> };
+  catalog: PlanContext['catalog'];
   /** An age decryptor for these identities. */
   decrypt: (identities: readonly string[]) => Transform;
   exec: Executor;
@@ -104,7 +106,7 @@ const fetch: Step = async (ctx) => {
   }
   const partial = staged(ctx, 'archive.partial');
   await rm(partial, { recursive: true, force: true });
-  await checkSpace(plan.staging, stored.snapshot.size + (8 << 20), '/daemon/stateDir', 'the decrypted snapshot');
+  await checkSpace(plan.staging, contentBytes(stored) + (8 << 20), '/daemon/stateDir', 'the decrypted archive (snapshot and kit)');
   const report = await extractBackup({ store: deps.store, decrypt: deps.decrypt, log: ctx.log }, stored, ctx.identities, partial);
   const status = await snapshotStatus(deps.exec, deps.config.tools.etcdutl, path.join(partial, 'etcd', 'snapshot.db'));
   if (BigInt(status.revision) < BigInt(stored.etcd.revision)) {
@@ -116,14 +118,6 @@ const fetch: Step = async (ctx) => {
   return `fetched ${plan.backupId}: ${report.ciphertext.size} bytes, every hash checked; ${report.kitFiles} kit files; snapshot at revision ${status.revision} with ${status.totalKey} keys`;
 };
 
-async function checkSpace(dir: string, needed: number, field: string, what: string): Promise<void> {
-  const fs = await statfs(dir).catch(() => undefined);
-  if (!fs) return;
-  const free = fs.bavail * fs.bsize;
-  if (free < needed) {
-    throw new ConfigError(field, `${dir} has ${Math.floor(free / 2 ** 20)} MiB free, but ${what} needs about ${Math.ceil(needed / 2 ** 20)} MiB`, { hint: 'free some space, then apply again' });
-  }
-}
 
 /** Moves a static pod manifest out of the manifests dir into the restore's state dir (the kubelet then stops its pod); resumable. */
 async function setAsideManifest(ctx: StepContext, name: string): Promise<{ pod: StaticPod; moved: string }> {
@@ -339,6 +333,7 @@ const placeFiles: Step = async (ctx) => {
   const setAside = ((ctx.journal.facts.setAsideFiles ??= []) as { path: string; aside: string }[]);
   const placedNew = (ctx.journal.facts.placedFiles ??= []) as string[];
   for (const f of plan.files) {
+    checkKitTarget(ctx.deps.config.kit, f);
     const kit = stored.kit.files.find((k) => k.path === f.path);
     if (!kit) throw new ConflictError(`kit file ${f.path} is not in backup ${plan.backupId}`);
     const content = await readFile(staged(ctx, 'archive', ...kit.entry.split('/')));

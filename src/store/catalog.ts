@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { missingKitRoles, parseStoredManifest, type KitRole, type StoredManifest } from '../archive/manifest.ts';
-import { ArchiveError, NotFoundError, ObjectLockedError } from '../errors/errors.ts';
+import { missingKitRoles, parseStoredManifest, type KitRole, type ManifestLink, type StoredManifest } from '../archive/manifest.ts';
+import { ArchiveError, IntegrityError, NotFoundError, ObjectLockedError, SignatureError } from '../errors/errors.ts';
+import type { ManifestTrust, TrustVerdict } from '../signing/trust.ts';
 import { parseVerificationRecord, verificationRecordJson, withLevel, type VerificationRecord } from '../verify/record.ts';
-import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, verificationKey, type ParsedKey } from './layout.ts';
+import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, signatureKey, verificationKey, type ParsedKey } from './layout.ts';
 import { isLocked, type BackupStore, type ObjectInfo } from './store.ts';
 
 export interface CleanupResult {
@@ -36,7 +38,28 @@ export interface BackupLock {
   legalHold?: boolean;
 }
 
+/** A manifest that was accepted: its signature checked, its location matched. */
+export interface TrustedManifest {
+  manifest: StoredManifest;
+  /** sha256 of the manifest object's bytes (what the next backup's `previous` names). */
+  sha256: string;
+  verdict: TrustVerdict;
+  /** The manifest object's bytes and its signature as stored: a copy must keep them exact. */
+  bytes: Buffer;
+  signature: Buffer | undefined;
+}
+
+export type ChainStatus = { state: 'linked' | 'previous-gone'; previous: string } | { state: 'unlinked' };
+
+/** A committed backup whose manifest was refused: unsigned, badly signed, invalid or misplaced. */
+export interface RejectedBackup {
+  backupId: string;
+  error: SignatureError | ArchiveError;
+}
+
 export interface CatalogOptions {
+  /** Decides which manifests are accepted (config `signing`): every read goes through it. */
+  trust: ManifestTrust;
   /** The clock that decides whether a retention has expired, and which backups are dated in the future. */
   now?: () => Date;
   /**
@@ -46,7 +69,13 @@ export interface CatalogOptions {
   maxClockSkewSeconds?: number;
   /** Told the future-dated backup ids (maybe none) each time the whole catalogue is listed (the daemon's metric). */
   onFutureDated?: (ids: readonly string[]) => void;
+  /** Told the refused backups (maybe none) each time the whole catalogue is listed. */
+  onRejected?: (rejected: readonly RejectedBackup[]) => void;
 }
+
+/** A manifest object larger than this is refused unread; a signature is 64 bytes. */
+const MAX_MANIFEST_BYTES = 16 << 20;
+const MAX_SIGNATURE_BYTES = 1024;
 
 const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300;
 
@@ -64,20 +93,41 @@ export class Catalog {
   readonly #now: () => Date;
   readonly #maxSkewMs: number;
   readonly #onFutureDated: ((ids: readonly string[]) => void) | undefined;
-  readonly #manifests = new Map<string, StoredManifest>();
+  readonly #onRejected: ((rejected: readonly RejectedBackup[]) => void) | undefined;
+  readonly #trust: ManifestTrust;
+  readonly #manifests = new Map<string, TrustedManifest>();
 
-  constructor(store: BackupStore, cluster: string, options: CatalogOptions = {}) {
+  constructor(store: BackupStore, cluster: string, options: CatalogOptions) {
     this.#store = store;
     this.#cluster = cluster;
+    this.#trust = options.trust;
     this.#now = options.now ?? (() => new Date());
     this.#maxSkewMs = (options.maxClockSkewSeconds ?? DEFAULT_MAX_CLOCK_SKEW_SECONDS) * 1000;
     this.#onFutureDated = options.onFutureDated;
+    this.#onRejected = options.onRejected;
   }
 
-  /** Committed backups, newest first. */
+  /** What this catalogue accepts: a copy of its backups elsewhere checks with the same trust. */
+  get trust(): ManifestTrust {
+    return this.#trust;
+  }
+
+  /** Committed backups whose manifests are accepted, newest first; refused ones are left out (see onRejected). */
   async list(): Promise<StoredManifest[]> {
     const ids = await this.#committed();
-    return mapLimit(ids, READ_CONCURRENCY, (id) => this.get(id));
+    const read = await mapLimit(ids, READ_CONCURRENCY, (id) => this.#accepted(id));
+    this.#onRejected?.(read.filter((r): r is RejectedBackup => 'error' in r));
+    return read.flatMap((r) => ('manifest' in r ? [r.manifest] : []));
+  }
+
+  /** The manifest of `id`, or why it is refused; other errors (the store's) are thrown. */
+  async #accepted(id: string): Promise<TrustedManifest | RejectedBackup> {
+    try {
+      return await this.trusted(id);
+    } catch (err) {
+      if (err instanceof SignatureError || err instanceof ArchiveError) return { backupId: id, error: err };
+      throw err;
+    }
   }
 
   /**
@@ -93,26 +143,39 @@ export class Catalog {
       .filter((id) => before === undefined || parseBackupId(id)!.createdAt < before)
       .slice(0, options.limit);
     const limit = this.#now().getTime() + this.#maxSkewMs;
-    const entries = await mapLimit(ids, READ_CONCURRENCY, async (id): Promise<CatalogEntry> => {
-      const manifest = await this.get(id);
+    const read = await mapLimit(ids, READ_CONCURRENCY, async (id): Promise<CatalogEntry | RejectedBackup> => {
+      const accepted = await this.#accepted(id);
+      if ('error' in accepted) return accepted;
+      const { manifest } = accepted;
       const verification = recorded.has(id) ? await this.verification(id) : undefined;
       return { manifest, ...(verification ? { verification } : {}), kitMissing: missingKitRoles(manifest), ...(isFutureDated(manifest, limit) ? { futureDated: true } : {}) };
     });
-    if (options.limit === undefined && before === undefined) this.#onFutureDated?.(entries.filter((e) => e.futureDated).map((e) => e.manifest.backupId));
+    const entries = read.filter((e): e is CatalogEntry => 'manifest' in e);
+    if (options.limit === undefined && before === undefined) {
+      this.#onFutureDated?.(entries.filter((e) => e.futureDated).map((e) => e.manifest.backupId));
+      this.#onRejected?.(read.filter((r): r is RejectedBackup => 'error' in r));
+    }
     return entries;
   }
 
-  /**
-   * A committed backup's manifest. A manifest is written once, as the commit, and never changes,
-   * so each is read from the store once per catalogue.
-   */
+  /** A committed backup's manifest, once its signature and location are checked (see trusted). */
   async get(id: string): Promise<StoredManifest> {
+    return (await this.trusted(id)).manifest;
+  }
+
+  /**
+   * A committed backup's manifest with how it is signed. Before it is parsed, its signature is
+   * checked (SignatureError); then its id, cluster and archive key must be where it is stored
+   * (ArchiveError). A manifest is written once, as the commit, and never changes, so each is
+   * read from the store once per catalogue.
+   */
+  async trusted(id: string): Promise<TrustedManifest> {
     const known = this.#manifests.get(id);
     if (known) return known;
     const key = manifestKey(this.#cluster, assertBackupId(id));
-    let body;
+    let bytes: Buffer;
     try {
-      body = await this.#store.get(key);
+      bytes = await readCapped(await this.#store.get(key), MAX_MANIFEST_BYTES, key);
     } catch (err) {
       if (err instanceof NotFoundError) {
         throw new NotFoundError(`no backup ${id} in cluster ${this.#cluster} (${this.#store.description})`, {
@@ -121,9 +184,64 @@ export class Catalog {
       }
       throw err;
     }
-    const manifest = parseStoredManifest(await text(body), key);
-    this.#manifests.set(id, manifest);
-    return manifest;
+    const sigKey = signatureKey(this.#cluster, id);
+    const signature = await this.#store.get(sigKey).then(
+      (body) => readCapped(body, MAX_SIGNATURE_BYTES, sigKey),
+      (err: unknown) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      },
+    );
+    const verdict = this.#trust.check(`manifest ${key}`, bytes, signature);
+    const manifest = parseStoredManifest(bytes.toString('utf8'), key);
+    this.#checkLocation(manifest, id, key);
+    const trusted = { manifest, sha256: createHash('sha256').update(bytes).digest('hex'), verdict, bytes, signature };
+    this.#manifests.set(id, trusted);
+    return trusted;
+  }
+
+  /** The link a new backup's manifest carries: the newest committed backup that is accepted. */
+  async newestLink(): Promise<ManifestLink | undefined> {
+    for (const id of await this.#committed()) {
+      const accepted = await this.#accepted(id);
+      if ('manifest' in accepted) return { backupId: id, sha256: accepted.sha256 };
+    }
+    return undefined;
+  }
+
+  /**
+   * Where backup `id` stands in the chain of manifests: `linked` when the backup it names as
+   * previous is here with the same manifest bytes; `previous-gone` when that backup was deleted
+   * (retention deletes too); `unlinked` for a first backup, or one made before the chain. A
+   * previous backup whose manifest differs from what `id` recorded is an IntegrityError: a
+   * manifest was swapped.
+   */
+  async chainOf(id: string): Promise<ChainStatus> {
+    const { previous } = (await this.trusted(id)).manifest;
+    if (!previous) return { state: 'unlinked' };
+    let before: TrustedManifest;
+    try {
+      before = await this.trusted(previous.backupId);
+    } catch (err) {
+      if (err instanceof NotFoundError) return { state: 'previous-gone', previous: previous.backupId };
+      throw err;
+    }
+    if (before.sha256 !== previous.sha256) {
+      throw new IntegrityError(`backup ${id} follows backup ${previous.backupId} with manifest sha256 ${previous.sha256}, but that manifest now has sha256 ${before.sha256}: a manifest was replaced`, {
+        hint: 'do not trust either until you know who changed the store; `lifeboat list` shows the chain',
+      });
+    }
+    return { state: 'linked', previous: previous.backupId };
+  }
+
+  /** A manifest must describe the backup at its own location, and name its own archive. */
+  #checkLocation(manifest: StoredManifest, id: string, key: string): void {
+    const archive = parseKey(manifest.archive.key);
+    const where = manifest.backupId !== id ? `backup ${manifest.backupId}` : manifest.cluster !== this.#cluster ? `cluster ${manifest.cluster}` : undefined;
+    if (where) throw new ArchiveError(`manifest ${key} describes ${where}, but it is stored as backup ${id} of cluster ${this.#cluster}: refusing it`);
+    if (archive?.kind !== 'archive' || archive.id !== id || archive.cluster !== this.#cluster || archive.compression !== manifest.archive.compression.algorithm) {
+      throw new ArchiveError(`manifest ${key} names archive ${manifest.archive.key}, which is not backup ${id}'s own (${manifest.archive.compression.algorithm}): refusing it`);
+    }
   }
 
   /**
@@ -137,11 +255,11 @@ export class Catalog {
     const limit = this.#now().getTime() + this.#maxSkewMs;
     for (const id of ids) {
       if (parseBackupId(id)!.createdAt.getTime() > limit) continue;
-      const manifest = await this.get(id);
-      if (!isFutureDated(manifest, limit)) return manifest;
+      const accepted = await this.#accepted(id);
+      if ('manifest' in accepted && !isFutureDated(accepted.manifest, limit)) return accepted.manifest;
     }
-    throw new NotFoundError(`cluster ${this.#cluster} has only backups dated in the future (after ${new Date(limit).toISOString()}) in ${this.#store.description}`, {
-      hint: "check the clocks of the nodes that made them (`lifeboat list` flags them) and of this node; name a backup by its id to use it",
+    throw new NotFoundError(`cluster ${this.#cluster} has no backup that is accepted and not dated in the future (after ${new Date(limit).toISOString()}) in ${this.#store.description}`, {
+      hint: "`lifeboat verify` names what is wrong with each; check the signing keys, and the clocks of the nodes that made them",
     });
   }
 
@@ -214,7 +332,7 @@ export class Catalog {
       const held = lock.legalHold ? 'under an Object Lock legal hold' : '';
       throw new ObjectLockedError(lock.key, lock, `backup ${id} is ${[until, held].filter(Boolean).join(' and ')} (${lock.key}); it can be deleted once that ends`);
     }
-    const order: Record<string, number> = { manifest: 0, archive: 1, verification: 2 };
+    const order: Record<ParsedKey['kind'], number> = { manifest: 0, signature: 1, archive: 2, verification: 3 };
     const keys = objects.sort((a, b) => order[a.kind]! - order[b.kind]!).map((o) => o.key);
     this.#manifests.delete(id);
     for (const key of keys) await this.#store.delete(key);
@@ -237,7 +355,8 @@ export class Catalog {
     for (const o of objects) {
       const parsed = parseKey(o.key);
       if (!parsed || committed.has(parsed.id)) continue;
-      if (parsed.kind === 'verification' || (parsed.kind === 'archive' && o.modified < olderThan)) {
+      // A signature is written just before its manifest: one of a backup in progress is young.
+      if (parsed.kind === 'verification' || ((parsed.kind === 'archive' || parsed.kind === 'signature') && o.modified < olderThan)) {
         try {
           await this.#store.delete(o.key);
           orphans.push(o.key);
@@ -292,6 +411,19 @@ function isFutureDated(manifest: StoredManifest, limitMs: number): boolean {
   const byId = parseBackupId(manifest.backupId)?.createdAt.getTime() ?? 0;
   const created = Date.parse(manifest.createdAt);
   return byId > limitMs || (Number.isFinite(created) && created > limitMs);
+}
+
+/** The whole body, refused (ArchiveError) once it passes `max` bytes: a manifest is small, whatever the store says. */
+async function readCapped(body: AsyncIterable<Buffer | string>, max: number, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    size += b.length;
+    if (size > max) throw new ArchiveError(`${key} is over ${max} bytes: not a Lifeboat object; refusing it`);
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */

@@ -5,6 +5,7 @@ import { UnsafePathError } from '../errors/errors.ts';
  * Every object key the stores see is made and parsed here, and nowhere else.
  *
  *   <cluster>/backups/<id>/archive.tar.<zst|gz>.age   the encrypted archive, written first
+ *   <cluster>/backups/<id>/manifest.json.sig          the manifest's Ed25519 signature, written just before it
  *   <cluster>/backups/<id>/manifest.json              the commit marker, written last
  *   <cluster>/backups/<id>/verification.json          the last check, rewritten by each verify
  *
@@ -15,9 +16,10 @@ const ID_RE = /^(\d{8}T\d{6}\.\d{3}Z)-r(\d{1,20})$/;
 const CLUSTER_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const ARCHIVE_RE = /^archive\.tar(\.zst|\.gz)?\.age$/;
 const MANIFEST = 'manifest.json';
+const SIGNATURE = 'manifest.json.sig';
 const VERIFICATION = 'verification.json';
 
-export type ObjectKind = 'archive' | 'manifest' | 'verification';
+export type ObjectKind = 'archive' | 'manifest' | 'signature' | 'verification';
 
 /** Every store refuses a key that is not a clean relative path: no `..`, `.`, empty parts or NULs. */
 export function assertObjectKey(key: string): string {
@@ -91,18 +93,24 @@ export function manifestKey(cluster: string, id: string): string {
   return `${backupPrefix(cluster, id)}${MANIFEST}`;
 }
 
+/** The detached signature of the manifest (../signing/trust.ts). */
+export function signatureKey(cluster: string, id: string): string {
+  return `${backupPrefix(cluster, id)}${SIGNATURE}`;
+}
+
 /** The record of the last verification of a backup (../verify/record.ts). */
 export function verificationKey(cluster: string, id: string): string {
   return `${backupPrefix(cluster, id)}${VERIFICATION}`;
 }
 
-/** The inverse of archiveKey/manifestKey/verificationKey; undefined for any key this layout does not make. */
+/** The inverse of archiveKey/manifestKey/signatureKey/verificationKey; undefined for any key this layout does not make. */
 export function parseKey(key: string): ParsedKey | undefined {
   const parts = key.split('/');
   if (parts.length !== 4) return undefined;
   const [cluster, backups, id, name] = parts as [string, string, string, string];
   if (!CLUSTER_RE.test(cluster) || backups !== 'backups' || !parseBackupId(id)) return undefined;
   if (name === MANIFEST) return { cluster, id, kind: 'manifest' };
+  if (name === SIGNATURE) return { cluster, id, kind: 'signature' };
   if (name === VERIFICATION) return { cluster, id, kind: 'verification' };
   const m = ARCHIVE_RE.exec(name);
   if (!m) return undefined;

@@ -21,6 +21,7 @@ import { apiRig, type ApiRig } from '../support/api-daemon.ts';
 import { storedManifest } from '../support/api-fakes.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { configOf, quietLog } from '../support/lifeboat.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 /**
  * Generated requests against the real server (routes, validation, auth, rate limit, error
@@ -79,7 +80,7 @@ before(async () => {
     config,
     log: quietLog,
     store,
-    catalog: new Catalog(store, 'fuzz'),
+    catalog: new Catalog(store, 'fuzz', { trust: TEST_TRUST }),
     handlers: { backup: async (ctx) => ctx.phase('working') },
   });
   servers = await createServers(rig.deps);

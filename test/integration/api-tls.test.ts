@@ -21,6 +21,7 @@ import { apiRig, type ApiRig } from '../support/api-daemon.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { captureLog, type LogCapture } from '../support/api-fakes.ts';
 import { configDoc, configOf, errorLines, runCli } from '../support/lifeboat.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 /**
  * The API on a real HTTPS listener (127.0.0.1, free port) with certificates from a test CA,
@@ -73,7 +74,7 @@ before(async () => {
   );
   capture = captureLog();
   const store = new FsStore(storeDir);
-  const catalog = new Catalog(store, config.cluster);
+  const catalog = new Catalog(store, config.cluster, { trust: TEST_TRUST });
   rig = apiRig({
     config,
     log: capture.log,

@@ -19,6 +19,7 @@ import { entries, populateRig, type PopulateOptions } from '../../scripts/rig/po
 import { takeBackup as backup } from '../support/backups.ts';
 import { configDoc, configOf, errorLines, ETCDUTL, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { sha256 } from '../support/fixtures.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 let work: string;
 let hostRoot: string;
@@ -46,7 +47,7 @@ function setup(name: string, extra: Record<string, unknown> = {}) {
   const doc = configDoc(cluster, hostRoot, storeDir, [online.recipient, breakGlass.recipient], extra);
   const config = configOf(doc);
   const store = new FsStore(storeDir);
-  return { doc, config, store, storeDir, catalog: new Catalog(store, config.cluster) };
+  return { doc, config, store, storeDir, catalog: new Catalog(store, config.cluster, { trust: TEST_TRUST }) };
 }
 
 test('a 3-member TLS etcd backs up, lists, verifies deeply, extracts, and restores every key', async () => {
@@ -255,7 +256,7 @@ test('etcd killed mid-snapshot: the backup fails clearly, nothing is listed, no 
     });
     await assert.rejects(backup(config, store), (err: unknown) => err instanceof EtcdUnavailableError && /snapshot stream .* failed after \d+ bytes/.test(err.message));
     assert.ok(killed);
-    assert.deepEqual(await new Catalog(fs, config.cluster).list(), []);
+    assert.deepEqual(await new Catalog(fs, config.cluster, { trust: TEST_TRUST }).list(), []);
     assert.deepEqual(await readdir(storeDir, { recursive: true }).catch(() => []), [], 'no file or directory is left');
   } finally {
     await solo.stop();

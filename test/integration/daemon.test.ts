@@ -13,6 +13,7 @@ import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { curl, sample, scrape, spawnDaemon, until, type DaemonProcess } from '../support/daemon.ts';
 import { configDoc, writeConfig } from '../support/lifeboat.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 /**
  * Three `lifeboat serve` processes, one per member of a 3-member TLS etcd, sharing one store:
@@ -91,7 +92,7 @@ test('exactly one daemon backs up per schedule tick; after SIGKILL of the leader
   });
   await until('Prometheus scrapes all three', async () => ((await prometheus!.query('count(up == 1)'))[0]?.value ?? 0) === 3, 30_000);
   const slotOf = (iso: string) => Math.floor(Date.parse(iso) / 1000 / TICK_SECONDS);
-  const catalog = new Catalog(new FsStore(storeDir), 'it');
+  const catalog = new Catalog(new FsStore(storeDir), 'it', { trust: TEST_TRUST });
   // Let a few ticks pass, then kill the leader just after it committed a backup of a tick.
   await until('three backups', async () => (await catalog.list()).length >= 3, 60_000);
   const [first] = await leaders(daemons);

@@ -23,6 +23,7 @@ import { etcdBinaries } from '../../scripts/rig/binaries.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { entry, populate, type PopulateOptions } from '../../scripts/rig/populate.ts';
 import { configDoc, configOf, errorLines, ETCDUTL, quietLog, REPO, runCli, writeConfig } from '../support/lifeboat.ts';
+import { TEST_SIGNER, TEST_TRUST } from '../support/signing.ts';
 
 const ETCD = etcdBinaries().etcd;
 let work: string;
@@ -73,7 +74,7 @@ async function backup(config: Config, store: FsStore, source?: (real: SnapshotSo
   const real = new Etcd3SnapshotSource(config.etcd, quietLog);
   try {
     return await runBackup(
-      { store, etcd: source ? source(real) : real, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
+      { store, etcd: source ? source(real) : real, encrypt: createEncryptStream, log: quietLog, now: () => new Date(), signer: TEST_SIGNER, previous: async () => undefined },
       { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, maxClockSkewSeconds: 300 },
     );
   } finally {
@@ -260,7 +261,7 @@ test('the CLI: `lifeboat drill latest` prints one OK line with the counts and re
   assert.equal(out.length, 1, ok.stdout);
   assert.match(out[0]!, new RegExp(`^backup ${manifest.backupId.replace('.', '\\.')}: drill OK \\(restored into etcd at revision \\d+; ${KEYS} keys, ${REGISTRY_KEYS} under /registry/ at revision ${manifest.etcd.revision}, as the manifest says; [\\d.]+ s\\)$`));
   assert.deepEqual(await readdir(scratchDir), []);
-  const catalog = new Catalog(store, config.cluster);
+  const catalog = new Catalog(store, config.cluster, { trust: TEST_TRUST });
   const passed = await catalog.verification(manifest.backupId);
   assert.equal(passed?.result, 'passed');
   assert.equal(passed?.level, 'drill');

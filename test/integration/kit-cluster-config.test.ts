@@ -27,6 +27,7 @@ import { apiRig, type ApiRig } from '../support/api-daemon.ts';
 import { makeApiPki } from '../support/api-pki.ts';
 import { CLUSTER_CONFIGURATION, storedConfigMap } from '../support/kube-proto.ts';
 import { configDoc, configOf, ETCDUTL, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 /**
  * A kubeadm cluster keeps its ClusterConfiguration only in the ConfigMap kube-system/kubeadm-config
@@ -70,7 +71,7 @@ before(async () => {
   config = configOf(doc);
   configFile = await writeConfig(work, doc);
   const store = new FsStore(storeDir);
-  rig = apiRig({ config, log: quietLog, store, catalog: new Catalog(store, config.cluster) });
+  rig = apiRig({ config, log: quietLog, store, catalog: new Catalog(store, config.cluster, { trust: TEST_TRUST }) });
   servers = await createServers(rig.deps);
 });
 
@@ -168,7 +169,7 @@ test('a fresh-control-plane restore (dry run) of that backup finds the ClusterCo
     daemon: { stateDir: path.join(work, 'fresh', 'state') },
   });
   const store = new FsStore(storeDir);
-  const engine = new RestoreEngine({ store, catalog: new Catalog(store, freshConfig.cluster), decrypt: createDecryptStream, exec: processExecutor, log: quietLog, config: freshConfig });
+  const engine = new RestoreEngine({ store, catalog: new Catalog(store, freshConfig.cluster, { trust: TEST_TRUST }), decrypt: createDecryptStream, exec: processExecutor, log: quietLog, config: freshConfig });
   const plan = await engine.plan({ backup: fromConfigMap.backupId, mode: 'fresh-control-plane', members: [{ name: 'cp-new', peerURL: `https://127.0.0.1:${etcdPeer}` }], dryRun: true });
   // It goes to kubeadm init only: a file there would win over the ConfigMap in later backups.
   assert.equal(plan.files.some((f) => f.role === 'cluster-configuration'), false);

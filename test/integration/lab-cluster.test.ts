@@ -18,6 +18,7 @@ import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { lifeboatOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
 import { etcdctlOn, whoami } from '../support/restore-nodes.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 let work: string;
 let cluster: KubeCluster;
@@ -87,7 +88,7 @@ test('the filled objects read back, and the minted token authenticates', async (
 test('a backup on a real kubeadm host holds the whole kit, the ClusterConfiguration from the kubeadm-config ConfigMap among it, and a drill of it passes on another host', async () => {
   const made = await lifeboatOn(cluster.hosts[1]!, lb, ['backup']);
   assert.equal(made.code, 0, made.stderr);
-  const backup = await new Catalog(new FsStore(lb.storeDir), 'lab').resolve('latest');
+  const backup = await new Catalog(new FsStore(lb.storeDir), 'lab', { trust: TEST_TRUST }).resolve('latest');
   const roles = new Set(backup.kit.files.map((f) => f.role));
   for (const role of ['pki', 'static-pod-manifest', 'encryption-provider-config', 'cluster-configuration']) assert.ok(roles.has(role as never), `the kit holds the ${role} files: ${JSON.stringify(backup.kit.missing)}`);
   assert.deepEqual(backup.kit.missing.filter((m) => m.role !== 'extra'), []);

@@ -31,6 +31,7 @@ import { makeApiPki } from '../support/api-pki.ts';
 import type { DaemonProcess } from '../support/daemon.ts';
 import { daemonOn, lifeboatOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
 import { etcdctlOn, whoami } from '../support/restore-nodes.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 const NET = 24;
 const KEEP = process.env['LIFEBOAT_LAB_KEEP'] === '1';
@@ -112,7 +113,7 @@ before(async () => {
   } finally {
     if (!KEEP) await old.stop();
   }
-  const backup = await new Catalog(new FsStore(lb.storeDir), 'lab').resolve('latest');
+  const backup = await new Catalog(new FsStore(lb.storeDir), 'lab', { trust: TEST_TRUST }).resolve('latest');
   backupId = backup.backupId;
   assert.equal(backup.kit.files.find((f) => f.role === 'cluster-configuration')?.source?.from, 'configmap', 'kubeadm wrote no ClusterConfiguration file: the backup took it from the ConfigMap');
 
@@ -273,7 +274,7 @@ test('a second new host joins with the join command the restore returned: two et
   // And the restored cluster backs up as the old one did: a complete kit, its ClusterConfiguration from the ConfigMap.
   const made = await lifeboatOn(second, lb, ['backup']);
   assert.equal(made.code, 0, made.stderr);
-  const latest = await new Catalog(new FsStore(lb.storeDir), 'lab').resolve('latest');
+  const latest = await new Catalog(new FsStore(lb.storeDir), 'lab', { trust: TEST_TRUST }).resolve('latest');
   assert.notEqual(latest.backupId, backupId);
   assert.deepEqual(latest.kit.missing, []);
   assert.equal(latest.kit.files.find((f) => f.role === 'cluster-configuration')?.source?.from, 'configmap');

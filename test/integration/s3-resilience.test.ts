@@ -22,6 +22,7 @@ import { takeBackup } from '../support/backups.ts';
 import { startFaultProxy } from '../support/fault-proxy.ts';
 import { configDoc, configOf, errorLines, quietLog, runCli, spawnCli, writeConfig } from '../support/lifeboat.ts';
 import { startS3Rig } from '../support/s3-rig.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 /**
  * The S3 store's failure handling on a real Ceph RGW: HTTPS behind a private CA, transient
@@ -120,7 +121,7 @@ test('transient 503s and a connection reset are retried per request and per part
     const manifest = await backupInto(store);
 
     const direct = new S3Store(storeOptions(rgw.endpoint, PRIMARY, 'retry/'));
-    assert.deepEqual((await new Catalog(direct, config.cluster).list()).map((m) => m.backupId), [manifest.backupId]);
+    assert.deepEqual((await new Catalog(direct, config.cluster, { trust: TEST_TRUST }).list()).map((m) => m.backupId), [manifest.backupId]);
     const verified = await verifyBackup({ store: direct, decrypt: createDecryptStream, exec: processExecutor, log: quietLog }, manifest, { etcdutl: config.tools.etcdutl, identities: [key.identity] });
     assert.equal(verified.level, 'deep');
     assert.deepEqual(await uploadsUnder(PRIMARY, 'retry/'), []);
@@ -156,7 +157,7 @@ test('a request that hangs (nothing moves on its socket) times out and is retrie
     const store = new S3Store(storeOptions(proxy.endpoint, PRIMARY, 'hang/', { idleTimeoutMs: 1500 }));
     const manifest = await backupInto(store);
     const direct = new S3Store(storeOptions(rgw.endpoint, PRIMARY, 'hang/'));
-    assert.deepEqual((await new Catalog(direct, config.cluster).list()).map((m) => m.backupId), [manifest.backupId]);
+    assert.deepEqual((await new Catalog(direct, config.cluster, { trust: TEST_TRUST }).list()).map((m) => m.backupId), [manifest.backupId]);
     assert.deepEqual(await uploadsUnder(PRIMARY, 'hang/'), []);
     const parts = proxy.seen.filter((r) => r.operation === 'UploadPart');
     const held = parts.filter((r) => r.outcome === 'hold');
@@ -213,7 +214,7 @@ test('lifeboat SIGKILLed mid-upload leaves a multipart upload; the next backup r
     assert.equal(killed.signal, 'SIGKILL');
     assert.deepEqual((await uploadsUnder(PRIMARY, prefix)).map((u) => u.UploadId), [upload.UploadId], 'the killed process left its upload');
     const store = new S3Store(storeOptions(rgw.endpoint, PRIMARY, prefix));
-    assert.deepEqual(await new Catalog(store, config.cluster).list(), []);
+    assert.deepEqual(await new Catalog(store, config.cluster, { trust: TEST_TRUST }).list(), []);
 
     const next = await runCli(['--config', direct, 'backup', '--json'], env);
     assert.equal(next.code, 0, next.stderr);
@@ -221,7 +222,7 @@ test('lifeboat SIGKILLed mid-upload leaves a multipart upload; the next backup r
     assert.equal(cleanup[0]?.incomplete, 1, next.stderr);
     const committed = JSON.parse(next.stdout) as StoredManifest;
     assert.deepEqual(await uploadsUnder(PRIMARY, prefix), []);
-    assert.deepEqual((await new Catalog(store, config.cluster).list()).map((m) => m.backupId), [committed.backupId]);
+    assert.deepEqual((await new Catalog(store, config.cluster, { trust: TEST_TRUST }).list()).map((m) => m.backupId), [committed.backupId]);
     assert.deepEqual((await store.list('')).map((o) => o.key), [committed.archive.key, `it/backups/${committed.backupId}/manifest.json`]);
     t.diagnostic(`killed with part 1 of ${upload.Key} stored; the next backup aborted ${String(cleanup[0]?.incomplete)} upload and committed ${committed.archive.size} bytes`);
   } finally {
@@ -259,10 +260,10 @@ test('the second copy goes to another bucket, through lifeboat replicate and rep
   const primary = new S3Store(storeOptions(rgw.endpoint, PRIMARY, 'rep/'));
   const secondary = new S3Store(storeOptions(rgw.endpoint, SECONDARY, 'copy/'));
   const second = await backupInto(primary);
-  const inProcess = await replicate({ source: primary, target: secondary, log: quietLog }, config.cluster);
+  const inProcess = await replicate({ source: primary, target: secondary, trust: TEST_TRUST, log: quietLog }, config.cluster);
   assert.deepEqual(inProcess.copied.map((c) => [c.id, c.bytes]), [[second.backupId, second.archive.size]]);
   assert.deepEqual([inProcess.present, inProcess.failed], [[first.backupId], []]);
-  assert.deepEqual(await replicate({ source: primary, target: secondary, log: quietLog }, config.cluster), { copied: [], present: [second.backupId, first.backupId], failed: [] });
+  assert.deepEqual(await replicate({ source: primary, target: secondary, trust: TEST_TRUST, log: quietLog }, config.cluster), { copied: [], present: [second.backupId, first.backupId], failed: [] });
 
   const listed = await runCli(['--config', secondaryConfig, 'list', '--json'], env);
   assert.deepEqual((JSON.parse(listed.stdout) as StoredManifest[]).map((m) => m.backupId), [second.backupId, first.backupId]);

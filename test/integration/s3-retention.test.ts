@@ -14,6 +14,7 @@ import { storedSha256 as sha256Of } from '../support/fixtures.ts';
 import { quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { startS3Rig } from '../support/s3-rig.ts';
 import { storeConformance } from '../support/store-conformance.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 const LOCKED = 'lifeboat-lock';
 const PLAIN = 'lifeboat-plain';
@@ -41,7 +42,7 @@ storeConformance('rgw, Object Lock bucket', async () => new S3Store(options(LOCK
 test('rgw GOVERNANCE: retained puts are locked (multipart too); prune skips and reports them, deletes the rest completely', async () => {
   const prefix = 'gov/';
   const store = new S3Store(options(LOCKED, prefix, { mode: 'GOVERNANCE', days: 1 }));
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const started = Date.now();
   const b0 = await putBackup(store, 'c1', day(0), { retain: false });
   const b1 = await putBackup(store, 'c1', day(1), { archiveBytes: 6 * 1024 * 1024 }); // multipart: two parts
@@ -134,7 +135,7 @@ test('rgw COMPLIANCE: lifeboat prune reports the locked backup and deletes the u
   assert.equal(report.locked[0]!.retainUntil, manifestHead.ObjectLockRetainUntilDate!.toISOString());
   assert.deepEqual(report.failed, []);
   assert.deepEqual(await versions(`${prefix}c1/backups/${b1.backupId}/`), { versions: [], markers: [] });
-  assert.deepEqual((await new Catalog(store, 'c1').list()).map((m) => m.backupId), [b2.backupId, b0.backupId]);
+  assert.deepEqual((await new Catalog(store, 'c1', { trust: TEST_TRUST }).list()).map((m) => m.backupId), [b2.backupId, b0.backupId]);
   assert.equal(await sha256Of(store, b0.archive.key), b0.archive.sha256);
 });
 

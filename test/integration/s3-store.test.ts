@@ -15,6 +15,7 @@ import { Catalog } from '../../src/store/catalog.ts';
 import type { BackupStore, PutOptions } from '../../src/store/store.ts';
 import { startEtcdHost } from '../../scripts/rig/etcd.ts';
 import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 const BUCKET = 'lifeboat-test';
 const rig = await startS3Rig('rgw', { buckets: [BUCKET] });
@@ -128,7 +129,7 @@ test('rgw: radosgw killed mid-upload fails the backup cleanly; cleanup leaves no
     await assert.rejects(run(store), StoreError);
     assert.ok(killed);
     await rgw.startGateway();
-    const catalog = new Catalog(s3store, 'it');
+    const catalog = new Catalog(s3store, 'it', { trust: TEST_TRUST });
     await catalog.cleanup(new Date(Date.now() + 60_000));
     assert.deepEqual(await s3store.list(''), [], 'no object at all under the prefix');
     assert.deepEqual((await s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: 'kill/' }))).Uploads ?? [], []);

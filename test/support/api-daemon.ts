@@ -1,3 +1,4 @@
+import { TEST_SIGNING } from './signing.ts';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { ApiDeps } from '../../src/api/deps.ts';
@@ -35,7 +36,7 @@ export interface ApiRig {
 export function apiRig(parts: ApiParts): ApiRig {
   const { config, log, store, catalog } = parts;
   const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: '0.0.0-test' });
-  const realParts = handlerDeps({ config, store, secondary: undefined, catalog, metrics, now: () => new Date(), log });
+  const realParts = handlerDeps({ config, store, secondary: undefined, catalog, signing: TEST_SIGNING, metrics, now: () => new Date(), log });
   const real = createHandlers(realParts);
   const runner = new JobRunner({ handlers: { ...real, ...parts.handlers }, journal: new DirectoryJobJournal(path.join(config.daemon.stateDir), log), log, history: config.daemon.jobHistory });
   const deps = daemonApiDeps({

@@ -63,6 +63,12 @@ export class FakeBackups {
   readonly catalog = {
     list: async (): Promise<StoredManifest[]> => this.entries.map((e) => e.manifest),
     get: async (id: string): Promise<StoredManifest> => (await this.get(id)).manifest,
+    resolve: async (ref: string): Promise<StoredManifest> => {
+      if (ref !== 'latest') return (await this.get(ref)).manifest;
+      const [newest] = this.entries;
+      if (!newest) throw new NotFoundError('there is no backup');
+      return newest.manifest;
+    },
   };
 
   list = async (options: { limit: number; before?: Date }): Promise<BackupEntry[]> => {

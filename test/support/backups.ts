@@ -5,10 +5,12 @@ import { runBackup, type BackupSettings } from '../../src/backup/run.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { createEncryptStream } from '../../src/crypto/age.ts';
 import { Etcd3SnapshotSource } from '../../src/etcd/etcd3-source.ts';
-import { archiveKey, formatBackupId, manifestKey } from '../../src/store/layout.ts';
+import { Catalog } from '../../src/store/catalog.ts';
+import { archiveKey, formatBackupId, manifestKey, signatureKey } from '../../src/store/layout.ts';
 import type { BackupStore } from '../../src/store/store.ts';
 import { sampleManifest, sha256 } from './fixtures.ts';
 import { quietLog } from './lifeboat.ts';
+import { TEST_SIGNER, TEST_TRUST } from './signing.ts';
 
 /**
  * A real backup of `config`'s etcd into `store`, in this process, as `lifeboat backup` takes it
@@ -18,7 +20,7 @@ export async function takeBackup(config: Config, store: BackupStore, settings: P
   const etcd = new Etcd3SnapshotSource(config.etcd, quietLog);
   try {
     return await runBackup(
-      { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date() },
+      { store, etcd, encrypt: createEncryptStream, log: quietLog, now: () => new Date(), signer: TEST_SIGNER, previous: () => new Catalog(store, config.cluster, { trust: TEST_TRUST }).newestLink() },
       { cluster: config.cluster, node: config.node, kit: config.kit, compression: config.compression, recipients: config.encryption.recipients, progressIntervalSeconds: 10, maxClockSkewSeconds: config.backup.maxClockSkewSeconds, ...settings },
     );
   } finally {
@@ -28,7 +30,8 @@ export async function takeBackup(config: Config, store: BackupStore, settings: P
 
 /**
  * A committed backup as `runBackup` leaves it, without etcd: a stand-in archive (random bytes,
- * its real size and sha256 in the manifest), then the manifest, both written with `retain`.
+ * its real size and sha256 in the manifest), then the manifest's signature (by the test key) and
+ * the manifest, all written with `retain`.
  */
 export async function putBackup(store: BackupStore, cluster: string, createdAt: Date, options: { revision?: string; archiveBytes?: number; retain?: boolean } = {}): Promise<StoredManifest> {
   const id = formatBackupId(createdAt, options.revision ?? String(createdAt.getTime() % 1_000_000));
@@ -45,6 +48,8 @@ export async function putBackup(store: BackupStore, cluster: string, createdAt: 
     archive: { key, size: archive.length, sha256: sha256(archive), compression: { algorithm: 'none', level: 1 }, encryption: { format: 'age', recipients: ['age1test'] } },
     completedAt: createdAt.toISOString(),
   };
-  await store.put(manifestKey(cluster, id), Readable.from([Buffer.from(manifestJson(manifest))]), { retain });
+  const bytes = Buffer.from(manifestJson(manifest));
+  await store.put(signatureKey(cluster, id), Readable.from([TEST_SIGNER.sign(bytes)]), { retain });
+  await store.put(manifestKey(cluster, id), Readable.from([bytes]), { retain });
   return manifest;
 }

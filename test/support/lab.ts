@@ -11,6 +11,7 @@ import { etcdBinaries, kubernetesBinaries } from '../../scripts/rig/binaries.ts'
 import { execOnHost, hostPrefix, type HostRun, type LabHost } from '../../scripts/lab/hosts.ts';
 import { spawnDaemon, type DaemonProcess } from './daemon.ts';
 import { NODE_FLAGS, REPO, writeConfig } from './lifeboat.ts';
+import { SIGNING_CONFIG } from './signing.ts';
 
 export interface LabLifeboat {
   /** A folder outside every host's bound dirs, so every host sees it at the same path. */
@@ -28,6 +29,7 @@ export function labConfigDoc(host: LabHost, lb: LabLifeboat, extra: Record<strin
     node: host.name,
     store: { fs: { dir: lb.storeDir } },
     encryption: { recipients: [lb.recipient], ...(lb.identityFile ? { identityFile: lb.identityFile } : {}) },
+    signing: SIGNING_CONFIG,
     tools: { etcdutl: etcd.etcdutl, etcd: etcd.etcd, kubeadm: kubernetesBinaries().kubeadm },
     log: { level: 'info' },
     ...extra,

@@ -7,6 +7,7 @@ import { resolveConfig } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { etcdBinaries } from '../../scripts/rig/binaries.ts';
+import { SIGNING_CONFIG } from './signing.ts';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** etcdutl of the pinned default etcd (3.6). */
@@ -29,6 +30,7 @@ export function configDoc(rig: RigLike, hostRoot: string, storeDir: string, reci
     kit: { hostRoot },
     store: { fs: { dir: storeDir } },
     encryption: { recipients },
+    signing: SIGNING_CONFIG,
     tools: { etcdutl: ETCDUTL },
     ...extra,
   };

@@ -19,6 +19,7 @@ import type { PutOptions } from '../../src/store/store.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { chunked, fakeSnapshot, sampleManifest } from '../support/fixtures.ts';
 import { MemoryStore } from '../support/memory-store.ts';
+import { TEST_SIGNER, TEST_TRUST } from '../support/signing.ts';
 
 const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-backup-unit-'));
 test.after(() => rm(work, { recursive: true, force: true }));
@@ -50,17 +51,17 @@ function fakeSource(file: Buffer, dbSize: number, failAfter?: number): SnapshotS
 
 async function attempt(name: string, source: SnapshotSource) {
   const store = new FsStore(path.join(work, name));
-  const deps = { store, etcd: source, encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  const deps = { store, etcd: source, encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(), signer: TEST_SIGNER, previous: async () => undefined };
   return { store, run: () => runBackup(deps, settings) };
 }
 
-test('a good snapshot commits: archive first, manifest last, listed by the catalog', async () => {
+test('a good snapshot commits: archive first, then the signature, manifest last, listed by the catalog', async () => {
   const db = randomBytes(300_000);
   const { store, run } = await attempt('good', fakeSource(fakeSnapshot(db), db.length));
   const manifest = await run();
   assert.equal(manifest.snapshot.size, db.length + 32);
-  assert.deepEqual((await store.list('unit/')).map((o) => o.key).sort(), [manifest.archive.key, `unit/backups/${manifest.backupId}/manifest.json`].sort());
-  assert.deepEqual((await new Catalog(store, 'unit').list()).map((m) => m.backupId), [manifest.backupId]);
+  assert.deepEqual((await store.list('unit/')).map((o) => o.key).sort(), [manifest.archive.key, `unit/backups/${manifest.backupId}/manifest.json`, `unit/backups/${manifest.backupId}/manifest.json.sig`].sort());
+  assert.deepEqual((await new Catalog(store, 'unit', { trust: TEST_TRUST }).list()).map((m) => m.backupId), [manifest.backupId]);
 });
 
 test('a snapshot whose sha256 trailer does not match fails the backup and commits nothing', async () => {
@@ -95,7 +96,7 @@ test('cleanup removes old uncommitted archives and leaves young ones and committ
   await store.put(youngKey, Readable.from([Buffer.from('in progress')]));
   const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
   await utimes(path.join(work, 'cleanup', oldKey), twoHoursAgo, twoHoursAgo);
-  const result = await new Catalog(store, 'unit').cleanup(new Date(Date.now() - 3600_000));
+  const result = await new Catalog(store, 'unit', { trust: TEST_TRUST }).cleanup(new Date(Date.now() - 3600_000));
   assert.deepEqual(result, { orphans: [oldKey], incomplete: 0 });
   assert.ok(await store.stat(youngKey));
   assert.ok(await store.stat(committed.archive.key));
@@ -105,7 +106,7 @@ test('a store that fails before reading anything fails the backup instead of han
   const db = randomBytes(300_000);
   const blocker = path.join(work, 'blocker-file');
   await writeFile(blocker, 'x');
-  const deps = { store: new FsStore(blocker), etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  const deps = { store: new FsStore(blocker), etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(), signer: TEST_SIGNER, previous: async () => undefined };
   await assert.rejects(runBackup(deps, settings), StoreError);
 });
 
@@ -128,17 +129,17 @@ class LostManifestAnswerStore extends MemoryStore {
 test('a manifest put that landed but reported failure leaves no listed backup without its archive', async () => {
   const db = randomBytes(100_000);
   const store = new LostManifestAnswerStore();
-  const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date() };
+  const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(), signer: TEST_SIGNER, previous: async () => undefined };
   await assert.rejects(runBackup(deps, settings), StoreError);
   // Manifest first, then the archive: nothing is listed, and nothing is left.
-  assert.deepEqual(await new Catalog(store, 'unit').list(), []);
+  assert.deepEqual(await new Catalog(store, 'unit', { trust: TEST_TRUST }).list(), []);
   assert.deepEqual(await store.list('unit/'), []);
 
   // When the manifest cannot be deleted, the archive it points at is kept: the listed backup stays whole.
   const stuck = new LostManifestAnswerStore();
   stuck.failManifestDelete = true;
   await assert.rejects(runBackup({ ...deps, store: stuck }, settings), StoreError);
-  const [listed] = await new Catalog(stuck, 'unit').list();
+  const [listed] = await new Catalog(stuck, 'unit', { trust: TEST_TRUST }).list();
   assert.ok(listed, 'the landed manifest is listed');
   assert.equal((await stuck.stat(listed.archive.key))?.size, listed.archive.size, 'its archive is still there');
   assert.ok(await stuck.stat(manifestKey('unit', listed.backupId)));
@@ -154,11 +155,11 @@ test("a node whose clock is off from the store's by more than backup.maxClockSke
   ] as const) {
     // The store stamps objects with its own clock; the node's clock (deps.now) is off from it.
     const store = new MemoryStore({ now: () => new Date() });
-    const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(Date.now() + offsetSeconds * 1000) };
+    const deps = { store, etcd: fakeSource(fakeSnapshot(db), db.length), encrypt: createEncryptStream, log: createLogger('silent'), now: () => new Date(Date.now() + offsetSeconds * 1000), signer: TEST_SIGNER, previous: async () => undefined };
     const run = runBackup(deps, bounded);
     if (commits) {
       const manifest = await run;
-      assert.deepEqual((await new Catalog(store, 'unit').list()).map((m) => m.backupId), [manifest.backupId], name);
+      assert.deepEqual((await new Catalog(store, 'unit', { trust: TEST_TRUST }).list()).map((m) => m.backupId), [manifest.backupId], name);
       continue;
     }
     await assert.rejects(run, (err: unknown) => (err as LifeboatError).code === 'CLOCK_SKEW' && /backup\.maxClockSkewSeconds/.test((err as Error).message), name);

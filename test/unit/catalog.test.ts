@@ -7,12 +7,13 @@ import { Readable } from 'node:stream';
 import { ArchiveError, NotFoundError, ObjectLockedError, StoreError } from '../../src/errors/errors.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { archiveKey, manifestKey, verificationKey } from '../../src/store/layout.ts';
+import { archiveKey, manifestKey, signatureKey, verificationKey } from '../../src/store/layout.ts';
 import type { BackupStore } from '../../src/store/store.ts';
 import { failedRecord, isVerified, passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
 import { runCli, writeConfig } from '../support/lifeboat.ts';
 import { MemoryStore } from '../support/memory-store.ts';
+import { SIGNING_PUBLIC_KEY_FILE, TEST_TRUST } from '../support/signing.ts';
 
 const DAY = 86_400_000;
 const T0 = new Date('2026-11-20T03:00:00.000Z');
@@ -20,7 +21,7 @@ const at = (days: number) => new Date(T0.getTime() + days * DAY);
 
 test('entries: committed backups newest first, each with the record of its last check; list() unchanged', async () => {
   const store = new MemoryStore();
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const a = await putBackup(store, 'c1', at(0));
   const b = await putBackup(store, 'c1', at(1));
   const c = await putBackup(store, 'c1', at(2));
@@ -46,7 +47,7 @@ test('entries: committed backups newest first, each with the record of its last 
 
 test('recordVerification: a failure keeps when the backup last passed; a pass moves it; never for a missing backup', async () => {
   const store = new MemoryStore();
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const m = await putBackup(store, 'c1', at(0));
   const first = await catalog.recordVerification(failedRecord(m.backupId, 'ciphertext', at(1), 1, new StoreError('store down')));
   assert.deepEqual(first, {
@@ -122,7 +123,7 @@ test('a backup dated further in the future than the clock bound is flagged and n
   const now = at(10);
   const store = new MemoryStore({ now: () => now });
   const flagged: string[][] = [];
-  const catalog = new Catalog(store, 'c1', { now: () => now, maxClockSkewSeconds: 300, onFutureDated: (ids) => flagged.push([...ids]) });
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now, maxClockSkewSeconds: 300, onFutureDated: (ids) => flagged.push([...ids]) });
   const old = await putBackup(store, 'c1', at(9));
   const slightlyAhead = await putBackup(store, 'c1', new Date(now.getTime() + 60_000)); // within the bound: trusted
   const future = await putBackup(store, 'c1', at(40)); // a node whose clock ran a month ahead
@@ -138,14 +139,14 @@ test('a backup dated further in the future than the clock bound is flagged and n
   await catalog.deleteBackup(old.backupId);
   await assert.rejects(catalog.resolve('latest'), (err: unknown) => err instanceof NotFoundError && /in the future/.test(err.message));
   // Once the clock reaches it, it is an ordinary backup.
-  const later = new Catalog(store, 'c1', { now: () => at(40) });
+  const later = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => at(40) });
   assert.equal((await later.resolve('latest')).backupId, future.backupId);
   assert.equal((await later.entries())[0]!.futureDated, undefined);
 });
 
 test('a corrupt verification record is an error naming its key; the next check replaces it', async () => {
   const store = new MemoryStore();
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const m = await putBackup(store, 'c1', at(0));
   const key = verificationKey('c1', m.backupId);
   await store.put(key, Readable.from([Buffer.from('{"backupId": 1}')]));
@@ -172,15 +173,15 @@ function recording(store: MemoryStore, failKey?: string): { store: BackupStore; 
   return { store: wrapped, deletes };
 }
 
-test('deleteBackup: manifest first, then the archive, then the verification record', async () => {
+test('deleteBackup: manifest first, then its signature, the archive, and the verification record', async () => {
   const memory = new MemoryStore();
   const { store, deletes } = recording(memory);
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const keep = await putBackup(memory, 'c1', at(0));
   const m = await putBackup(memory, 'c1', at(1));
   await catalog.recordVerification(passedRecord(m.backupId, 'ciphertext', at(1), 1));
   await catalog.deleteBackup(m.backupId);
-  assert.deepEqual(deletes, [manifestKey('c1', m.backupId), m.archive.key, verificationKey('c1', m.backupId)]);
+  assert.deepEqual(deletes, [manifestKey('c1', m.backupId), signatureKey('c1', m.backupId), m.archive.key, verificationKey('c1', m.backupId)]);
   assert.deepEqual([...memory.objects.keys()].filter((k) => k.includes(m.backupId)), []);
   assert.deepEqual((await catalog.list()).map((b) => b.backupId), [keep.backupId]);
   await assert.rejects(catalog.deleteBackup(m.backupId), NotFoundError);
@@ -189,11 +190,11 @@ test('deleteBackup: manifest first, then the archive, then the verification reco
 test('deleteBackup: when the archive cannot be deleted, the backup is already gone from the list; a retry or cleanup finishes', async () => {
   const memory = new MemoryStore();
   const m = await putBackup(memory, 'c1', at(0));
-  const failing = new Catalog(recording(memory, m.archive.key).store, 'c1');
+  const failing = new Catalog(recording(memory, m.archive.key).store, 'c1', { trust: TEST_TRUST });
   await assert.rejects(failing.deleteBackup(m.backupId), StoreError);
   assert.deepEqual(await failing.list(), []);
   assert.ok(await memory.stat(m.archive.key), 'the archive is left');
-  const catalog = new Catalog(memory, 'c1');
+  const catalog = new Catalog(memory, 'c1', { trust: TEST_TRUST });
   await catalog.deleteBackup(m.backupId);
   assert.deepEqual([...memory.objects.keys()], []);
 });
@@ -202,12 +203,12 @@ test('deleteBackup refuses a locked backup and deletes nothing; lockOf tells why
   let now = at(0);
   const memory = new MemoryStore({ retentionDays: 7, now: () => now });
   const { store, deletes } = recording(memory);
-  const catalog = new Catalog(store, 'c1', { now: () => now });
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now });
   const m = await putBackup(memory, 'c1', at(0));
   now = at(1);
   await catalog.recordVerification(passedRecord(m.backupId, 'ciphertext', at(1), 1));
   const before = [...memory.objects.keys()];
-  assert.equal(before.length, 3);
+  assert.equal(before.length, 4, 'archive, signature, manifest, verification record');
   assert.deepEqual(await catalog.lockOf(m.backupId), { key: m.archive.key, retainUntil: at(7) });
   // The lock that holds the backup longest is the one reported.
   memory.lock(manifestKey('c1', m.backupId), { retainUntil: at(9) });
@@ -240,18 +241,18 @@ test('deleteBackup refuses a locked backup and deletes nothing; lockOf tells why
 
 test('deleteBackup also refuses while the verification record is locked (a bucket default retention), deleting nothing', async () => {
   const memory = new MemoryStore({ now: () => at(1) });
-  const catalog = new Catalog(memory, 'c1', { now: () => at(1) });
+  const catalog = new Catalog(memory, 'c1', { trust: TEST_TRUST, now: () => at(1) });
   const m = await putBackup(memory, 'c1', at(0));
   await catalog.recordVerification(passedRecord(m.backupId, 'deep', at(1), 1));
   memory.lock(verificationKey('c1', m.backupId), { retainUntil: at(2) });
   await assert.rejects(catalog.deleteBackup(m.backupId), (err: unknown) => err instanceof ObjectLockedError && err.key === verificationKey('c1', m.backupId));
-  assert.equal(memory.objects.size, 3);
+  assert.equal(memory.objects.size, 4);
 });
 
 test('cleanup removes records of deleted backups and unlocked orphan archives, and reports locked orphans', async () => {
   let now = at(0);
   const memory = new MemoryStore({ retentionDays: 3, now: () => now });
-  const catalog = new Catalog(memory, 'c1', { now: () => now });
+  const catalog = new Catalog(memory, 'c1', { trust: TEST_TRUST, now: () => now });
   const m = await putBackup(memory, 'c1', at(0));
   const lockedOrphan = archiveKey('c1', '20261119T000000.000Z-r1', 'none');
   const freeOrphan = archiveKey('c1', '20261119T000000.000Z-r2', 'none');
@@ -276,7 +277,7 @@ test('lifeboat verify records passed and failed checks; lifeboat list shows them
     const bad = await putBackup(store, 'c1', at(1));
     const unchecked = await putBackup(store, 'c1', at(2));
     await writeFile(path.join(dir, 'store', bad.archive.key), 'tampered');
-    const config = await writeConfig(dir, { cluster: 'c1', node: 'n1', kit: { hostRoot: dir }, store: { fs: { dir: path.join(dir, 'store') } }, log: { level: 'error' } });
+    const config = await writeConfig(dir, { cluster: 'c1', node: 'n1', kit: { hostRoot: dir }, store: { fs: { dir: path.join(dir, 'store') } }, signing: { publicKeyFiles: [SIGNING_PUBLIC_KEY_FILE] }, log: { level: 'error' } });
 
     const passed = await runCli(['--config', config, 'verify', good.backupId]);
     assert.equal(passed.code, 0, passed.stderr);
@@ -291,7 +292,7 @@ test('lifeboat verify records passed and failed checks; lifeboat list shows them
     assert.match(header!, /^ID +CREATED +REVISION +DB +STORED +VERIFIED +KIT +NODE +MEMBER$/);
     const column = (id: string) => rows.find((r) => r.startsWith(id))!.slice(header!.indexOf('VERIFIED')).split(/ {2,}/)[0];
     const minute = (d: Date) => `${d.toISOString().slice(0, 16)}Z`;
-    const records = new Catalog(store, 'c1');
+    const records = new Catalog(store, 'c1', { trust: TEST_TRUST });
     const goodAt = new Date((await records.verification(good.backupId))!.at);
     const badAt = new Date((await records.verification(bad.backupId))!.at);
     assert.equal(column(good.backupId), `ciphertext ${minute(goodAt)}`);

@@ -17,6 +17,7 @@ import { extractBackup } from '../../src/restore/extract.ts';
 import { chunked, fakeSnapshot, sampleManifest, sha256 } from '../support/fixtures.ts';
 import { CLUSTER_CONFIGURATION, storedConfigMap } from '../support/kube-proto.ts';
 import { MemoryStore } from '../support/memory-store.ts';
+import { TEST_SIGNER } from '../support/signing.ts';
 
 const work = await mkdtemp(path.join(tmpdir(), 'lifeboat-kit-source-'));
 test.after(() => rm(work, { recursive: true, force: true }));
@@ -143,7 +144,7 @@ test('runBackup reads the ConfigMap from the snapshot member at the snapshot rev
   const store = new MemoryStore();
   const log = createLogger('silent');
   const manifest = await runBackup(
-    { store, etcd: source, encrypt: createEncryptStream, log, now: () => new Date() },
+    { store, etcd: source, encrypt: createEncryptStream, log, now: () => new Date(), signer: TEST_SIGNER, previous: async () => undefined },
     { cluster: 'unit', node: 'n1', kit: kitOf(root), compression: { algorithm: 'zstd', level: 1 }, recipients: [recipient], progressIntervalSeconds: 60, maxClockSkewSeconds: 300 },
   );
   assert.deepEqual(reads, [{ endpoint: 'https://10.0.0.2:2379', revision: '777', key: KUBEADM_CONFIGMAP_ETCD_KEY }]);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey, verificationKey } from '../../src/store/layout.ts';
+import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey, signatureKey, verificationKey } from '../../src/store/layout.ts';
 import { UnsafePathError } from '../../src/errors/errors.ts';
 
 test('backup ids sort by time and round-trip', () => {
@@ -21,6 +21,8 @@ test('keys round-trip through parseKey for every compression', () => {
   assert.equal(archiveKey('prod-eu', id, 'zstd'), `prod-eu/backups/${id}/archive.tar.zst.age`);
   assert.equal(manifestKey('prod-eu', id), `prod-eu/backups/${id}/manifest.json`);
   assert.deepEqual(parseKey(manifestKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'manifest' });
+  assert.equal(signatureKey('prod-eu', id), `prod-eu/backups/${id}/manifest.json.sig`);
+  assert.deepEqual(parseKey(signatureKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'signature' });
   assert.equal(verificationKey('prod-eu', id), `prod-eu/backups/${id}/verification.json`);
   assert.deepEqual(parseKey(verificationKey('prod-eu', id)), { cluster: 'prod-eu', id, kind: 'verification' });
 });

@@ -9,6 +9,7 @@ import { Catalog } from '../../src/store/catalog.ts';
 import { passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
 import { MemoryStore } from '../support/memory-store.ts';
+import { TEST_TRUST } from '../support/signing.ts';
 
 interface Sample {
   name: string;
@@ -208,13 +209,13 @@ test('seeding ignores a backup dated in the future, and the future-dated ones ar
   const store = new MemoryStore({ now: () => now });
   const good = await putBackup(store, 'prod', new Date('2026-11-24T11:00:00.000Z'));
   const future = await putBackup(store, 'prod', new Date('2027-11-24T11:00:00.000Z'), { archiveBytes: 4096 });
-  const catalog = new Catalog(store, 'prod', { now: () => now });
+  const catalog = new Catalog(store, 'prod', { trust: TEST_TRUST, now: () => now });
   await catalog.recordVerification(passedRecord(good.backupId, 'drill', new Date('2026-11-24T11:30:00.000Z'), 1));
   await catalog.recordVerification(passedRecord(future.backupId, 'deep', new Date('2027-11-24T11:30:00.000Z'), 1));
   const m = new LifeboatMetrics(identity);
   assert.equal(one(await scrape(m), 'lifeboat_backup_future_dated'), 0);
   const config = resolveConfig({ cluster: 'prod', node: 'cp-1' });
-  await seedMetrics(daemonCatalog(store, config, m, createLogger('silent'), () => now), m, createLogger('silent'), () => now, config.backup.maxClockSkewSeconds);
+  await seedMetrics(daemonCatalog(store, config, TEST_TRUST, m, createLogger('silent'), () => now), m, createLogger('silent'), () => now, config.backup.maxClockSkewSeconds);
   const all = await scrape(m);
   assert.equal(one(all, 'lifeboat_backup_last_success_timestamp_seconds'), Date.parse(good.createdAt) / 1000);
   assert.equal(one(all, 'lifeboat_backup_size_bytes'), good.archive.size);
@@ -222,7 +223,7 @@ test('seeding ignores a backup dated in the future, and the future-dated ones ar
   assert.equal(one(all, 'lifeboat_verify_last_success_timestamp_seconds', { level: 'deep' }), 0, 'a check dated in the future is not trusted either');
   assert.equal(one(all, 'lifeboat_backup_future_dated'), 1);
   await catalog.deleteBackup(future.backupId);
-  await daemonCatalog(store, config, m, createLogger('silent'), () => now).entries();
+  await daemonCatalog(store, config, TEST_TRUST, m, createLogger('silent'), () => now).entries();
   assert.equal(one(await scrape(m), 'lifeboat_backup_future_dated'), 0);
 });
 

@@ -17,6 +17,7 @@ import { failedRecord, passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
 import { runCli, writeConfig } from '../support/lifeboat.ts';
 import { MemoryStore } from '../support/memory-store.ts';
+import { SIGNING_PUBLIC_KEY_FILE, TEST_TRUST } from '../support/signing.ts';
 
 const DAY = 86_400_000;
 const T0 = new Date('2026-11-01T03:00:00.000Z');
@@ -49,7 +50,7 @@ function objectsOf(store: MemoryStore, id: string): string[] {
 test('prune deletes what the policy does not keep, skips and reports the locked, goes on past a failed delete', async () => {
   const now = day(6);
   const { store: memory, ids } = await sixBackups(() => now);
-  const catalog0 = new Catalog(memory, 'c1', { now: () => now });
+  const catalog0 = new Catalog(memory, 'c1', { trust: TEST_TRUST, now: () => now });
   await catalog0.recordVerification(passedRecord(ids[1]!, 'deep', day(1), 10)); // the newest verified
   await catalog0.recordVerification(passedRecord(ids[0]!, 'deep', day(1), 10));
   await catalog0.recordVerification(failedRecord(ids[3]!, 'deep', day(4), 10, new Error('bad'))); // not verified
@@ -64,7 +65,7 @@ test('prune deletes what the policy does not keep, skips and reports the locked,
     },
   });
   const { log, lines } = capturingLog();
-  const report = await prune({ catalog: new Catalog(store, 'c1', { now: () => now }), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  const report = await prune({ catalog: new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now }), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
 
   assert.deepEqual(report, {
     dryRun: false,
@@ -101,7 +102,7 @@ test('prune deletes what the policy does not keep, skips and reports the locked,
   // With the store healthy and the locks gone, the next prune finishes.
   memory.lock(`c1/backups/${ids[2]}/archive.tar.age`, {});
   memory.lock(`c1/backups/${ids[0]}/manifest.json`, {});
-  const again = await prune({ catalog: new Catalog(memory, 'c1', { now: () => now }), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  const again = await prune({ catalog: new Catalog(memory, 'c1', { trust: TEST_TRUST, now: () => now }), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
   assert.deepEqual(again.deleted, [ids[2], ids[0]]);
   assert.deepEqual(again.failed, []);
   // ids[3] is no longer a backup (no manifest); cleanup removes its archive and record.
@@ -115,7 +116,7 @@ test('prune deletes what the policy does not keep, skips and reports the locked,
 test('a dry run deletes nothing and reports what would go, locks included', async () => {
   let now = day(6);
   const { store, ids } = await sixBackups(() => now, 10);
-  const catalog = new Catalog(store, 'c1', { now: () => now });
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now });
   await store.put(`c1/backups/${ids[0]}/manifest.json`, (await store.get(`c1/backups/${ids[0]}/manifest.json`)), { retain: true });
   const before = [...store.objects.keys()];
   const { log, lines } = capturingLog();
@@ -130,13 +131,13 @@ test('a dry run deletes nothing and reports what would go, locks included', asyn
   const real = await prune({ catalog, log }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
   assert.deepEqual(real.deleted, [ids[3], ids[2], ids[1], ids[0]]);
   assert.deepEqual((await catalog.list()).map((m) => m.backupId), [ids[5], ids[4]]);
-  assert.equal(store.objects.size, 4);
+  assert.equal(store.objects.size, 6, 'two backups of three objects each');
 });
 
 test('prune never deletes the newest verified backup, and keeps a backup whose only check failed out of that', async () => {
   const now = day(6);
   const { store, ids } = await sixBackups(() => now);
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   await catalog.recordVerification(passedRecord(ids[0]!, 'ciphertext', day(0), 1));
   await catalog.recordVerification(passedRecord(ids[2]!, 'ciphertext', day(2), 1));
   await catalog.recordVerification(failedRecord(ids[2]!, 'deep', day(3), 1, new Error('decrypt failed')));
@@ -149,7 +150,7 @@ test('prune never deletes the newest verified backup, and keeps a backup whose o
 
 test('a shallow pass after a failed drill does not make a backup verified: retention keeps the older one whose drill passed', async () => {
   const { store, ids } = await sixBackups(() => day(6));
-  const catalog = new Catalog(store, 'c1');
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST });
   const [b1, b2] = [ids[1]!, ids[3]!];
   await catalog.recordVerification(passedRecord(b1, 'drill', day(1.5), 60));
   await catalog.recordVerification(failedRecord(b2, 'drill', day(3.5), 60, new Error('etcd did not start')));
@@ -158,14 +159,14 @@ test('a shallow pass after a failed drill does not make a backup verified: reten
   const report = await prune({ catalog, log }, { ...LAST_TWO, keepLast: 1 }, { dryRun: false, timeZone: 'UTC' });
   assert.deepEqual(report.kept, [{ id: ids[5], reasons: ['last', 'newest'] }, { id: b1, reasons: ['newest-verified'] }]);
   assert.deepEqual(report.deleted, [ids[4], b2, ids[2], ids[0]]);
-  assert.deepEqual(objectsOf(store, b1).sort(), ['archive.tar.age', 'manifest.json', 'verification.json']);
+  assert.deepEqual(objectsOf(store, b1).sort(), ['archive.tar.age', 'manifest.json', 'manifest.json.sig', 'verification.json']);
 });
 
 test('a future-dated backup neither takes the place of the newest nor is deleted', async () => {
   const now = day(6);
   const { store, ids } = await sixBackups(() => now);
   const future = (await putBackup(store, 'c1', day(60), { retain: false })).backupId;
-  const catalog = new Catalog(store, 'c1', { now: () => now, maxClockSkewSeconds: 300 });
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now, maxClockSkewSeconds: 300 });
   const { log } = capturingLog();
   const report = await prune({ catalog, log }, { ...LAST_TWO, keepLast: 1 }, { dryRun: false, timeZone: 'UTC' });
   assert.deepEqual(report.kept, [{ id: future, reasons: ['future-dated'] }, { id: ids[5], reasons: ['last', 'newest'] }]);
@@ -177,8 +178,8 @@ test('prune stops before the next delete when cancelled', async () => {
   const controller = new AbortController();
   controller.abort();
   const { log } = capturingLog();
-  await assert.rejects(prune({ catalog: new Catalog(store, 'c1'), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC', signal: controller.signal }), CancelledError);
-  assert.equal(store.objects.size, 12);
+  await assert.rejects(prune({ catalog: new Catalog(store, 'c1', { trust: TEST_TRUST }), log }, LAST_TWO, { dryRun: false, timeZone: 'UTC', signal: controller.signal }), CancelledError);
+  assert.equal(store.objects.size, 18);
 });
 
 test('lifeboat prune: --help teaches, --dry-run deletes nothing, --json reports, the real run prunes', async () => {
@@ -198,12 +199,13 @@ test('lifeboat prune: --help teaches, --dry-run deletes nothing, --json reports,
       store: { fs: { dir: path.join(dir, 'store') } },
       retention: { keepLast: 1, hourly: 0, daily: 2, weekly: 0, monthly: 0 },
       daemon: { schedules: { timezone: 'Europe/Berlin' } },
+      signing: { publicKeyFiles: [SIGNING_PUBLIC_KEY_FILE] },
       log: { level: 'error' },
     });
     const dry = await runCli(['--config', config, 'prune', '--dry-run']);
     assert.equal(dry.code, 0, dry.stderr);
     assert.equal(dry.stdout, `dry run: would delete 2 of 4 backups (${ids[1]}, ${ids[0]}); kept 2\n`);
-    assert.equal((await new Catalog(store, 'c1').list()).length, 4);
+    assert.equal((await new Catalog(store, 'c1', { trust: TEST_TRUST }).list()).length, 4);
     const json = await runCli(['--config', config, 'prune', '--dry-run', '--json']);
     assert.equal(json.code, 0, json.stderr);
     const report = JSON.parse(json.stdout) as { kept: { id: string; reasons: string[] }[]; deleted: string[] };
@@ -211,8 +213,8 @@ test('lifeboat prune: --help teaches, --dry-run deletes nothing, --json reports,
     const real = await runCli(['--config', config, 'prune']);
     assert.equal(real.code, 0, real.stderr);
     assert.equal(real.stdout, `deleted 2 of 4 backups (${ids[1]}, ${ids[0]}); kept 2\n`);
-    assert.deepEqual((await new Catalog(store, 'c1').list()).map((m) => m.backupId), [ids[3], ids[2]]);
-    assert.deepEqual((await store.list('c1/')).map((o) => path.basename(o.key)), ['archive.tar.age', 'manifest.json', 'archive.tar.age', 'manifest.json']);
+    assert.deepEqual((await new Catalog(store, 'c1', { trust: TEST_TRUST }).list()).map((m) => m.backupId), [ids[3], ids[2]]);
+    assert.deepEqual((await store.list('c1/')).map((o) => path.basename(o.key)), ['archive.tar.age', 'manifest.json', 'manifest.json.sig', 'archive.tar.age', 'manifest.json', 'manifest.json.sig']);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

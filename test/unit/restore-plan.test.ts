@@ -46,6 +46,7 @@ const catalog: PlanContext['catalog'] = {
     if (!found) throw new NotFoundError(`no backup ${id}`);
     return found;
   },
+  resolve: async (ref) => (ref === 'latest' ? backups[0]! : catalog.get(ref)),
 };
 
 async function hostRoot(name: string, opts: { manifests?: boolean } = {}): Promise<string> {
@@ -205,7 +206,7 @@ test('a fresh-control-plane plan: this host alone, the kit files to place, kubea
   // A backup without the ClusterConfiguration cannot make a fresh control plane.
   const bare = stored('2026-11-24T03:30:00.000Z', 1_350_000);
   bare.kit.files = bare.kit.files.filter((f) => f.role !== 'cluster-configuration');
-  const ctx = { ...context(root, { restore: { advertiseAddress: '10.1.0.5' } }), catalog: { list: async () => [bare, ...backups], get: async () => bare } };
+  const ctx = { ...context(root, { restore: { advertiseAddress: '10.1.0.5' } }), catalog: { list: async () => [bare, ...backups], get: async () => bare, resolve: async () => bare } };
   await assert.rejects(createPlan({ backup: bare.backupId, mode: 'fresh-control-plane' }, ctx), (e: unknown) => e instanceof BadRequestError && e.field === '/mode' && /ClusterConfiguration/.test(e.message));
 });
 
@@ -215,7 +216,7 @@ test('a fresh-control-plane plan: restore.kubeadm settings, a mounted data dir, 
   const fromConfigMap = stored('2026-11-24T03:30:00.000Z', 1_350_000);
   fromConfigMap.kit.files = fromConfigMap.kit.files.map((f) => (f.role === 'cluster-configuration' ? { ...f, source: { from: 'configmap' as const, namespace: 'kube-system', name: 'kubeadm-config', dataKey: 'ClusterConfiguration', etcdKey: '/registry/configmaps/kube-system/kubeadm-config', revision: '1350000', encoding: 'protobuf' as const } } : f));
   const settings = { restore: { advertiseAddress: '10.1.0.5', kubeadm: { criSocket: 'unix:///run/crio/crio.sock', ignorePreflightErrors: ['SystemVerification', 'DirAvailable--var-lib-etcd', 'Swap'] } } };
-  const ctx = { ...context(root, settings), catalog: { list: async () => [fromConfigMap, ...backups], get: async () => fromConfigMap }, isMountPoint: async () => true };
+  const ctx = { ...context(root, settings), catalog: { list: async () => [fromConfigMap, ...backups], get: async () => fromConfigMap, resolve: async () => fromConfigMap }, isMountPoint: async () => true };
   const plan = await createPlan({ backup: 'latest', mode: 'fresh-control-plane', node: 'cp-new' }, ctx);
   // The configured checks join the data dir's, once each; the CRI socket goes to the InitConfiguration.
   assert.deepEqual(plan.kubeadm?.initArgs, ['init', '--config', `/etc/kubernetes/lifeboat/kubeadm-${plan.id}.yaml`, '--ignore-preflight-errors=DirAvailable--var-lib-etcd,SystemVerification,Swap']);

@@ -44,7 +44,7 @@ test('rollback on a host that had no data dir nor kit removes what the restore p
     archive: { key: 'it/backups/20261124T030000.000Z-r100/archive.tar.age', size: 1, sha256: sha256('a'), compression: { algorithm: 'none', level: 1 }, encryption: { format: 'age', recipients: [] } },
     completedAt: base.createdAt,
   };
-  const catalog = { list: async () => [stored], get: async () => stored };
+  const catalog = { list: async () => [stored], get: async () => stored, resolve: async () => stored };
 
   const records = new RestoreRecords(stateDir);
   const restoreDir = `/var/lib/etcd.lifeboat-restore-${ID}`;
