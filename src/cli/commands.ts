@@ -48,11 +48,12 @@ Example:
           hint: 'run `lifeboat keygen --output key.txt` and put the printed age1... recipient in encryption.recipients',
         });
       }
+      const signer = backupSigner(ctx.signing);
       await removeLeftovers(ctx);
       const etcd = snapshotSource(ctx);
       try {
         const result = await backupCycle(
-          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), signer: backupSigner(ctx.signing), previous: () => ctx.catalog.newestLink(), catalog: ctx.catalog, secondary: ctx.secondary },
+          { store: ctx.store, etcd, encrypt: ctx.encrypt, log: ctx.log, now: () => new Date(), signer, previous: () => ctx.catalog.newestLink(), catalog: ctx.catalog, secondary: ctx.secondary },
           cycleSettings(config),
         );
         const { manifest } = result;

@@ -15,6 +15,8 @@ const EXAMPLES = `
 Examples:
   # one-time: make a key pair; keep key.txt offline, put the age1... recipient in the config
   lifeboat keygen --output /root/lifeboat-key.txt
+  # and the key that signs each manifest (signing.keyFile); its .pub verifies them elsewhere
+  lifeboat keygen --signing --output /etc/lifeboat/signing/signing.key
 
   # back up this control plane's etcd and recovery kit
   lifeboat backup --config /etc/lifeboat/config.yaml

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,7 +19,7 @@ import { entries, populateRig, type PopulateOptions } from '../../scripts/rig/po
 import { takeBackup as backup } from '../support/backups.ts';
 import { configDoc, configOf, errorLines, ETCDUTL, quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { sha256 } from '../support/fixtures.ts';
-import { TEST_TRUST } from '../support/signing.ts';
+import { SIGNING_PUBLIC_KEY_FILE, TEST_TRUST } from '../support/signing.ts';
 
 let work: string;
 let hostRoot: string;
@@ -104,9 +104,17 @@ async function restoredServes(snapshot: string, dataRoot: string, written: Popul
   }
 }
 
-test('the stock age CLI and GNU tar unpack an archive; the snapshot passes etcdutl and its trailer check', async () => {
+test('stock OpenSSL checks the manifest signature; the stock age CLI and GNU tar unpack an archive; the snapshot passes etcdutl and its trailer check', async () => {
   const { config, store, storeDir } = setup('manual', { compression: { algorithm: 'zstd', level: 1 } });
   const manifest = await backup(config, store);
+  const dir = path.join(storeDir, path.posix.dirname(manifest.archive.key));
+  const verifySignature = (file: string) => spawnSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', SIGNING_PUBLIC_KEY_FILE, '-rawin', '-in', file, '-sigfile', path.join(dir, 'manifest.json.sig')], { encoding: 'utf8' });
+  const good = verifySignature(path.join(dir, 'manifest.json'));
+  assert.equal(good.status, 0, good.stderr);
+  assert.match(good.stdout, /Signature Verified Successfully/);
+  const changed = path.join(work, 'changed-manifest.json');
+  await writeFile(changed, (await readFile(path.join(dir, 'manifest.json'), 'utf8')).replace(manifest.node, `${manifest.node}x`));
+  assert.notEqual(verifySignature(changed).status, 0, 'a changed manifest fails the stock check');
   const archive = path.join(storeDir, manifest.archive.key);
   assert.equal(sha256(await readFile(archive)), manifest.archive.sha256);
   const out = path.join(work, 'manual');

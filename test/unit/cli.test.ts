@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { loadSigning } from '../../src/signing/trust.ts';
 import { errorLines, runCli } from '../support/lifeboat.ts';
 
 test('--help on every command explains it and shows an example', async () => {
@@ -43,6 +44,33 @@ test('keygen writes a 0600 identity that age reads, prints its recipient, and ne
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already exists/);
     assert.deepEqual(await readFile(file), before);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('keygen --signing writes a 0600 Ed25519 key and its .pub; stock OpenSSL signs with the one and checks with the other; it never overwrites', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-keygen-signing-'));
+  try {
+    const file = path.join(dir, 'signing.key');
+    const made = await runCli(['keygen', '--signing', '--output', file]);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^-----BEGIN PUBLIC KEY-----\n/);
+    assert.match(made.stderr, /key id [0-9a-f]{16}/);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.equal((await stat(`${file}.pub`)).mode & 0o777, 0o644);
+    assert.equal(await readFile(`${file}.pub`, 'utf8'), made.stdout);
+    const message = path.join(dir, 'manifest.json');
+    await writeFile(message, '{"backupId":"x"}\n');
+    execFileSync('openssl', ['pkeyutl', '-sign', '-inkey', file, '-rawin', '-in', message, '-out', `${message}.sig`]);
+    const checked = execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', `${file}.pub`, '-rawin', '-in', message, '-sigfile', `${message}.sig`]).toString();
+    assert.match(checked, /Signature Verified Successfully/);
+    // Lifeboat's own check agrees with OpenSSL's signature.
+    const { trust } = loadSigning({ publicKeyFiles: [`${file}.pub`], allowUnsigned: false });
+    assert.equal(trust.check('m', await readFile(message), await readFile(`${message}.sig`)).signed, true);
+    const again = await runCli(['keygen', '--signing', '--output', file]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already exists/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

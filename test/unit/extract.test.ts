@@ -9,9 +9,10 @@ import { buffer } from 'node:stream/consumers';
 import { Header } from 'tar';
 import { manifestJson, type StoredManifest } from '../../src/archive/manifest.ts';
 import { END_OF_ARCHIVE, fileHeader, padding } from '../../src/archive/tar.ts';
+import { readArchive } from '../../src/archive/reader.ts';
 import { archiveChunks } from '../../src/archive/writer.ts';
 import { createDecryptStream, createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
-import { DestinationNotEmptyError, UnsafePathError } from '../../src/errors/errors.ts';
+import { DestinationNotEmptyError, IntegrityError, UnsafePathError } from '../../src/errors/errors.ts';
 import { extractBackup } from '../../src/restore/extract.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { archiveKey } from '../../src/store/layout.ts';
@@ -101,3 +102,22 @@ test('an existing non-empty directory is refused and left as it was', async () =
   assert.equal(await readFile(path.join(out, 'precious'), 'utf8'), 'keep me');
 });
 
+
+test('a kit entry whose tar header declares more bytes than its manifest is refused before a byte of it reaches the sink', async () => {
+  const declared = kitFile('/etc/kubernetes/pki/ca.crt', 'abc');
+  const manifest = sampleManifest(100, [declared.file]);
+  // The archive says 1 MiB for the file the manifest says is 3 bytes.
+  const big = Buffer.alloc(1 << 20, 0x41);
+  const oversized = Buffer.concat([fileHeader({ path: declared.file.entry, size: big.length, mode: 0o644, mtime: new Date() }), big, padding(big.length)]);
+  const s = await stored(hostileTar(manifest, [oversized]), manifest);
+  const received = new Map<string, number>();
+  const sink = async (entry: { path: string }, body: AsyncIterable<Buffer>) => {
+    for await (const chunk of body) received.set(entry.path, (received.get(entry.path) ?? 0) + chunk.length);
+  };
+  await assert.rejects(readArchive(await store.get(s.archive.key), s, createDecryptStream([key.identity]), sink), (err: unknown) => err instanceof IntegrityError && /is 1048576 bytes in the archive, but the manifest says 3/.test(err.message));
+  assert.ok(received.has('manifest.json'), 'the manifest entry was read');
+  assert.equal(received.get(declared.file.entry), undefined, 'no byte of the oversized entry');
+  const out = path.join(work, 'oversized');
+  await assert.rejects(extractBackup(deps, s, [key.identity], out), IntegrityError);
+  await assert.rejects(stat(out), { code: 'ENOENT' });
+});
