@@ -29,6 +29,8 @@ lifeboat() { node --max-semi-space-size=1 src/cli/main.ts "$@"; }
 export LIFEBOAT_TOOLS__ETCDUTL="$etcdutl"
 
 [ -f "$demo/key.txt" ] || lifeboat keygen --output "$demo/key.txt" >"$demo/recipient.txt"
+# The key that signs each manifest; verify and restore check the signature before anything else.
+[ -f "$demo/signing.key" ] || lifeboat keygen --signing --output "$demo/signing.key" >/dev/null
 cat >"$demo/lifeboat.yaml" <<YAML
 cluster: demo
 etcd:
@@ -41,6 +43,8 @@ kit:
   hostRoot: $hostroot
 encryption:
   recipients: [$(cat "$demo/recipient.txt")]
+signing:
+  keyFile: $demo/signing.key
 YAML
 echo "== config: $demo/lifeboat.yaml"
 

@@ -429,6 +429,7 @@ type DaemonConfigShape = {
   metrics: { listen: { port: number } };
   api: { listen: { port: number }; tls: { certFile: string; keyFile: string; clientCaFile?: string }; tokensFile?: string };
   encryption: { recipientsFile?: string; identityFile?: string };
+  signing: { keyFile?: string; publicKeyFiles: string[] };
   store: { fs?: { dir: string }; s3?: { accessKeyIdFile?: string; secretAccessKeyFile?: string; endpoint?: string } };
   daemon: { stateDir: string; schedules: { drill: string } };
   drill: { scratchDir?: string };
@@ -466,6 +467,8 @@ describe('config and mounts', () => {
       const files: [string, string | undefined][] = [
         ['encryption.recipientsFile', config.encryption.recipientsFile],
         ['encryption.identityFile', config.encryption.identityFile],
+        ['signing.keyFile', config.signing.keyFile],
+        ...config.signing.publicKeyFiles.map((f, i): [string, string] => [`signing.publicKeyFiles.${i}`, f]),
         ['api.tls.certFile', config.api.tls.certFile],
         ['api.tls.keyFile', config.api.tls.keyFile],
         ['api.tls.clientCaFile', config.api.tls.clientCaFile],
@@ -476,7 +479,7 @@ describe('config and mounts', () => {
         ['etcd.tls.certFile', config.etcd.tls.certFile],
         ['etcd.tls.keyFile', config.etcd.tls.keyFile],
       ];
-      assert.ok(config.encryption.recipientsFile && config.api.tokensFile, `${dir}: recipients and tokens are configured`);
+      assert.ok(config.encryption.recipientsFile && config.api.tokensFile && config.signing.keyFile, `${dir}: recipients, tokens and the signing key are configured`);
       for (const [field, file] of files) {
         if (file === undefined) continue;
         const m = mountOf(rd, c, file);
