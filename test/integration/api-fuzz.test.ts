@@ -16,12 +16,12 @@ import { tokenLine } from '../../src/api/tokens.ts';
 import { manifestJson } from '../../src/archive/manifest.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { manifestKey } from '../../src/store/layout.ts';
+import { archiveKey, manifestKey, signatureKey } from '../../src/store/layout.ts';
 import { apiRig, type ApiRig } from '../support/api-daemon.ts';
 import { storedManifest } from '../support/api-fakes.ts';
 import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { configOf, quietLog } from '../support/lifeboat.ts';
-import { TEST_TRUST } from '../support/signing.ts';
+import { TEST_SIGNER, TEST_TRUST } from '../support/signing.ts';
 
 /**
  * Generated requests against the real server (routes, validation, auth, rate limit, error
@@ -74,7 +74,9 @@ before(async () => {
   const store = new FsStore(path.join(work, 'store'));
   for (const [i, id] of SEEDED.entries()) {
     const manifest = storedManifest(id, new Date(Date.UTC(2026, 10, 24 - i, 3)).toISOString());
-    await store.put(manifestKey('fuzz', id), Readable.from([Buffer.from(manifestJson({ ...manifest, cluster: 'fuzz' }))]));
+    const bytes = Buffer.from(manifestJson({ ...manifest, cluster: 'fuzz', archive: { ...manifest.archive, key: archiveKey('fuzz', id, 'zstd') } }));
+    await store.put(signatureKey('fuzz', id), Readable.from([TEST_SIGNER.sign(bytes)]));
+    await store.put(manifestKey('fuzz', id), Readable.from([bytes]));
   }
   rig = apiRig({
     config,

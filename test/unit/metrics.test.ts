@@ -10,6 +10,7 @@ import { passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
 import { MemoryStore } from '../support/memory-store.ts';
 import { TEST_TRUST } from '../support/signing.ts';
+import { signatureKey } from '../../src/store/layout.ts';
 
 interface Sample {
   name: string;
@@ -225,6 +226,21 @@ test('seeding ignores a backup dated in the future, and the future-dated ones ar
   await catalog.deleteBackup(future.backupId);
   await daemonCatalog(store, config, TEST_TRUST, m, createLogger('silent'), () => now).entries();
   assert.equal(one(await scrape(m), 'lifeboat_backup_future_dated'), 0);
+});
+
+test('seeding ignores a refused (unsigned) backup, even the newest, and counts it in lifeboat_backup_rejected', async () => {
+  const now = new Date('2026-11-24T12:00:00.000Z');
+  const store = new MemoryStore({ now: () => now });
+  const good = await putBackup(store, 'prod', new Date('2026-11-24T10:00:00.000Z'));
+  const forged = await putBackup(store, 'prod', new Date('2026-11-24T11:00:00.000Z'), { archiveBytes: 4096 });
+  await store.delete(signatureKey('prod', forged.backupId));
+  const m = new LifeboatMetrics(identity);
+  assert.equal(one(await scrape(m), 'lifeboat_backup_rejected'), 0);
+  const config = resolveConfig({ cluster: 'prod', node: 'cp-1' });
+  await seedMetrics(daemonCatalog(store, config, TEST_TRUST, m, createLogger('silent'), () => now), m, createLogger('silent'), () => now, config.backup.maxClockSkewSeconds);
+  const all = await scrape(m);
+  assert.equal(one(all, 'lifeboat_backup_last_success_timestamp_seconds'), Date.parse(good.createdAt) / 1000, 'the unsigned newest does not count as a success');
+  assert.equal(one(all, 'lifeboat_backup_rejected'), 1);
 });
 
 test('each facade owns its registry: instances share nothing and the global registry stays empty', async () => {
