@@ -34,11 +34,9 @@ export interface Servers {
 export interface ServerOptions {
   /** The clock of the authentication rate limit (milliseconds). */
   now?: () => number;
-  /** How often the TLS files are checked for a renewal (default 30 s). */
+  /** How often the TLS files are checked for a renewal; default api.tls.reloadIntervalSeconds. */
   tlsReloadIntervalMs?: number;
 }
-
-const TLS_RELOAD_INTERVAL_MS = 30_000;
 
 /** What one request accumulates for its audit line. */
 interface RequestFacts {
@@ -93,7 +91,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
     files: tls,
     apply: (context) => (api.server as HttpsServer).setSecureContext(context),
     log,
-    intervalMs: options.tlsReloadIntervalMs ?? TLS_RELOAD_INTERVAL_MS,
+    intervalMs: options.tlsReloadIntervalMs ?? tls.reloadIntervalSeconds * 1000,
     base: { minVersion: https.minVersion },
   });
   const ctx: RouteContext = {

@@ -317,6 +317,8 @@ export const ApiSchema = Type.Object(
         keyFile: Type.String({ minLength: 1, default: '/etc/lifeboat/tls/tls.key' }),
         /** Client certificates signed by this CA authenticate (mTLS); without it only tokens do. */
         clientCaFile: Type.Optional(NonEmpty),
+        /** How often the three files are checked for a renewal (cert-manager replaces them); a new pair is used without a restart. */
+        reloadIntervalSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30 }),
       },
       { ...Strict, default: {} },
     ),

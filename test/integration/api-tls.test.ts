@@ -364,7 +364,7 @@ test('the certificate and the client CA are reloaded when their files change; a 
   await install(pki.server.key, files.keyFile);
   await install(pki.ca.cert, files.clientCaFile);
   const renewed = await makeApiPki(path.join(work, 'pki-renewed'));
-  const rotating = await createServers({ ...rig.deps, api: { ...config.api, tls: files } }, { tlsReloadIntervalMs: 50 });
+  const rotating = await createServers({ ...rig.deps, api: { ...config.api, tls: { ...files, reloadIntervalSeconds: 1 } } }, { tlsReloadIntervalMs: 50 });
   try {
     const { apiPort } = await rotating.listen();
     const url = `https://127.0.0.1:${apiPort}/v1/jobs`;
