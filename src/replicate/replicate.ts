@@ -6,7 +6,8 @@ import type { StoredManifest } from '../archive/manifest.ts';
 import { checkCiphertext } from '../archive/reader.ts';
 import { ArchiveError, CancelledError, describeError, IntegrityError, LifeboatError, rootCause, StoreError, type ErrorCode } from '../errors/errors.ts';
 import type { ManifestTrust } from '../signing/trust.ts';
-import { Catalog, type TrustedManifest } from '../store/catalog.ts';
+import { Catalog } from '../store/catalog.ts';
+import type { TrustedManifest } from '../store/trusted-manifest.ts';
 import { assertBackupId, backupsPrefix, committedIds, manifestKey, parseKey, signatureKey } from '../store/layout.ts';
 import type { BackupStore, PutOptions } from '../store/store.ts';
 

@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { missingKitRoles, parseStoredManifest, type KitRole, type ManifestLink, type StoredManifest } from '../archive/manifest.ts';
+import { missingKitRoles, type KitRole, type ManifestLink, type StoredManifest } from '../archive/manifest.ts';
 import { ArchiveError, IntegrityError, NotFoundError, ObjectLockedError, SignatureError } from '../errors/errors.ts';
-import type { ManifestTrust, TrustVerdict } from '../signing/trust.ts';
+import type { ManifestTrust } from '../signing/trust.ts';
+import { readTrustedManifest, type TrustedManifest } from './trusted-manifest.ts';
 import { parseVerificationRecord, verificationRecordJson, withLevel, type VerificationRecord } from '../verify/record.ts';
-import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, signatureKey, verificationKey, type ParsedKey } from './layout.ts';
+import { assertBackupId, backupPrefix, backupsPrefix, committedIds, manifestKey, parseBackupId, parseKey, verificationKey, type ParsedKey } from './layout.ts';
 import { isLocked, type BackupStore, type ObjectInfo } from './store.ts';
 
 export interface CleanupResult {
@@ -38,17 +38,6 @@ export interface BackupLock {
   legalHold?: boolean;
 }
 
-/** A manifest that was accepted: its signature checked, its location matched. */
-export interface TrustedManifest {
-  manifest: StoredManifest;
-  /** sha256 of the manifest object's bytes (what the next backup's `previous` names). */
-  sha256: string;
-  verdict: TrustVerdict;
-  /** The manifest object's bytes and its signature as stored: a copy must keep them exact. */
-  bytes: Buffer;
-  signature: Buffer | undefined;
-}
-
 export type ChainStatus = { state: 'linked' | 'previous-gone'; previous: string } | { state: 'unlinked' };
 
 /** A committed backup whose manifest was refused: unsigned, badly signed, invalid or misplaced. */
@@ -73,9 +62,6 @@ export interface CatalogOptions {
   onRejected?: (rejected: readonly RejectedBackup[]) => void;
 }
 
-/** A manifest object larger than this is refused unread; a signature is 64 bytes. */
-const MAX_MANIFEST_BYTES = 16 << 20;
-const MAX_SIGNATURE_BYTES = 1024;
 
 const DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300;
 
@@ -172,30 +158,7 @@ export class Catalog {
   async trusted(id: string): Promise<TrustedManifest> {
     const known = this.#manifests.get(id);
     if (known) return known;
-    const key = manifestKey(this.#cluster, assertBackupId(id));
-    let bytes: Buffer;
-    try {
-      bytes = await readCapped(await this.#store.get(key), MAX_MANIFEST_BYTES, key);
-    } catch (err) {
-      if (err instanceof NotFoundError) {
-        throw new NotFoundError(`no backup ${id} in cluster ${this.#cluster} (${this.#store.description})`, {
-          hint: 'run `lifeboat list` to see the backups',
-        });
-      }
-      throw err;
-    }
-    const sigKey = signatureKey(this.#cluster, id);
-    const signature = await this.#store.get(sigKey).then(
-      (body) => readCapped(body, MAX_SIGNATURE_BYTES, sigKey),
-      (err: unknown) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      },
-    );
-    const verdict = this.#trust.check(`manifest ${key}`, bytes, signature);
-    const manifest = parseStoredManifest(bytes.toString('utf8'), key);
-    this.#checkLocation(manifest, id, key);
-    const trusted = { manifest, sha256: createHash('sha256').update(bytes).digest('hex'), verdict, bytes, signature };
+    const trusted = await readTrustedManifest(this.#store, this.#cluster, this.#trust, assertBackupId(id));
     this.#manifests.set(id, trusted);
     return trusted;
   }
@@ -232,16 +195,6 @@ export class Catalog {
       });
     }
     return { state: 'linked', previous: previous.backupId };
-  }
-
-  /** A manifest must describe the backup at its own location, and name its own archive. */
-  #checkLocation(manifest: StoredManifest, id: string, key: string): void {
-    const archive = parseKey(manifest.archive.key);
-    const where = manifest.backupId !== id ? `backup ${manifest.backupId}` : manifest.cluster !== this.#cluster ? `cluster ${manifest.cluster}` : undefined;
-    if (where) throw new ArchiveError(`manifest ${key} describes ${where}, but it is stored as backup ${id} of cluster ${this.#cluster}: refusing it`);
-    if (archive?.kind !== 'archive' || archive.id !== id || archive.cluster !== this.#cluster || archive.compression !== manifest.archive.compression.algorithm) {
-      throw new ArchiveError(`manifest ${key} names archive ${manifest.archive.key}, which is not backup ${id}'s own (${manifest.archive.compression.algorithm}): refusing it`);
-    }
   }
 
   /**
@@ -411,19 +364,6 @@ function isFutureDated(manifest: StoredManifest, limitMs: number): boolean {
   const byId = parseBackupId(manifest.backupId)?.createdAt.getTime() ?? 0;
   const created = Date.parse(manifest.createdAt);
   return byId > limitMs || (Number.isFinite(created) && created > limitMs);
-}
-
-/** The whole body, refused (ArchiveError) once it passes `max` bytes: a manifest is small, whatever the store says. */
-async function readCapped(body: AsyncIterable<Buffer | string>, max: number, key: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    size += b.length;
-    if (size > max) throw new ArchiveError(`${key} is over ${max} bytes: not a Lifeboat object; refusing it`);
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** `fn` over `items` with at most `limit` calls in flight; results in the order of `items`. */
