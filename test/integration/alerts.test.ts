@@ -67,7 +67,7 @@ test('promtool check rules: the rules file is valid', async () => {
   const { code, out } = await run('promtool', ['check', 'rules', RULES]);
   assert.equal(code, 0, out);
   assert.match(out, new RegExp(`SUCCESS: ${rules.length} rules found`));
-  assert.equal(rules.length, 9);
+  assert.equal(rules.length, 10);
 });
 
 test('promtool test rules: every case passes', async () => {
