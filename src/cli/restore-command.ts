@@ -355,9 +355,9 @@ function printProgress(view: RestoreView): void {
     print(`  ${s.padEnd(18)} ${r.state.padEnd(8)}${r.attempts > 1 ? ` x${r.attempts}` : '   '}  ${detail}`);
   }
   const result = view.journal.result;
-  const quorum = result.quorum as { leader?: string; revision?: string; members?: unknown[] } | undefined;
+  const { quorum } = result;
   if (quorum) print(`quorum     ${quorum.members?.length ?? '?'} members, leader ${quorum.leader}, revision ${quorum.revision}`);
-  const join = result.join as { command: string; certificateKeyExpiresAt: string; hosts: string[]; before: string[] } | undefined;
+  const { join } = result;
   if (join) {
     print(`join       on ${join.hosts.length ? join.hosts.join(', ') : 'each other control-plane host'}, before ${join.certificateKeyExpiresAt} (it holds secrets):`);
     for (const step of join.before) print(`           - ${step}`);
@@ -371,7 +371,7 @@ function printProgress(view: RestoreView): void {
 }
 
 function printDryRun(view: RestoreView): void {
-  const dry = view.journal.result.dryRun as { etcd?: { revision: string; keyCount: number; targetRevision: string }; wouldWait?: string[]; wouldRun?: string[]; etcdManifestDiff?: string } | undefined;
+  const dry = view.journal.result.dryRun;
   print('');
   print(`dry run    ${view.state}`);
   if (!dry) return;
@@ -558,7 +558,7 @@ async function report(nodes: Node[], result: ApplyAllReport, elapsedMs: number, 
   const rows = nodes.map((n, i) => {
     const v = views[i]!;
     if (v instanceof Error) return { node: n.name, restoreId: n.plan.id, state: 'unknown', error: describeError(v) };
-    const quorum = v.journal.result.quorum as { revision?: string; leader?: string } | undefined;
+    const { quorum } = v.journal.result;
     return { node: n.name, restoreId: n.plan.id, state: v.state, setAside: v.plan.setAside.map((s) => s.to), revision: quorum?.revision, leader: quorum?.leader };
   });
   if (json) {

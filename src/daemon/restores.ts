@@ -139,7 +139,7 @@ export async function restoreIdentities(identities: () => Promise<string[] | und
 export function restoreSummary(view: RestoreView, params: RestoreJobParams): Record<string, unknown> {
   const { plan, journal } = view;
   const result = journal.result;
-  const join = result.join as { hosts?: string[]; certificateKeyExpiresAt?: string } | undefined;
+  const { join } = result;
   return {
     restoreId: plan.id,
     action: params.action,

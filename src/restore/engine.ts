@@ -190,7 +190,7 @@ export class RestoreEngine {
 
   /** Every step pending again, facts and results cleared (in place: the step context holds this journal). */
   async #resetDryRun(plan: RestorePlan, journal: RestoreJournal): Promise<void> {
-    await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot!, plan.self.dataDir));
+    await stopLeftover(journal.facts.throwawayPid, path.join(plan.dryRunRoot!, plan.self.dataDir));
     for (const s of plan.steps) journal.steps[s] = { state: 'pending', attempts: journal.steps[s]?.attempts ?? 0 };
     journal.facts = {};
     journal.result = {};
@@ -350,7 +350,7 @@ export function checkRollback(plan: RestorePlan, journal?: RestoreJournal): void
 /** What a dry run leaves: its throwaway etcd, its stand-in host root, the decrypted backup and the staged manifests (the logs stay). */
 async function removeDryRunLeftovers(plan: RestorePlan, journal: RestoreJournal): Promise<void> {
   if (plan.dryRunRoot) {
-    await stopLeftover(journal.facts.throwawayPid as number | undefined, path.join(plan.dryRunRoot, plan.self.dataDir));
+    await stopLeftover(journal.facts.throwawayPid, path.join(plan.dryRunRoot, plan.self.dataDir));
     await rm(plan.dryRunRoot, { recursive: true, force: true });
   }
   delete journal.facts.throwawayPid;

@@ -8,6 +8,8 @@ import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
 import { startThrowawayEtcd, throwawayClient, type ThrowawayEtcd } from '../etcd/throwaway.ts';
 import type { Executor } from '../exec/executor.ts';
 import { acceptsConnections } from '../exec/ports.ts';
+import type { Static } from '@sinclair/typebox';
+import type { LeaseCleanupSchema, QuorumSchema } from './journal-model.ts';
 
 export { stopLeftover } from '../etcd/throwaway.ts';
 
@@ -99,11 +101,7 @@ export async function waitOpen(address: { host: string; port: number }, what: st
   );
 }
 
-export interface QuorumReport {
-  leader: string;
-  revision: string;
-  members: { name: string; clientURL: string; revision: string }[];
-}
+export type QuorumReport = Static<typeof QuorumSchema>;
 
 /**
  * Waits until the restored cluster is whole: a linearizable member list (which needs a quorum)
@@ -174,17 +172,7 @@ async function checkMembers(members: IMember[], tls: TlsConfig, target: string):
   return report;
 }
 
-export interface LeaseCleanupReport {
-  /** Master leases of addresses in the new member set. */
-  kept: string[];
-  /** Master leases of other addresses: removed (or, in a dry run, to be removed). */
-  removed: string[];
-  /** Control-plane Node objects whose names are not members. */
-  staleNodes: string[];
-  /** Of those, deleted (restore.deleteStaleNodes). */
-  nodesDeleted: string[];
-  dryRun: boolean;
-}
+export type LeaseCleanupReport = Static<typeof LeaseCleanupSchema>;
 
 export const MASTER_LEASES = '/registry/masterleases/';
 export const NODES = '/registry/minions/';

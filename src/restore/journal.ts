@@ -7,6 +7,7 @@ import { Value } from '@sinclair/typebox/value';
 import { ConfigError, ConflictError, NotFoundError } from '../errors/errors.ts';
 import { writeFileAtomic } from '../store/durable-file.ts';
 import { RestorePlanSchema, type RestorePlan, type StepName } from './plan.ts';
+import { RestoreFactsSchema, RestoreResultSchema } from './journal-model.ts';
 
 /**
  * A restore's records on this node, under `<daemon.stateDir>/restores/<id>/` (mode 0700):
@@ -48,9 +49,9 @@ export const RestoreJournalSchema = Type.Object({
   id: Type.String(),
   steps: Type.Record(Type.String(), StepRecordSchema),
   /** What steps learned that later steps (and a resumed apply) need. */
-  facts: Type.Record(Type.String(), Type.Unknown()),
+  facts: RestoreFactsSchema,
   /** What the restore reports: quorum, lease cleanup, join instructions, dry-run findings. */
-  result: Type.Record(Type.String(), Type.Unknown()),
+  result: RestoreResultSchema,
   rollback: Type.Optional(
     Type.Object({
       state: Type.Union([Type.Literal('running'), Type.Literal('done'), Type.Literal('failed')]),

@@ -1,5 +1,7 @@
 import { Document, isMap, parseAllDocuments } from 'yaml';
 import { ConfigError, ToolError } from '../errors/errors.ts';
+import type { Static } from '@sinclair/typebox';
+import type { JoinInstructionsSchema } from './journal-model.ts';
 
 /**
  * The kubeadm config a fresh control plane is initialised with: an InitConfiguration for this
@@ -69,14 +71,7 @@ export function parseJoinCommand(stdout: string): string {
   return line;
 }
 
-export interface JoinInstructions {
-  /** Run on each other control-plane host. Holds a bootstrap token and the certificate key: a secret. */
-  command: string;
-  /** The uploaded certificates (and so the key) are deleted after two hours. */
-  certificateKeyExpiresAt: string;
-  hosts: string[];
-  before: string[];
-}
+export type JoinInstructions = Static<typeof JoinInstructionsSchema>;
 
 export interface JoinOptions {
   now: Date;

@@ -46,7 +46,7 @@ export async function rollbackSteps(deps: Pick<EngineDeps, 'config'>, plan: Rest
       }
     }
   } else {
-    await stopLeftover(journal.facts.throwawayPid as number | undefined, onHost(plan.self.dataDir));
+    await stopLeftover(journal.facts.throwawayPid, onHost(plan.self.dataDir));
   }
 
   // 2. The data: the restored data aside as failed, the old data back.
@@ -55,7 +55,7 @@ export async function rollbackSteps(deps: Pick<EngineDeps, 'config'>, plan: Rest
   const aside = onHost(layout.aside);
   const failed = onHost(layout.failed);
   const incoming = onHost(layout.incoming);
-  const restored = journal.facts.restored as string | undefined;
+  const { restored } = journal.facts;
   if (await exists(incoming)) {
     if (await exists(failed)) throw new ConflictError(`${failed} already exists; move it away by hand, then roll back again`);
     await renameDurable(incoming, failed);
@@ -95,7 +95,7 @@ export async function rollbackSteps(deps: Pick<EngineDeps, 'config'>, plan: Rest
     }
   } else {
     await removePlaced(root, plan, journal, act);
-    for (const entry of (journal.facts.setAsideFiles ?? []) as { path: string; aside: string }[]) {
+    for (const entry of journal.facts.setAsideFiles ?? []) {
       const target = onHost(entry.path);
       const kept = onHost(entry.aside);
       if (!(await exists(kept))) continue;
@@ -113,7 +113,7 @@ export async function rollbackSteps(deps: Pick<EngineDeps, 'config'>, plan: Rest
  */
 async function removePlaced(root: string, plan: RestorePlan, journal: RestoreJournal, act: (line: string) => Promise<void>): Promise<void> {
   const onHost = (p: string) => path.join(root, p);
-  const placed = ((journal.facts.placedFiles ?? []) as string[]).map((p) => ({ path: p, sha256: plan.files.find((f) => f.path === p)?.sha256 }));
+  const placed = (journal.facts.placedFiles ?? []).map((p) => ({ path: p, sha256: plan.files.find((f) => f.path === p)?.sha256 }));
   for (const file of placed) {
     const target = onHost(file.path);
     const content = await readFile(target).catch(() => undefined);

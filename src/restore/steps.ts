@@ -30,6 +30,7 @@ import { joinInstructions, kubeadmConfig, parseCertificateKey, parseJoinCommand 
 import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, lineDiff, localClientURL, probeAddress, StaticPod } from './manifests.ts';
 import { dataDirLayout, initialCluster, type PlanContext, type RestoreConfig, type RestorePlan, type StepName } from './plan.ts';
 import type { RestoreJournal, StepState } from './journal.ts';
+import type { DryRunResult } from './journal-model.ts';
 
 /**
  * Each step of a restore. A step is idempotent: it looks at the host and finishes whatever an
@@ -81,7 +82,7 @@ const local = (ctx: StepContext, hostPath: string) => path.join(ctx.root, hostPa
 const staged = (ctx: StepContext, ...parts: string[]) => path.join(ctx.plan.staging, ...parts);
 const manifestPath = (ctx: StepContext, name: string) => local(ctx, path.posix.join(ctx.deps.config.restore.manifestsDir, name));
 const layoutOf = (plan: RestorePlan) => dataDirLayout(plan.self.dataDir, plan.id, plan.self.swap);
-const dryResult = (ctx: StepContext) => ((ctx.journal.result.dryRun ??= { wouldWait: [], wouldRun: [] }) as { wouldWait: string[]; wouldRun: string[]; [k: string]: unknown });
+const dryResult = (ctx: StepContext): DryRunResult => (ctx.journal.result.dryRun ??= { wouldWait: [], wouldRun: [] });
 
 /** Live: wait. Dry run: record what would be waited for. */
 async function waitFor(ctx: StepContext, what: string, work: () => Promise<void>): Promise<string> {
@@ -188,7 +189,7 @@ const restoreSnapshot: Step = async (ctx) => {
 const swapDataDir: Step = async (ctx) => {
   const { plan } = ctx;
   const layout = layoutOf(plan);
-  const restored = ctx.journal.facts.restored as string | undefined;
+  const { restored } = ctx.journal.facts;
   const hadLive = await exists(local(ctx, layout.live));
   const result = await swapIn({ live: local(ctx, layout.live), incoming: local(ctx, layout.incoming), aside: local(ctx, layout.aside) }, restored);
   if (layout.swap === 'member') await removeIfEmpty(local(ctx, layout.restoreDir));
@@ -227,7 +228,7 @@ const startEtcd: Step = async (ctx) => {
   const client = localClientURL(etcdFacts(StaticPod.parse(text, dest)))!;
   if (ctx.dry) ctx.throwaway = await startRestoredMember(ctx, 'dry-run-etcd.log', plan.members.length > 1);
   const waited = await waitFor(ctx, `etcd to listen on ${client.host}`, () => waitOpen(probeAddress(client), 'the restored etcd', deps.config.restore.etcdWaitSeconds, ctx.signal));
-  return `${ETCD_MANIFEST} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${(dryResult(ctx).etcd as { revision: string }).revision} (throwaway etcd on a private socket)` : ''}`;
+  return `${ETCD_MANIFEST} put back with the new token ${plan.clusterToken} and the full initial cluster; ${waited}${ctx.dry ? `; the restored member serves at revision ${dryResult(ctx).etcd?.revision} (throwaway etcd on a private socket)` : ''}`;
 };
 
 /**
@@ -238,7 +239,7 @@ const startEtcd: Step = async (ctx) => {
 async function startRestoredMember(ctx: StepContext, logName: string, forceNewCluster: boolean): Promise<Throwaway> {
   const { plan, deps } = ctx;
   const dataDir = local(ctx, plan.self.dataDir);
-  await stopLeftover(ctx.journal.facts.throwawayPid as number | undefined, dataDir);
+  await stopLeftover(ctx.journal.facts.throwawayPid, dataDir);
   await mkdir(staged(ctx, 'logs'), { recursive: true, mode: 0o700 });
   const throwaway = await startThrowaway({
     exec: deps.exec,
@@ -330,8 +331,8 @@ const placeFiles: Step = async (ctx) => {
   const { plan } = ctx;
   const stored = await ctx.deps.catalog.get(plan.backupId);
   const placed: string[] = [];
-  const setAside = ((ctx.journal.facts.setAsideFiles ??= []) as { path: string; aside: string }[]);
-  const placedNew = (ctx.journal.facts.placedFiles ??= []) as string[];
+  const setAside = (ctx.journal.facts.setAsideFiles ??= []);
+  const placedNew = (ctx.journal.facts.placedFiles ??= []);
   for (const f of plan.files) {
     checkKitTarget(ctx.deps.config.kit, f);
     const kit = stored.kit.files.find((k) => k.path === f.path);

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ConflictError, NotFoundError } from '../../src/errors/errors.ts';
+import { ConfigError, ConflictError, NotFoundError } from '../../src/errors/errors.ts';
 import { writeFileAtomic } from '../../src/store/durable-file.ts';
 import { identity, moveOut, processesMentioning, swapIn } from '../../src/restore/durable.ts';
 import { freshJournal, pendingSteps, RestoreRecords, restoreState } from '../../src/restore/journal.ts';
@@ -70,6 +70,24 @@ test('records: plan and journal round trip, 0700 dir and 0600 files, no temp fil
   assert.deepEqual(await records.ids(), [p.id]);
   await assert.rejects(records.plan('restore-20261124T040000.000Z-000000'), NotFoundError);
   await assert.rejects(records.plan('../../etc'), NotFoundError);
+});
+
+test('a journal whose facts or results have the wrong shape is refused on read, naming the field', async () => {
+  const records = new RestoreRecords(await dir());
+  const p = plan();
+  const j = await records.create(p);
+  j.facts.throwawayPid = 4242;
+  j.facts.placedFiles = ['/etc/kubernetes/pki/ca.crt'];
+  j.result.quorum = { leader: 'cp-1', revision: '100', members: [{ name: 'cp-1', clientURL: 'https://10.0.0.1:2379', revision: '100' }] };
+  await records.save(j);
+  const back = await records.journal(p.id);
+  assert.equal(back.facts.throwawayPid, 4242);
+  assert.deepEqual(back.result.quorum?.members.map((m) => m.name), ['cp-1']);
+  const file = path.join(records.dir(p.id), 'journal.json');
+  const doc = JSON.parse(await readFile(file, 'utf8')) as { facts: Record<string, unknown> };
+  doc.facts.throwawayPid = 'not a pid';
+  await writeFile(file, JSON.stringify(doc));
+  await assert.rejects(records.journal(p.id), (err: unknown) => err instanceof ConfigError && /invalid at \/facts\/throwawayPid/.test(err.message));
 });
 
 test('lock: one holder at a time; a dead holder\'s lock is taken over', async () => {
