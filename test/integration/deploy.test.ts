@@ -46,6 +46,7 @@ import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import { DEPLOY, kustomizations, render, type K8sObject, type Rendered } from '../support/kustomize.ts';
 import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
+import { SIGNING_KEY_FILE } from '../support/signing.ts';
 
 const run = promisify(execFile);
 const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
@@ -890,7 +891,12 @@ describe('non-root backups through the file capability', { skip: process.getuid?
     await mkdir(storeDir, { mode: 0o700 });
     await chown(storeDir, UID, UID);
     const { recipient } = await generateIdentity();
-    const doc = configDoc(cluster, hostRoot, storeDir, [recipient]);
+    // The signing key as the Secret lifeboat-signing is mounted: mode 0440, group 65532.
+    const signingKey = path.join(work, 'signing.key');
+    await copyFile(SIGNING_KEY_FILE, signingKey);
+    await chown(signingKey, 0, UID);
+    await chmod(signingKey, 0o440);
+    const doc = { ...configDoc(cluster, hostRoot, storeDir, [recipient]), signing: { keyFile: signingKey } };
     configFile = path.join(work, 'config.yaml');
     await writeFile(configFile, stringify(doc), { mode: 0o644 });
     await mkdir(path.join(work, 'bin'));

@@ -223,7 +223,7 @@ test('lifeboat SIGKILLed mid-upload leaves a multipart upload; the next backup r
     const committed = JSON.parse(next.stdout) as StoredManifest;
     assert.deepEqual(await uploadsUnder(PRIMARY, prefix), []);
     assert.deepEqual((await new Catalog(store, config.cluster, { trust: TEST_TRUST }).list()).map((m) => m.backupId), [committed.backupId]);
-    assert.deepEqual((await store.list('')).map((o) => o.key), [committed.archive.key, `it/backups/${committed.backupId}/manifest.json`]);
+    assert.deepEqual((await store.list('')).map((o) => o.key), [committed.archive.key, `it/backups/${committed.backupId}/manifest.json`, `it/backups/${committed.backupId}/manifest.json.sig`]);
     t.diagnostic(`killed with part 1 of ${upload.Key} stored; the next backup aborted ${String(cleanup[0]?.incomplete)} upload and committed ${committed.archive.size} bytes`);
   } finally {
     await proxy.close();
@@ -271,7 +271,7 @@ test('the second copy goes to another bucket, through lifeboat replicate and rep
   assert.equal(shallow.code, 0, shallow.stderr);
   assert.match(shallow.stdout, new RegExp(`backup ${second.backupId}: OK`));
   assert.deepEqual(await uploadsUnder(SECONDARY, 'copy/'), []);
-  // Two archives and two manifests; besides them only the records that `lifeboat verify` wrote there.
+  // Two archives, two manifests and their signatures; besides them only the records that `lifeboat verify` wrote there.
   const kinds = (await secondary.list('')).map((o) => parseKey(o.key)?.kind);
-  assert.deepEqual(kinds.filter((k) => k !== 'verification').sort(), ['archive', 'archive', 'manifest', 'manifest']);
+  assert.deepEqual(kinds.filter((k) => k !== 'verification').sort(), ['archive', 'archive', 'manifest', 'manifest', 'signature', 'signature']);
 });

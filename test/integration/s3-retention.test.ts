@@ -14,7 +14,7 @@ import { storedSha256 as sha256Of } from '../support/fixtures.ts';
 import { quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { startS3Rig } from '../support/s3-rig.ts';
 import { storeConformance } from '../support/store-conformance.ts';
-import { TEST_TRUST } from '../support/signing.ts';
+import { SIGNING_PUBLIC_KEY_FILE, TEST_TRUST } from '../support/signing.ts';
 
 const LOCKED = 'lifeboat-lock';
 const PLAIN = 'lifeboat-plain';
@@ -121,6 +121,7 @@ test('rgw COMPLIANCE: lifeboat prune reports the locked backup and deletes the u
     kit: { hostRoot: work },
     store: { s3: { endpoint: rgw.endpoint, region: rgw.region, bucket: LOCKED, prefix, objectLock: { mode: 'COMPLIANCE', days: 1 } } },
     retention: { keepLast: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0 },
+    signing: { publicKeyFiles: [SIGNING_PUBLIC_KEY_FILE] },
     log: { level: 'error' },
   });
   const env = { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey };
