@@ -319,9 +319,25 @@ export const ApiSchema = Type.Object(
         clientCaFile: Type.Optional(NonEmpty),
         /** How often the three files are checked for a renewal (cert-manager replaces them); a new pair is used without a restart. */
         reloadIntervalSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30 }),
+        /**
+         * The CA (PEM bundle) that the leader's serving certificate must chain to when a follower
+         * forwards a request to it. Default: the CA certificates that follow the leaf in certFile
+         * (the chain cert-manager and most CAs write there); when certFile holds the leaf alone
+         * and this is not set, nothing is forwarded and followers answer 409 NOT_LEADER.
+         */
+        peerCaFile: Type.Optional(NonEmpty),
       },
       { ...Strict, default: {} },
     ),
+    /**
+     * This instance's API as the other instances reach it, published with the leader election so
+     * that a follower can forward leader-only requests: `https://host:port`. Default:
+     * https://<listen.host>:<the bound port>, or https://<node>:<port> when listen.host is a
+     * wildcard. The DaemonSet sets it from the node's address (status.hostIP).
+     */
+    advertiseURL: Type.Optional(Type.String({ pattern: '^https://[^\\s/]+/?$', description: "this instance's API for the other instances, https://host:port" })),
+    /** How long a follower waits for the leader to answer a forwarded request, then answers 502 DAEMON_UNREACHABLE. */
+    forwardTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 300, default: 30 }),
     /** `lifeboat token create` writes lines for it: `sha256:<hex> <role> <name>`. */
     tokensFile: Type.Optional(NonEmpty),
     /** Maps a client certificate's subject to a role; the first match wins. */

@@ -1,7 +1,9 @@
-import type { Leadership } from '../leader/election.ts';
+import type { LeaderDirectory, Leadership } from '../leader/election.ts';
 
 /** What PausableElection needs of an election. */
 export interface StartableElection extends Leadership {
+  /** The leader's API URL, when the election knows it (LeaderDirectory). */
+  leaderApiUrl?(): string | undefined;
   start(): void;
   stop(): Promise<void>;
 }
@@ -13,7 +15,7 @@ export interface StartableElection extends Leadership {
  * be worse than none), and its old lease, which the restored etcd never heard of, is not kept
  * alive against it.
  */
-export class PausableElection implements Leadership {
+export class PausableElection implements LeaderDirectory {
   readonly #make: () => StartableElection;
   #current: StartableElection | undefined;
   #pauses = 0;
@@ -30,6 +32,10 @@ export class PausableElection implements Leadership {
 
   leader(): string | undefined {
     return this.#current?.leader();
+  }
+
+  leaderApiUrl(): string | undefined {
+    return this.#current?.leaderApiUrl?.();
   }
 
   start(): void {

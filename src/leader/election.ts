@@ -2,6 +2,7 @@ import { Etcd3, type Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import { encodeAdvert, parseAdvert, type LeaderAdvert } from './advert.ts';
 import { LeaderTerm } from './term.ts';
 
 /** What the rest of the daemon needs to know about leadership. */
@@ -11,10 +12,18 @@ export interface Leadership {
   leader(): string | undefined;
 }
 
+/** Leadership, and where the leader's API is: what a follower needs to forward a request to it. */
+export interface LeaderDirectory extends Leadership {
+  /** The current leader's API URL, as it published it; undefined when no leader is known or it did not say (an older version). */
+  leaderApiUrl(): string | undefined;
+}
+
 export interface ElectionOptions {
   etcd: Config['etcd'];
   /** This instance's identity, shown to clients of a non-leader (the node name). */
   identity: string;
+  /** This instance's API URL (https://host:port), published with the identity for followers to forward to. */
+  apiUrl?: string;
   /** The election's key prefix, one per cluster, e.g. `/lifeboat/election/prod`. */
   key: string;
   ttlSeconds: number;
@@ -50,7 +59,7 @@ const RETRY_MAX_MS = 10_000;
  * candidate leads at its next poll. If this instance's lease is lost (etcd says it is gone, or
  * restored without it), it stops leading at once and campaigns again with backoff.
  */
-export class EtcdLeaderElection implements Leadership {
+export class EtcdLeaderElection implements LeaderDirectory {
   readonly #options: ElectionOptions;
   #client: Etcd3 | undefined;
   readonly #prefix: string;
@@ -58,7 +67,7 @@ export class EtcdLeaderElection implements Leadership {
   #lease: Lease | undefined;
   #ownKey: string | undefined;
   #isLeader = false;
-  #leader: string | undefined;
+  #leader: LeaderAdvert | undefined;
   #stopped = false;
   #retryMs = RETRY_MIN_MS;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -94,9 +103,17 @@ export class EtcdLeaderElection implements Leadership {
   }
 
   leader(): string | undefined {
-    if (this.isLeader()) return this.#options.identity;
+    return this.#current()?.node;
+  }
+
+  leaderApiUrl(): string | undefined {
+    return this.#current()?.apiUrl;
+  }
+
+  #current(): LeaderAdvert | undefined {
+    if (this.isLeader()) return { node: this.#options.identity, ...(this.#options.apiUrl === undefined ? {} : { apiUrl: this.#options.apiUrl }) };
     // Our own key first but unconfirmed: nobody is known to lead.
-    return this.#leader === this.#options.identity ? undefined : this.#leader;
+    return this.#leader?.node === this.#options.identity ? undefined : this.#leader;
   }
 
   start(): void {
@@ -146,7 +163,7 @@ export class EtcdLeaderElection implements Leadership {
       const id = await lease.grant();
       if (this.#stopped || this.#lease !== lease) return;
       const key = `${this.#prefix}${id}`;
-      await lease.put(key).value(this.#options.identity);
+      await lease.put(key).value(encodeAdvert({ node: this.#options.identity, ...(this.#options.apiUrl === undefined ? {} : { apiUrl: this.#options.apiUrl }) }));
       this.#ownKey = key;
       this.#retryMs = RETRY_MIN_MS;
       await this.#poll();
@@ -196,7 +213,7 @@ export class EtcdLeaderElection implements Leadership {
       );
       if (this.#stopped) return;
       const first = res.kvs[0];
-      this.#leader = first?.value.toString();
+      this.#leader = first === undefined ? undefined : parseAdvert(first.value.toString());
       const ours = first !== undefined && ownKey !== undefined && this.#ownKey === ownKey && this.#lease === lease && first.key.toString() === ownKey;
       if (ours) this.#term.confirm(sentAt);
       else this.#term.end();
