@@ -243,7 +243,10 @@ export function errorFromResponse(status: number, body: unknown, retryAfter?: st
   const hint = typeof b.hint === 'string' ? { hint: b.hint } : {};
   switch (b.code) {
     case 'NOT_LEADER':
-      return new NotLeaderError(b.leader, message, { hint: b.leader ? `the leader is ${b.leader}: point client.url at it` : 'no leader is elected right now; retry shortly' });
+      return new NotLeaderError(b.leader, message, {
+        hint: b.leader ? `the leader is ${b.leader}${b.leaderUrl ? ` at ${b.leaderUrl}` : ''}: point client.url at it` : 'no leader is elected right now; retry shortly',
+        ...(b.leaderUrl ? { leaderUrl: b.leaderUrl } : {}),
+      });
     case 'BAD_REQUEST':
       return new BadRequestError(b.field ?? '', message, hint);
     case 'RATE_LIMITED':

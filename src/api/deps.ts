@@ -60,7 +60,8 @@ export interface ApiDeps {
     list(options: { limit: number; kind?: JobKind; state?: JobState }): Job[];
   };
   restores: RestoreApi;
-  leadership: { isLeader(): boolean; leader(): string | undefined };
+  /** leaderApiUrl: where the leader's API is (from the election), for forwarding leader-only requests to it; absent or undefined: nothing is forwarded. */
+  leadership: { isLeader(): boolean; leader(): string | undefined; leaderApiUrl?(): string | undefined };
   health: { ready(): { ready: boolean; reasons: string[] } };
   metrics: { render(): Promise<string>; contentType: string };
 }

@@ -54,6 +54,7 @@ export const ErrorSchema = Type.Object(
     hint: Type.Optional(Type.String({ description: 'what to do next' })),
     field: Type.Optional(Type.String({ description: 'the offending part of the request, e.g. /body/deep' })),
     leader: Type.Optional(Type.String({ description: 'with NOT_LEADER: the instance that leads, when known' })),
+    leaderUrl: Type.Optional(Type.String({ description: "with NOT_LEADER: the leader's API, https://host:port, when known" })),
   },
   { additionalProperties: false },
 );
@@ -75,6 +76,7 @@ export function errorResponse(err: unknown): ErrorResponse {
     const body: ErrorBody = publicErrorInfo(err);
     if (err instanceof BadRequestError || err instanceof ConfigError) body.field = err.field;
     if (err instanceof NotLeaderError && err.leader !== undefined) body.leader = err.leader;
+    if (err instanceof NotLeaderError && err.leaderUrl !== undefined) body.leaderUrl = err.leaderUrl;
     const headers: Record<string, string> = {};
     if (err.code === 'UNAUTHENTICATED') headers['www-authenticate'] = 'Bearer realm="lifeboat"';
     if (err instanceof RateLimitedError) headers['retry-after'] = String(err.retryAfterSeconds);

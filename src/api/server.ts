@@ -8,6 +8,7 @@ import { ConfigError, NotLeaderError, UnauthenticatedError } from '../errors/err
 import { allows, Authenticator, FailureLimiter, forbidden, type Access, type Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
 import { errorResponse, noRouteBody } from './errors.ts';
+import { FORWARDED_BY, forwardToLeader, NODE_HEADER, peerTrust, routeToLeader, type LeaderRoute } from './forward.ts';
 import { registerBackupRoutes } from './routes/backups.ts';
 import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
 import { registerHealthRoutes, registerStatusRoute } from './routes/health.ts';
@@ -45,6 +46,8 @@ interface RequestFacts {
   created?: boolean;
   restoreId?: string;
   code?: string;
+  /** The leader this instance forwarded the request to. */
+  forwardedTo?: string;
 }
 
 /**
@@ -67,6 +70,8 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   const tokens = deps.api.tokensFile === undefined ? undefined : new TokenFile(deps.api.tokensFile, log);
   const authenticator = new Authenticator({ tokens, clientCerts: clientCa !== undefined, certRoles: deps.api.clientCertRoles });
   const limiter = new FailureLimiter(deps.api.authFailuresPerMinute, options.now);
+  // How a follower checks the leader's certificate when it forwards a request (forward.ts).
+  const trust = peerTrust(tls);
   const facts = new WeakMap<FastifyRequest, RequestFacts>();
   const factsOf = (request: FastifyRequest): RequestFacts => {
     let f = facts.get(request);
@@ -103,6 +108,35 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
       return principal;
     },
     audit: (request, more) => Object.assign(factsOf(request), more),
+    leaderRoute: (request) =>
+      routeToLeader({
+        node: deps.identity.node,
+        isLeader: deps.leadership.isLeader(),
+        leader: deps.leadership.leader(),
+        leaderUrl: deps.leadership.leaderApiUrl?.(),
+        via: ctx.principal(request).via,
+        forwarded: request.headers[FORWARDED_BY] !== undefined,
+        canForward: trust !== undefined,
+        method: request.method,
+      }),
+    relay: async (request, reply, route) => {
+      // routeToLeader forwards only when there is a trust.
+      if (!trust) throw new NotLeaderError(route.leader, `${deps.identity.node} is not the leader; ${route.leader} is`, { leaderUrl: route.url });
+      const answer = await forwardToLeader({
+        leader: route.leader,
+        url: route.url,
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+        body: request.body,
+        from: deps.identity.node,
+        clientIp: request.ip,
+        trust,
+        timeoutMs: deps.api.forwardTimeoutSeconds * 1000,
+      });
+      factsOf(request).forwardedTo = route.leader;
+      return reply.code(answer.status).headers({ ...answer.headers, [FORWARDED_BY]: deps.identity.node }).send(answer.body);
+    },
   };
 
   prepare(api, log, factsOf);
@@ -115,8 +149,10 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         description:
           'etcd backup and disaster recovery. /v1 needs a client certificate (mTLS) or `Authorization: Bearer <token>`. ' +
           'Roles: viewer (GET, except restores), operator (+ backup, verify, delete), restorer (+ every /v1/restores route: a plan holds its confirmation token). ' +
-          'Errors are JSON {code, message, hint?, field?, leader?}. POST and DELETE on an instance that is not the leader answer 409 NOT_LEADER naming the leader, ' +
-          'except /v1/restores: restores are per node, and every instance serves them whether a leader is elected or not.',
+          'Errors are JSON {code, message, hint?, field?, leader?, leaderUrl?}. POST and DELETE of leader-only work on an instance that is not the leader are forwarded to the leader ' +
+          'when they carry a bearer token (the answer is the leader\'s; 502 DAEMON_UNREACHABLE if it cannot be reached), and answered 409 NOT_LEADER naming the leader and its URL otherwise ' +
+          '(a client certificate cannot be forwarded). GET /v1/jobs/{id} of a job this instance does not know is forwarded the same way. ' +
+          '/v1/restores are per node: every instance serves them whether a leader is elected or not. Every response names the node that answered in the Lifeboat-Node header.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
@@ -146,12 +182,20 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
     factsOf(request).principal = principal;
     const route = request.routeOptions.url ?? 'this route';
     if (!allows(principal.role, access)) throw forbidden(principal, request.method, route, access);
-    if (request.routeOptions.config.leaderOnly === true && !deps.leadership.isLeader()) {
-      const leader = deps.leadership.leader();
-      throw new NotLeaderError(leader, `${deps.identity.node} is not the leader; ${leader === undefined ? 'no leader is elected right now' : `${leader} is`}`, {
-        hint: leader === undefined ? 'retry in a few seconds' : `send ${request.method} requests to ${leader}`,
-      });
-    }
+  });
+
+  // Leader-only work on a follower goes to the leader, once the body is parsed (forward.ts).
+  api.addHook('preValidation', async (request, reply) => {
+    if (request.routeOptions.config.leaderOnly !== true) return;
+    const to: LeaderRoute = ctx.leaderRoute(request);
+    if (to.kind === 'local') return;
+    if (to.kind === 'forward') return ctx.relay(request, reply, to);
+    throw new NotLeaderError(to.leader, `${deps.identity.node} is not the leader; ${to.reason}`, { hint: to.hint, leaderUrl: to.url });
+  });
+
+  // Which instance answered: behind a Service, the client cannot tell otherwise.
+  api.addHook('onSend', async (_request, reply) => {
+    if (!reply.hasHeader(NODE_HEADER)) void reply.header(NODE_HEADER, deps.identity.node);
   });
 
   api.addHook('onResponse', async (request, reply) => {
@@ -172,6 +216,8 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         ...(f.restoreId !== undefined ? { restoreId: f.restoreId } : {}),
         ...(f.jobId !== undefined ? { jobId: f.jobId, created: f.created } : {}),
         ...(f.code !== undefined ? { code: f.code } : {}),
+        ...(f.forwardedTo !== undefined ? { forwardedTo: f.forwardedTo } : {}),
+        ...(typeof request.headers[FORWARDED_BY] === 'string' ? { forwardedBy: request.headers[FORWARDED_BY] } : {}),
       },
       `${request.method} ${route} ${reply.statusCode}`,
     );
@@ -207,7 +253,8 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
       }
       const apiPort = (api.server.address() as AddressInfo).port;
       const metricsPort = (metrics.server.address() as AddressInfo).port;
-      log.info({ phase: 'listening', api: `https://${deps.api.listen.host}:${apiPort}`, metrics: `http://${deps.metricsListen.host}:${metricsPort}`, tokens: tokens?.size ?? 0, clientCerts: clientCa !== undefined }, 'API listening');
+      log.info({ phase: 'listening', api: `https://${deps.api.listen.host}:${apiPort}`, metrics: `http://${deps.metricsListen.host}:${metricsPort}`, tokens: tokens?.size ?? 0, clientCerts: clientCa !== undefined, forwardToLeader: trust?.source ?? false }, 'API listening');
+      if (!trust) log.warn({ phase: 'listening' }, 'leader-only requests that reach this instance while it follows are not forwarded (answered 409 NOT_LEADER): set api.tls.peerCaFile, or put the CA chain in api.tls.certFile');
       return { apiPort, metricsPort };
     },
     async close() {

@@ -7,6 +7,7 @@ import type { Job } from '../jobs/job.ts';
 import { DirectoryJobJournal } from '../jobs/journal.ts';
 import { JobRunner } from '../jobs/runner.ts';
 import { leaderGate, requireLeader } from '../jobs/leader-gate.ts';
+import { advertisedApiUrl } from '../leader/advert.ts';
 import { EtcdLeaderElection } from '../leader/election.ts';
 import { InstrumentedStore } from '../metrics/instrumented-store.ts';
 import { expectedIntervalSeconds } from '../metrics/interval.ts';
@@ -93,9 +94,12 @@ export class Daemon {
     void seedMetrics(catalog, metrics, log, now, config.backup.maxClockSkewSeconds);
 
     let catchUp: () => void = () => undefined;
+    // Known once the API listens (the port may be 0); the election starts after that.
+    let apiUrl: string | undefined;
     const election = new PausableElection(() => new EtcdLeaderElection({
       etcd: config.etcd,
       identity: config.node,
+      ...(apiUrl === undefined ? {} : { apiUrl }),
       key: `${config.daemon.election.prefix}${config.cluster}`,
       ttlSeconds: config.daemon.election.ttlSeconds,
       log,
@@ -150,7 +154,9 @@ export class Daemon {
       const servers = await createServers(deps);
       parts.servers = servers;
       ports = await servers.listen();
+      apiUrl = advertisedApiUrl({ advertiseURL: config.api.advertiseURL, listenHost: config.api.listen.host, node: config.node, port: ports.apiPort });
     } catch (err) {
+      await parts.servers?.close().catch(() => undefined);
       await runner.drain(0);
       await election.stop();
       throw err;
@@ -160,7 +166,7 @@ export class Daemon {
     scheduler.start();
     runner.submit({ kind: 'cleanup', trigger: 'startup', requestedBy: 'startup' });
     parts.ready = true;
-    log.info({ phase: 'serving', apiPort: ports.apiPort, metricsPort: ports.metricsPort, node: config.node, cluster: config.cluster, version: BUILD_INFO.version, schedules: scheduler.nextRuns() }, 'lifeboat is serving');
+    log.info({ phase: 'serving', apiPort: ports.apiPort, apiUrl, metricsPort: ports.metricsPort, node: config.node, cluster: config.cluster, version: BUILD_INFO.version, schedules: scheduler.nextRuns() }, 'lifeboat is serving');
     return new Daemon(parts);
   }
 

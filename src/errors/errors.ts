@@ -216,12 +216,14 @@ export class BackupProtectedError extends LifeboatError {
   }
 }
 
-/** This instance is not the elected leader; `leader` names the one that is, when known. */
+/** This instance is not the elected leader; `leader` names the one that is, when known, and `leaderUrl` its API. */
 export class NotLeaderError extends LifeboatError {
   readonly leader: string | undefined;
-  constructor(leader: string | undefined, message: string, options: LifeboatErrorOptions = {}) {
+  readonly leaderUrl: string | undefined;
+  constructor(leader: string | undefined, message: string, options: LifeboatErrorOptions & { leaderUrl?: string | undefined } = {}) {
     super('NOT_LEADER', message, options);
     this.leader = leader;
+    this.leaderUrl = options.leaderUrl;
   }
 }
 
@@ -264,7 +266,7 @@ export class RateLimitedError extends LifeboatError {
   }
 }
 
-/** The CLI could not reach a daemon's API (refused, TLS failure, timeout), or what answered is not it. */
+/** The CLI could not reach a daemon's API (refused, TLS failure, timeout), or what answered is not it; or a follower could not reach the leader to forward a request. */
 export class DaemonUnreachableError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('DAEMON_UNREACHABLE', message, options);

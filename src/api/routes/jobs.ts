@@ -26,19 +26,21 @@ export function registerJobRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/jobs/:id', {
     config: { access: 'viewer' },
     schema: {
-      summary: 'One job',
+      summary: 'One job; one this instance does not know is asked of the leader (with a bearer token)',
       tags,
       params: JobIdParams,
       response: { 200: JobResponse, ...errorResponses },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const job = deps.jobs.get(request.params.id);
-    if (!job) {
-      throw new NotFoundError(`no job ${request.params.id} on ${deps.identity.node}`, {
-        hint: 'jobs are kept by the instance that ran them (the leader), for daemon.jobHistory jobs',
-      });
-    }
-    return { job };
+    if (job) return { job };
+    // Behind a Service the job may be the leader's: ask it (forward.ts).
+    const to = ctx.leaderRoute(request);
+    if (to.kind === 'forward') return ctx.relay(request, reply, to);
+    const kept = 'jobs are kept by the instance that ran them (backups and checks: the leader), for daemon.jobHistory jobs';
+    throw new NotFoundError(`no job ${request.params.id} on ${deps.identity.node}`, {
+      hint: to.kind === 'refuse' && to.leader !== undefined ? `${kept}; ${to.hint}` : kept,
+    });
   });
 }
 
