@@ -128,3 +128,87 @@ export function committedIds(objects: readonly { key: string }[]): string[] {
   }
   return [...ids].sort().reverse();
 }
+
+/*
+ * The change log (../changes/): segments of etcd events between full backups, beside them.
+ *
+ *   <cluster>/changes/<first>-<last>/segment.jsonl.zst.age   the encrypted events, written first
+ *   <cluster>/changes/<first>-<last>/manifest.json.sig       the manifest's signature
+ *   <cluster>/changes/<first>-<last>/manifest.json           the commit marker, written last
+ *
+ * `<first>` and `<last>` are the segment's first and last etcd revisions, zero-padded to 20
+ * digits (a 64-bit revision's width), so segment ids sort by revision.
+ */
+const SEGMENT_ID_RE = /^(\d{20})-(\d{20})$/;
+const SEGMENT_DATA = 'segment.jsonl.zst.age';
+const REVISION_WIDTH = 20;
+
+export type SegmentObjectKind = 'data' | 'manifest' | 'signature';
+
+export interface ParsedSegmentKey {
+  cluster: string;
+  segmentId: string;
+  kind: SegmentObjectKind;
+}
+
+export function formatSegmentId(firstRevision: string, lastRevision: string): string {
+  for (const r of [firstRevision, lastRevision]) {
+    if (!/^\d{1,20}$/.test(r)) throw new UnsafePathError(r, `revision "${r}" is not a number`);
+  }
+  if (BigInt(firstRevision) > BigInt(lastRevision)) throw new UnsafePathError(firstRevision, `segment revisions ${firstRevision}-${lastRevision} are reversed`);
+  return `${firstRevision.padStart(REVISION_WIDTH, '0')}-${lastRevision.padStart(REVISION_WIDTH, '0')}`;
+}
+
+/** The first and last revision of a segment id (without padding), or undefined for anything else. */
+export function parseSegmentId(id: string): { firstRevision: string; lastRevision: string } | undefined {
+  const m = SEGMENT_ID_RE.exec(id);
+  if (!m?.[1] || !m[2]) return undefined;
+  const firstRevision = BigInt(m[1]).toString();
+  const lastRevision = BigInt(m[2]).toString();
+  return BigInt(firstRevision) <= BigInt(lastRevision) ? { firstRevision, lastRevision } : undefined;
+}
+
+export function assertSegmentId(id: string): string {
+  if (!parseSegmentId(id)) throw new UnsafePathError(id, `"${id}" is not a change segment id (expected <first revision>-<last revision>, 20 digits each)`);
+  return id;
+}
+
+export function changesPrefix(cluster: string): string {
+  return `${assertCluster(cluster)}/changes/`;
+}
+
+function segmentPrefix(cluster: string, id: string): string {
+  return `${changesPrefix(cluster)}${assertSegmentId(id)}/`;
+}
+
+export function segmentDataKey(cluster: string, id: string): string {
+  return `${segmentPrefix(cluster, id)}${SEGMENT_DATA}`;
+}
+
+export function segmentManifestKey(cluster: string, id: string): string {
+  return `${segmentPrefix(cluster, id)}${MANIFEST}`;
+}
+
+export function segmentSignatureKey(cluster: string, id: string): string {
+  return `${segmentPrefix(cluster, id)}${SIGNATURE}`;
+}
+
+/** The inverse of segmentDataKey/segmentManifestKey/segmentSignatureKey; undefined for any other key. */
+export function parseSegmentKey(key: string): ParsedSegmentKey | undefined {
+  const parts = key.split('/');
+  if (parts.length !== 4) return undefined;
+  const [cluster, changes, segmentId, name] = parts as [string, string, string, string];
+  if (!CLUSTER_RE.test(cluster) || changes !== 'changes' || !parseSegmentId(segmentId)) return undefined;
+  const kind: SegmentObjectKind | undefined = name === SEGMENT_DATA ? 'data' : name === MANIFEST ? 'manifest' : name === SIGNATURE ? 'signature' : undefined;
+  return kind && { cluster, segmentId, kind };
+}
+
+/** The ids of the committed segments (those with a manifest) among `objects`, oldest first. */
+export function committedSegmentIds(objects: readonly { key: string }[]): string[] {
+  const ids = new Set<string>();
+  for (const o of objects) {
+    const parsed = parseSegmentKey(o.key);
+    if (parsed?.kind === 'manifest') ids.add(parsed.segmentId);
+  }
+  return [...ids].sort();
+}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { archiveKey, assertBackupId, formatBackupId, manifestKey, parseBackupId, parseKey, signatureKey, verificationKey } from '../../src/store/layout.ts';
+import { archiveKey, assertBackupId, changesPrefix, committedSegmentIds, formatBackupId, formatSegmentId, manifestKey, parseBackupId, parseKey, parseSegmentId, parseSegmentKey, segmentDataKey, segmentManifestKey, segmentSignatureKey, signatureKey, verificationKey } from '../../src/store/layout.ts';
 import { UnsafePathError } from '../../src/errors/errors.ts';
 
 test('backup ids sort by time and round-trip', () => {
@@ -47,4 +47,32 @@ test('foreign and hostile keys and ids are refused', () => {
   }
   assert.throws(() => archiveKey('../x', id, 'zstd'), UnsafePathError);
   assert.throws(() => verificationKey('prod', '../x'), UnsafePathError);
+});
+
+test('change segment keys round-trip and sort by revision', () => {
+  const id = formatSegmentId('1042', '1187');
+  assert.equal(id, '00000000000000001042-00000000000000001187');
+  assert.deepEqual(parseSegmentId(id), { firstRevision: '1042', lastRevision: '1187' });
+  assert.equal(segmentDataKey('prod-eu', id), `prod-eu/changes/${id}/segment.jsonl.zst.age`);
+  assert.deepEqual(parseSegmentKey(segmentDataKey('prod-eu', id)), { cluster: 'prod-eu', segmentId: id, kind: 'data' });
+  assert.deepEqual(parseSegmentKey(segmentManifestKey('prod-eu', id)), { cluster: 'prod-eu', segmentId: id, kind: 'manifest' });
+  assert.deepEqual(parseSegmentKey(segmentSignatureKey('prod-eu', id)), { cluster: 'prod-eu', segmentId: id, kind: 'signature' });
+  assert.equal(changesPrefix('prod-eu'), 'prod-eu/changes/');
+  // Numerically, 9 < 10 < 100: padding makes the ids sort the same way.
+  const ids = [formatSegmentId('100', '120'), formatSegmentId('9', '9'), formatSegmentId('10', '99')];
+  assert.deepEqual(committedSegmentIds(ids.map((i) => ({ key: segmentManifestKey('p', i) }))), [formatSegmentId('9', '9'), formatSegmentId('10', '99'), formatSegmentId('100', '120')]);
+  // Change keys are not backup keys, and backup keys are not change keys: cleanup of one never touches the other.
+  assert.equal(parseKey(segmentManifestKey('prod-eu', id)), undefined);
+  assert.equal(parseSegmentKey(manifestKey('prod-eu', formatBackupId(new Date('2026-11-24T03:30:00.000Z'), '7'))), undefined);
+});
+
+test('foreign and hostile segment keys and ids are refused', () => {
+  const id = formatSegmentId('5', '6');
+  for (const key of [`p/changes/${id}/segment.jsonl.age`, `p/changes/5-6/manifest.json`, `p/changes/${id}/x/manifest.json`, `p/backups/${id}/manifest.json`, `p/changes/00000000000000000009-00000000000000000008/manifest.json`]) {
+    assert.equal(parseSegmentKey(key), undefined, key);
+  }
+  assert.throws(() => formatSegmentId('9', '8'), UnsafePathError);
+  assert.throws(() => formatSegmentId('-1', '8'), UnsafePathError);
+  assert.throws(() => segmentDataKey('p', '../x'), UnsafePathError);
+  assert.throws(() => changesPrefix('../x'), UnsafePathError);
 });
