@@ -10,6 +10,8 @@ import { registerReplicateCommand } from './replicate-command.ts';
 import { registerClientCommands } from './client-commands.ts';
 import { registerTokenCommand } from './token-command.ts';
 import { registerRestoreCommand } from './restore-command.ts';
+import { registerVersionCommand } from './version-command.ts';
+import { registerCompletionCommand } from './completion-command.ts';
 
 const EXAMPLES = `
 Examples:
@@ -51,6 +53,8 @@ export function buildProgram(): Command {
   registerClientCommands(program);
   registerTokenCommand(program);
   registerRestoreCommand(program);
+  registerVersionCommand(program);
+  registerCompletionCommand(program);
   return program;
 }
 

@@ -75,3 +75,41 @@ test('keygen --signing writes a 0600 Ed25519 key and its .pub; stock OpenSSL sig
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('lifeboat version prints the CLI and Node versions; --json too', async () => {
+  const pkg = JSON.parse(await readFile(path.join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+  const text = await runCli(['version']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.equal(text.stdout, `client: lifeboat ${pkg.version} (Node.js ${process.version})\n`);
+  const json = await runCli(['version', '--json']);
+  assert.deepEqual(JSON.parse(json.stdout), { client: { version: pkg.version, node: process.version } });
+  const unreachable = await runCli(['version', '--server'], { LIFEBOAT_CLIENT__URL: 'https://127.0.0.1:1' });
+  assert.equal(unreachable.code, 1);
+  assert.match(unreachable.stderr, /127\.0\.0\.1:1/);
+});
+
+test('lifeboat completion bash completes commands, nested commands and their options in a real bash', async () => {
+  const script = (await runCli(['completion', 'bash'])).stdout;
+  const complete = (line: string) => {
+    const words = line.split(' ');
+    const program = [
+      script,
+      `COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}`,
+      '_lifeboat; printf "%s\\n" "${COMPREPLY[@]}"',
+    ].join('\n');
+    return execFileSync('bash', ['-c', program]).toString().trim().split('\n').filter(Boolean).sort();
+  };
+  assert.deepEqual(complete('lifeboat ba'), ['backup']);
+  assert.deepEqual(complete('lifeboat prune --d'), ['--dry-run']);
+  assert.deepEqual(complete('lifeboat --config x.yaml restore p'), ['plan']);
+  assert.ok(complete('lifeboat restore plan --').includes('--backup'));
+  assert.deepEqual(complete('lifeboat keygen --s'), ['--signing']);
+  const fish = (await runCli(['completion', 'fish'])).stdout;
+  assert.match(fish, /^complete -c lifeboat -n '__fish_seen_subcommand_from prune' -l dry-run$/m);
+  const zsh = (await runCli(['completion', 'zsh'])).stdout;
+  assert.match(zsh, /^#compdef lifeboat$/m);
+  execFileSync('bash', ['-n', '-c', script]);
+  const bad = await runCli(['completion', 'tcsh']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /Allowed choices are bash, zsh, fish/);
+});
