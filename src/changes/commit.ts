@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto';
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import { createCompressor, createDecompressor } from '../archive/compression.ts';
+import { DigestStream } from '../archive/digest.ts';
+import { IntegrityError, rootCause } from '../errors/errors.ts';
+import type { ManifestSigner } from '../signing/trust.ts';
+import { formatSegmentId, segmentDataKey, segmentManifestKey, segmentSignatureKey } from '../store/layout.ts';
+import type { BackupStore } from '../store/store.ts';
+import { parseEvents, type ChangeEvent } from './format.ts';
+import { SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, segmentManifestJson, type SegmentManifest, type TrustedSegment } from './manifest.ts';
+
+/** The events of one segment, as the capture buffered them: JSON lines (./format.ts). */
+export interface SegmentBatch {
+  lines: Buffer[];
+  plainBytes: number;
+  events: number;
+  firstRevision: string;
+  lastRevision: string;
+  firstTime: Date;
+  lastTime: Date;
+}
+
+export interface CommitDeps {
+  store: BackupStore;
+  encrypt: (recipients: readonly string[]) => Transform;
+  signer: ManifestSigner | undefined;
+  now: () => Date;
+  log: Logger;
+  /** Throws unless this process may still write the change log (the leader fence); asked right before the manifest is written. */
+  fence?: () => void;
+}
+
+export interface CommitSettings {
+  cluster: string;
+  node: string;
+  recipients: readonly string[];
+  level: number;
+}
+
+/**
+ * Stores one segment as a backup is stored (../backup/run.ts): the data object first
+ * (JSON lines → zstd → age), its size checked against what was written, then the signature,
+ * then the manifest, which commits it. On any failure nothing is committed: the manifest and
+ * signature are deleted if their puts were tried, then the data.
+ */
+export async function commitSegment(deps: CommitDeps, settings: CommitSettings, batch: SegmentBatch, link: { previous?: TrustedSegment | undefined; gap?: { from: string; to: string } | undefined }): Promise<TrustedSegment> {
+  const { store, log } = deps;
+  const id = formatSegmentId(batch.firstRevision, batch.lastRevision);
+  const key = segmentDataKey(settings.cluster, id);
+  const stored = new DigestStream();
+  const compressor = createCompressor({ algorithm: 'zstd', level: settings.level })!;
+  let dataTried = false;
+  let manifestTried = false;
+  try {
+    dataTried = true;
+    const [produced, put] = await Promise.allSettled([pipeline([Readable.from(batch.lines), compressor, deps.encrypt(settings.recipients), stored]), store.put(key, stored, { retain: true })]);
+    if (produced.status === 'rejected' || put.status === 'rejected') throw rootCause([produced, put]);
+    const object = await store.stat(key);
+    if (!object || object.size !== stored.bytes || put.value.size !== stored.bytes) {
+      throw new IntegrityError(`stored change segment ${key} is ${object?.size ?? 'missing'} bytes, expected ${stored.bytes}`);
+    }
+    const manifest: SegmentManifest = {
+      format: SEGMENT_FORMAT,
+      version: SEGMENT_FORMAT_VERSION,
+      segmentId: id,
+      cluster: settings.cluster,
+      node: settings.node,
+      createdAt: deps.now().toISOString(),
+      firstRevision: batch.firstRevision,
+      lastRevision: batch.lastRevision,
+      firstTime: batch.firstTime.toISOString(),
+      lastTime: batch.lastTime.toISOString(),
+      events: batch.events,
+      data: { key, size: stored.bytes, sha256: stored.digest(), plainBytes: batch.plainBytes, compression: { algorithm: 'zstd', level: settings.level }, encryption: { format: 'age', recipients: [...settings.recipients] } },
+      ...(link.previous ? { previous: { segmentId: link.previous.manifest.segmentId, sha256: link.previous.sha256 } } : {}),
+      ...(link.gap ? { gap: link.gap } : {}),
+    };
+    const bytes = Buffer.from(segmentManifestJson(manifest));
+    deps.fence?.();
+    manifestTried = true;
+    if (deps.signer) await store.put(segmentSignatureKey(settings.cluster, id), Readable.from([deps.signer.sign(bytes)]), { retain: true });
+    await store.put(segmentManifestKey(settings.cluster, id), Readable.from([bytes]), { retain: true });
+    return { manifest, sha256: createHash('sha256').update(bytes).digest('hex'), verdict: deps.signer ? { signed: true, keyId: deps.signer.keyId } : { signed: false } };
+  } catch (err) {
+    const keys = [...(manifestTried ? [segmentManifestKey(settings.cluster, id), segmentSignatureKey(settings.cluster, id)] : []), ...(dataTried ? [key] : [])];
+    for (const k of keys) {
+      try {
+        await store.delete(k);
+      } catch (deleteErr) {
+        log.error({ key: k, err: String(deleteErr) }, 'could not delete part of the failed change segment; it is left uncommitted');
+        break;
+      }
+    }
+    throw err;
+  }
+}
+
+/**
+ * The events of a committed segment: its data object is checked against the manifest's size and
+ * sha256 (IntegrityError) before a line is parsed, then decrypted (age authenticates every
+ * chunk) and decompressed. A segment is at most changes.maxSegmentBytes of lines, so it is read
+ * whole.
+ */
+export async function readSegmentEvents(deps: { store: BackupStore; decrypt: (identities: readonly string[]) => Transform }, manifest: SegmentManifest, identities: readonly string[]): Promise<ChangeEvent[]> {
+  const digest = new DigestStream();
+  const chunks: Buffer[] = [];
+  await pipeline(await deps.store.get(manifest.data.key), digest, collect(chunks));
+  const sha = digest.digest();
+  if (digest.bytes !== manifest.data.size || sha !== manifest.data.sha256) {
+    throw new IntegrityError(`change segment ${manifest.data.key} is ${digest.bytes} bytes with sha256 ${sha}, but its manifest says ${manifest.data.size} bytes with sha256 ${manifest.data.sha256}: it was changed`);
+  }
+  const plain: Buffer[] = [];
+  await pipeline(Readable.from(chunks), deps.decrypt(identities), createDecompressor('zstd')!, collect(plain));
+  const events = parseEvents(Buffer.concat(plain).toString('utf8'), `change segment ${manifest.segmentId}`);
+  if (events.length !== manifest.events || events[0]?.rev !== manifest.firstRevision || events.at(-1)?.rev !== manifest.lastRevision) {
+    throw new IntegrityError(`change segment ${manifest.segmentId} holds ${events.length} events (${events[0]?.rev}-${events.at(-1)?.rev}), but its manifest says ${manifest.events} (${manifest.firstRevision}-${manifest.lastRevision})`);
+  }
+  return events;
+}
+
+function collect(into: Buffer[]): (source: AsyncIterable<Buffer>) => Promise<void> {
+  return async (source) => {
+    for await (const chunk of source) into.push(chunk);
+  };
+}
