@@ -4,7 +4,8 @@
 #
 #   - Debian packages: age (the stock age CLI), zstd and tar (the manual-restore recipe),
 #     ceph-mon, ceph-osd, radosgw and ceph-common (a real Ceph RGW for the S3 tests),
-#     prometheus (promtool and a real Prometheus for the alert and scrape tests), s3cmd (the
+#     prometheus (promtool and a real Prometheus for the alert and scrape tests),
+#     prometheus-alertmanager (a real Alertmanager and amtool for the alert delivery test), s3cmd (the
 #     shell pipeline the S3 benchmark compares against), libcap2-bin (the Dockerfile test checks
 #     its setcap), iproute2, util-linux and openssl (the test lab's namespaces, and its kubelet's
 #     certificate signing request), curl (the API tests).
@@ -20,13 +21,20 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 need_apt=()
-for pkg in age zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus s3cmd libcap2-bin iproute2 util-linux openssl curl; do
+for pkg in age zstd tar ca-certificates ceph-mon ceph-osd radosgw ceph-common prometheus prometheus-alertmanager s3cmd libcap2-bin iproute2 util-linux openssl curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The tests start their own Prometheus and Alertmanager on free ports; the services these
+  # packages enable (on :9090 and :9093) are not needed. Only what this run installed is touched.
+  if [ -d /run/systemd/system ]; then
+    for svc in prometheus prometheus-alertmanager; do
+      if [[ " ${need_apt[*]} " == *" $svc "* ]]; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+    done
+  fi
 fi
 
 bash "$root/scripts/build-binaries.sh"
