@@ -1,6 +1,4 @@
-import { generateSigningKey } from '../signing/keys.ts';
-import { describeProvenance, provenanceOf } from '../verify/provenance.ts';
-import { backupSigner } from '../signing/trust.ts';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { KitRole } from '../archive/manifest.ts';
@@ -8,6 +6,9 @@ import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
 import { extractBackup } from '../restore/extract.ts';
+import { generateSigningKey } from '../signing/keys.ts';
+import { backupSigner } from '../signing/trust.ts';
+import { describeProvenance, provenanceOf } from '../verify/provenance.ts';
 import { checkAndRecord, type VerificationRecord } from '../verify/record.ts';
 import { verifyBackup } from '../verify/verify.ts';
 import { createContext, loadIdentities, requireIdentities, snapshotSource, type Context, type GlobalOptions } from './context.ts';
@@ -76,6 +77,13 @@ Example:
     .addHelpText('after', '\nExample:\n  lifeboat list --config /etc/lifeboat/config.yaml')
     .action(async (options: { json?: boolean }, cmd: Command) => {
       const ctx = createContext(globals(cmd));
+      const { store } = ctx.config;
+      // An empty list must mean "no backups", never "looked in the wrong place".
+      if (store.kind === 'fs' && !existsSync(store.dir)) {
+        throw new ConfigError('/store/fs/dir', `${store.dir} does not exist, so there is no store there to list`, {
+          hint: 'check store.fs.dir (and --config); a first backup creates the directory',
+        });
+      }
       const entries = await ctx.catalog.entries();
       if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, kitMissing: e.kitMissing, ...(e.futureDated ? { futureDated: true } : {}) })));
       if (entries.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);

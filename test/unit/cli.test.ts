@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadSigning } from '../../src/signing/trust.ts';
@@ -112,4 +112,22 @@ test('lifeboat completion bash completes commands, nested commands and their opt
   const bad = await runCli(['completion', 'tcsh']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Allowed choices are bash, zsh, fish/);
+});
+
+test('lifeboat list on a store directory that does not exist is a config error naming it; an empty one lists no backups', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'lifeboat-list-'));
+  try {
+    const missing = path.join(dir, 'no-such-store');
+    const config = path.join(dir, 'config.yaml');
+    await writeFile(config, `cluster: c1\nkit: { hostRoot: ${dir} }\nstore: { fs: { dir: ${missing} } }\nlog: { level: error }\n`);
+    const refused = await runCli(['--config', config, 'list']);
+    assert.equal(refused.code, 2);
+    assert.deepEqual(errorLines(refused.stderr), [`lifeboat: error: config /store/fs/dir: ${missing} does not exist, so there is no store there to list (check store.fs.dir (and --config); a first backup creates the directory)`]);
+    await mkdir(missing);
+    const empty = await runCli(['--config', config, 'list']);
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.equal(empty.stdout, `no backups of cluster c1 in fs:${missing}\n`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
