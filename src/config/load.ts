@@ -193,6 +193,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     encryption: { recipients: [...new Set(recipients)], identityFile: input.encryption.identityFile },
     signing: input.signing,
     backup: input.backup,
+    changes: input.changes,
     tools: input.tools,
     drill: input.drill,
     restore: input.restore,

@@ -208,6 +208,19 @@ export const BackupSchema = Type.Object(
   { ...Strict, default: {} },
 );
 
+/** The change log (../changes/): the leader's watch over etcd, committed in segments between full backups. */
+export const ChangesSchema = Type.Object(
+  {
+    /** Off by default: a config without this section changes nothing. */
+    enabled: Type.Boolean({ default: false }),
+    /** A segment is committed this long after its first event (the most a leader crash loses from the log, which etcd still holds). */
+    segmentSeconds: Type.Number({ minimum: 0.1, maximum: 3600, default: 5 }),
+    /** ... or as soon as its events reach this many bytes of JSON lines (the bound of the capture buffer). */
+    maxSegmentBytes: Type.Integer({ minimum: 1024, maximum: 256 * 1024 * 1024, default: 8 * 1024 * 1024 }),
+  },
+  { ...Strict, default: {} },
+);
+
 export const ToolsSchema = Type.Object(
   {
     etcdutl: Type.String({ minLength: 1, default: 'etcdutl' }),
@@ -412,6 +425,7 @@ export const ConfigSchema = Type.Object(
     encryption: EncryptionSchema,
     signing: SigningSchema,
     backup: BackupSchema,
+    changes: ChangesSchema,
     tools: ToolsSchema,
     drill: DrillSchema,
     restore: RestoreSchema,
@@ -466,6 +480,7 @@ export interface Config {
   };
   readonly signing: DeepReadonly<Static<typeof SigningSchema>>;
   readonly backup: Readonly<Static<typeof BackupSchema>>;
+  readonly changes: Readonly<Static<typeof ChangesSchema>>;
   readonly tools: Readonly<Static<typeof ToolsSchema>>;
   readonly drill: Readonly<Static<typeof DrillSchema>>;
   readonly restore: Readonly<Static<typeof RestoreSchema>>;

@@ -148,3 +148,11 @@ test('an S3 store takes credentials from files, values or AWS_* env, and names w
   configError(() => resolveConfig({ store: { s3: { ...s3, partSizeMiB: 1 } } }), '/store/s3/partSizeMiB');
   configError(() => resolveConfig({ store: { fs: { dir: '/x' }, s3: { ...s3, accessKeyId: 'a', secretAccessKey: 'b' } } }), '/store', /not both/);
 });
+
+test('the change log is off unless enabled, and its bounds are checked when the config is loaded', () => {
+  assert.deepEqual({ ...resolveConfig({}).changes }, { enabled: false, segmentSeconds: 5, maxSegmentBytes: 8 * 1024 * 1024 });
+  assert.deepEqual({ ...resolveConfig({ changes: { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536 } }).changes }, { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536 });
+  configError(() => resolveConfig({ changes: { segmentSeconds: 0 } }), '/changes/segmentSeconds');
+  configError(() => resolveConfig({ changes: { maxSegmentBytes: 10 } }), '/changes/maxSegmentBytes');
+  configError(() => resolveConfig({ changes: { enabled: true, every: 3 } }), '/changes/every');
+});
