@@ -12,6 +12,7 @@ import { registerTokenCommand } from './token-command.ts';
 import { registerRestoreCommand } from './restore-command.ts';
 import { registerVersionCommand } from './version-command.ts';
 import { registerCompletionCommand } from './completion-command.ts';
+import { registerChangesCommand } from './changes-command.ts';
 
 const EXAMPLES = `
 Examples:
@@ -55,6 +56,7 @@ export function buildProgram(): Command {
   registerRestoreCommand(program);
   registerVersionCommand(program);
   registerCompletionCommand(program);
+  registerChangesCommand(program);
   return program;
 }
 

@@ -1,0 +1,71 @@
+import { Etcd3, type IWatchResponse } from 'etcd3';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { EtcdUnavailableError } from '../errors/errors.ts';
+import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import type { RawEvent } from './format.ts';
+
+/** What the watch delivers: the events of one response (whole revisions), or that the start revision was compacted. */
+export type WatchMessage = { events: RawEvent[] } | { compactRevision: string };
+
+export interface ChangeWatch {
+  messages: AsyncIterator<WatchMessage>;
+  close(): void;
+}
+
+/** Opens a watch over the whole keyspace from `startRevision` (inclusive); from now when undefined. */
+export type OpenWatch = (startRevision: string | undefined) => Promise<ChangeWatch>;
+
+/** A watch response larger than this fails the stream (etcd's own request limit is 1.5 MiB; a catch-up response batches revisions). */
+const MAX_RESPONSE_BYTES = 16 << 20;
+
+/**
+ * One etcd3 client (all endpoints) and its raw gRPC watch: the etcd3 watcher hides the
+ * compact revision of a compacted start, which the change log records as a gap.
+ */
+export function etcdWatcher(config: Config['etcd'], log: Logger): { open: OpenWatch; close: () => void } {
+  const client = new Etcd3({
+    hosts: [...config.endpoints],
+    credentials: readEtcdCredentials(config.tls),
+    dialTimeout: config.dialTimeoutMs,
+    grpcOptions: { 'grpc.ssl_target_name_override': config.tls.serverName, 'grpc.max_receive_message_length': MAX_RESPONSE_BYTES },
+  });
+  const open: OpenWatch = async (startRevision) => {
+    const stream = await client.watchClient.watch();
+    let failed: Error | undefined;
+    stream.on('error', (err) => {
+      failed = err;
+    });
+    // The key range [\0, \0) is every key.
+    stream.write({ create_request: { key: Buffer.from([0]), range_end: Buffer.from([0]), ...(startRevision === undefined ? {} : { start_revision: startRevision }) } });
+    log.debug({ startRevision }, 'change watch opened');
+    return { messages: messages(stream as unknown as AsyncIterable<IWatchResponse>, () => failed), close: () => stream.cancel() };
+  };
+  return { open, close: () => client.close() };
+}
+
+async function* messages(stream: AsyncIterable<IWatchResponse>, failed: () => Error | undefined): AsyncGenerator<WatchMessage> {
+  try {
+    for await (const res of stream) {
+      if (res.compact_revision && res.compact_revision !== '0') {
+        yield { compactRevision: String(res.compact_revision) };
+        return;
+      }
+      if (res.canceled) throw new EtcdUnavailableError(`etcd cancelled the change watch: ${res.cancel_reason || 'no reason given'}`);
+      if (res.events.length === 0) continue;
+      yield {
+        events: res.events.map((e) => ({
+          revision: String(e.kv.mod_revision),
+          op: e.type === 'Delete' ? 'delete' : 'put',
+          key: e.kv.key,
+          ...(e.type === 'Delete' ? {} : { value: e.kv.value, lease: String(e.kv.lease ?? '0') }),
+        })),
+      };
+    }
+  } catch (err) {
+    if (err instanceof EtcdUnavailableError) throw err;
+    throw new EtcdUnavailableError(`the change watch failed: ${(err as Error).message}`, { cause: err });
+  }
+  const err = failed();
+  throw new EtcdUnavailableError(`the change watch ended${err ? `: ${err.message}` : ''}`);
+}
