@@ -8,7 +8,8 @@ import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 /**
  * A real Prometheus (Debian's /usr/bin/prometheus) on 127.0.0.1, for tests: its own data dir
  * and a generated config that scrapes the given targets every second and loads the given rule
- * files, evaluated every second. Starts in about a second.
+ * files, evaluated every second, sending alerts to the given Alertmanagers. Starts in about a
+ * second.
  */
 export interface PrometheusRig {
   /** http://127.0.0.1:<port> */
@@ -32,6 +33,8 @@ export interface PrometheusOptions {
   /** host:port of each /metrics endpoint to scrape. */
   targets: string[];
   ruleFiles?: string[];
+  /** host:port of each Alertmanager to send alerts to (none: alerts are only evaluated). */
+  alertmanagers?: string[];
 }
 
 export async function startPrometheus(options: PrometheusOptions): Promise<PrometheusRig> {
@@ -43,6 +46,7 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
     rule_files: (options.ruleFiles ?? []).map((f) => path.resolve(f)),
     // The rules' absent(up{job=~".*lifeboat.*"}) expects lifeboat in the job's name.
     scrape_configs: [{ job_name: 'lifeboat', static_configs: [{ targets: options.targets }] }],
+    ...(options.alertmanagers?.length ? { alerting: { alertmanagers: [{ static_configs: [{ targets: options.alertmanagers }] }] } } : {}),
   };
   const configFile = path.join(dir, 'prometheus.yml');
   await writeFile(configFile, stringify(config));
