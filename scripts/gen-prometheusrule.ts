@@ -4,11 +4,18 @@
  *
  *   node scripts/gen-prometheusrule.ts          write the file
  *   node scripts/gen-prometheusrule.ts --check  exit 1 if the file is not what would be written
+ *
+ * For rehearsing alert delivery (never for production), a copy of the plain rules file with
+ * every `for:` multiplied by FACTOR (rounded to the millisecond, at least 1 ms), to stdout or FILE:
+ *
+ *   node scripts/gen-prometheusrule.ts --for-scale FACTOR [--out FILE]
+ *
+ * Only `for:` changes: the range windows in the expressions ([30m], [1d]) keep their length.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parse, stringify } from 'yaml';
+import { isMap, isScalar, parse, parseDocument, stringify, visit } from 'yaml';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const RULES_FILE = path.join(REPO, 'deploy/prometheus/lifeboat-rules.yaml');
@@ -37,7 +44,69 @@ export function prometheusRule(rulesText: string): string {
   return HEADER + stringify(manifest, { lineWidth: 0 });
 }
 
-if (import.meta.main) {
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000, y: 31_536_000_000 };
+
+/** A Prometheus duration ('5m', '1h30m', '250ms') in milliseconds. */
+export function parseDuration(text: string): number {
+  const re = /(\d+)(ms|s|m|h|d|w|y)/gy;
+  let ms = 0;
+  let at = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    ms += Number(m[1]) * UNIT_MS[m[2]!]!;
+    at = re.lastIndex;
+  }
+  if (text === '' || at !== text.length) throw new Error(`not a Prometheus duration: ${JSON.stringify(text)}`);
+  return ms;
+}
+
+/** Milliseconds as a Prometheus duration, in the largest unit that divides them ('3s', '1500ms'). */
+export function formatDuration(ms: number): string {
+  for (const unit of ['h', 'm', 's'] as const) if (ms % UNIT_MS[unit]! === 0) return `${ms / UNIT_MS[unit]!}${unit}`;
+  return `${ms}ms`;
+}
+
+/**
+ * The plain rules file with every rule's `for:` multiplied by `factor`, byte for byte the same
+ * otherwise, headed by a note that it is a rehearsal copy.
+ */
+export function scaleFor(rulesText: string, factor: number): string {
+  if (!(factor > 0) || !Number.isFinite(factor)) throw new Error(`--for-scale: a positive factor, not ${factor}`);
+  const doc = parseDocument(rulesText);
+  if (doc.errors.length > 0) throw doc.errors[0]!;
+  const edits: { from: number; to: number; text: string }[] = [];
+  visit(doc, {
+    Pair(_, pair, ancestors) {
+      if (!isScalar(pair.key) || pair.key.value !== 'for' || !isScalar(pair.value) || !pair.value.range) return;
+      // Only a rule's `for` (a map holding `alert:`), not some label or annotation of that name.
+      const owner = ancestors.at(-1);
+      if (!isMap(owner) || !owner.has('alert')) return;
+      const [from, to] = pair.value.range;
+      edits.push({ from, to, text: formatDuration(Math.max(1, Math.round(parseDuration(String(pair.value.value)) * factor))) });
+    },
+  });
+  let out = rulesText;
+  for (const e of edits.sort((a, b) => b.from - a.from)) out = out.slice(0, e.from) + e.text + out.slice(e.to);
+  const header = `# A rehearsal copy of lifeboat-rules.yaml with every \`for:\` scaled by ${factor} (${edits.length} rules), made by
+#   node scripts/gen-prometheusrule.ts --for-scale ${factor}
+# for testing alert delivery quickly. Do not deploy it: alerts would fire on blips.
+`;
+  return header + out;
+}
+
+function option(name: string): string | undefined {
+  const at = process.argv.indexOf(name);
+  if (at < 0) return undefined;
+  const value = process.argv[at + 1];
+  if (value === undefined || value.startsWith('--')) throw new Error(`${name} needs a value`);
+  return value;
+}
+
+if (import.meta.main && process.argv.includes('--for-scale')) {
+  const text = scaleFor(readFileSync(RULES_FILE, 'utf8'), Number(option('--for-scale')));
+  const out = option('--out');
+  if (out === undefined) process.stdout.write(text);
+  else writeFileSync(out, text);
+} else if (import.meta.main) {
   const text = prometheusRule(readFileSync(RULES_FILE, 'utf8'));
   if (process.argv.includes('--check')) {
     const current = readFileSync(PROMETHEUS_RULE_FILE, 'utf8');
