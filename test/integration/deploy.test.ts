@@ -36,6 +36,7 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import { AlertmanagerConfig } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1alpha1/AlertmanagerConfig';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
@@ -115,6 +116,8 @@ const MODELS: Record<string, { validate: (o: K8sObject) => void; module: string;
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { validate: (o) => new ClusterRoleBinding(o as never).validate(), module: 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding', type: 'IClusterRoleBinding' },
   'monitoring.coreos.com/v1/PrometheusRule': { validate: (o) => new PrometheusRule(o as never).validate(), module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule', type: 'IPrometheusRule' },
   'monitoring.coreos.com/v1/ServiceMonitor': { validate: (o) => new ServiceMonitor(o as never).validate(), module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', type: 'IServiceMonitor' },
+  // Only the example deploy/prometheus/alertmanagerconfig.yaml, which no kustomization renders.
+  'monitoring.coreos.com/v1alpha1/AlertmanagerConfig': { validate: (o) => new AlertmanagerConfig(o as never).validate(), module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1alpha1/AlertmanagerConfig', type: 'IAlertmanagerConfig' },
 };
 
 /**
@@ -636,6 +639,55 @@ describe('monitoring objects', () => {
     };
     walk(DEPLOY);
     assert.deepEqual(copies, ['prometheus/prometheusrule.yaml']);
+  });
+
+  test('the example AlertmanagerConfig passes its schema, is applied by no kustomization, and routes like alertmanager.yml', () => {
+    const file = path.join(DEPLOY, 'prometheus/alertmanagerconfig.yaml');
+    const amc = parse(readFileSync(file, 'utf8')) as K8sObject;
+    assert.equal(`${amc.apiVersion}/${amc.kind}`, 'monitoring.coreos.com/v1alpha1/AlertmanagerConfig');
+    assert.doesNotThrow(() => MODELS['monitoring.coreos.com/v1alpha1/AlertmanagerConfig']!.validate(amc), (err: Error) => assert.fail(`alertmanagerconfig.yaml: ${err.message}`));
+    assert.deepEqual(unknownFieldErrors([{ label: 'alertmanagerconfig.yaml', object: amc }]), []);
+    assert.equal(amc.metadata.namespace, 'lifeboat');
+    assert.equal(amc.metadata.labels?.['app.kubernetes.io/name'], 'lifeboat');
+    // An example to edit (its webhook URLs are placeholders): nothing applies it as it is.
+    for (const [dir, { objects }] of rendered) assert.deepEqual(objects.filter((o) => o.kind === 'AlertmanagerConfig'), [], dir);
+
+    // The same route tree and receivers as the plain alertmanager.yml's Lifeboat route.
+    interface AmcRoute { receiver: string; matchers?: { name: string; matchType?: string; value: string }[]; groupBy?: string[]; groupWait?: string; groupInterval?: string; repeatInterval?: string; routes?: AmcRoute[] }
+    interface AmRoute { receiver: string; matchers?: string[]; group_by?: string[]; group_wait?: string; group_interval?: string; repeat_interval?: string; routes?: AmRoute[] }
+    // Child routes are free-form JSON in the CRD, so the schema does not check their fields: this does.
+    const routeFields = ['receiver', 'matchers', 'groupBy', 'groupWait', 'groupInterval', 'repeatInterval', 'routes', 'continue', 'muteTimeIntervals', 'activeTimeIntervals'];
+    const fromAmc = (r: AmcRoute): unknown => ({
+      ...Object.fromEntries(Object.keys(r).filter((k) => !routeFields.includes(k)).map((k) => [`unknown field ${k}`, true])),
+      receiver: r.receiver,
+      matchers: (r.matchers ?? []).map((m) => `${m.name}${m.matchType ?? '='}"${m.value}"`),
+      group_by: r.groupBy,
+      group_wait: r.groupWait,
+      group_interval: r.groupInterval,
+      repeat_interval: r.repeatInterval,
+      routes: (r.routes ?? []).map(fromAmc),
+    });
+    const fromAm = (r: AmRoute): unknown => ({
+      receiver: r.receiver,
+      matchers: r.matchers ?? [],
+      group_by: r.group_by,
+      group_wait: r.group_wait,
+      group_interval: r.group_interval,
+      repeat_interval: r.repeat_interval,
+      routes: (r.routes ?? []).map(fromAm),
+    });
+    const plain = parse(readFileSync(path.join(DEPLOY, 'prometheus/alertmanager.yml'), 'utf8')) as {
+      route: AmRoute;
+      receivers: { name: string; webhook_configs?: { url: string; send_resolved?: boolean }[] }[];
+    };
+    const lifeboatRoutes = (plain.route.routes ?? []).filter((r) => r.receiver.startsWith('lifeboat-'));
+    assert.equal(lifeboatRoutes.length, 1);
+    const spec = amc.spec as { route: AmcRoute; receivers: { name: string; webhookConfigs?: { url: string; sendResolved?: boolean }[] }[] };
+    assert.deepEqual(fromAmc(spec.route), fromAm(lifeboatRoutes[0]!));
+    assert.deepEqual(
+      spec.receivers.map((r) => ({ name: r.name, webhooks: (r.webhookConfigs ?? []).map((w) => [w.url, w.sendResolved]) })),
+      plain.receivers.filter((r) => r.name.startsWith('lifeboat-')).map((r) => ({ name: r.name, webhooks: (r.webhook_configs ?? []).map((w) => [w.url, w.send_resolved]) })),
+    );
   });
 
   test('the Service, ServiceMonitor and NetworkPolicy select the pods and name their ports', () => {
