@@ -1,12 +1,13 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { ApiClient, clientOptions, followJob, jobError } from '../api/client.ts';
 import { loadClientConfig } from '../config/load.ts';
-import { BadRequestError, ConflictError, describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
+import { describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
 import { stepStarted } from '../restore/journal.ts';
+import { findStarted, memberUrl, planMembers, planOn, resolveBackupId, rollbackTargets, type FleetNode } from '../restore/fleet.ts';
 import { APPLY_ALL_PHASES, applyAll, checkPlans, rollbackAll, type ApplyAllReport, type NodeDriver } from '../restore/orchestrate.ts';
-import { parseTime, RESTORE_MODES, STEP_NAMES, type InPlaceStep, type MemberRef, type RestoreMode, type RestorePlan, type RestoreRequest, type StepName } from '../restore/plan.ts';
+import { RESTORE_MODES, STEP_NAMES, type InPlaceStep, type MemberRef, type RestoreMode, type RestorePlan, type RestoreRequest, type StepName } from '../restore/plan.ts';
 import { formatBytes, printTable } from './commands.ts';
 import type { GlobalOptions } from './context.ts';
 
@@ -386,85 +387,21 @@ function printDryRun(view: RestoreView): void {
 
 // ---- every member -----------------------------------------------------------------------------
 
-interface Node {
-  name: string;
-  api: ApiClient;
-  plan: RestorePlan;
-}
+type Node = FleetNode<ApiClient>;
 
 /** Where each member's daemon answers: --daemon, else the host of its peer URL at client.url's port. */
 function daemonUrls(cmd: Command, base: ApiClient, given: readonly string[]): { first: string; forMember(m: MemberRef): string; check(members: MemberRef[]): void } {
   const map = new Map(pairs(cmd, '--daemon', given));
   for (const url of map.values()) if (!/^https:\/\/[^\s/]+\/?$/.test(url)) usage(cmd, `--daemon ${url}: expected https://host:port`);
-  const port = new URL(base.url).port || '443';
   return {
     first: map.values().next().value ?? base.url,
-    forMember: (m) => map.get(m.name) ?? `https://${new URL(m.peerURL).hostname}:${port}`,
+    forMember: memberUrl(map, new URL(base.url).port || '443'),
     check: (members) => {
       for (const name of map.keys()) {
         if (!members.some((m) => m.name === name)) usage(cmd, `--daemon ${name}: ${name} is not a member (${members.map((m) => m.name).join(', ')})`);
       }
     },
   };
-}
-
-/** The backup id a reference names, asked of the daemon, so every member plans the same backup. */
-async function resolveBackupId(api: ApiClient, ref: RestoreRequest['backup']): Promise<string> {
-  if (typeof ref === 'string') return (await api.backup(ref)).manifest.backupId;
-  const at = parseTime(ref.before);
-  if (at === undefined) throw new BadRequestError('--before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
-  // GET /v1/backups?before= keeps backups made strictly before; "at or before" is one millisecond more.
-  const [found] = await api.backups({ limit: 1, before: new Date(at.getTime() + 1).toISOString() });
-  if (!found) throw new LifeboatError('NOT_FOUND', `no backup was made at or before ${at.toISOString()}`, { hint: 'lifeboat list shows the backups' });
-  return found.manifest.backupId;
-}
-
-/**
- * The restore of `backupId` an earlier `apply --all` left on the first daemon: the newest
- * in-place restore (not a dry run, not rolled back) with a step started. Plans never started
- * are leftovers, harmless, and skipped.
- */
-async function findStarted(api: ApiClient, backupId: string): Promise<RestoreView | undefined> {
-  const views = (await api.restores())
-    .filter((v) => !v.plan.dryRun && v.plan.mode === 'in-place' && v.plan.backupId === backupId && v.journal.rollback === undefined)
-    .filter((v) => v.plan.steps.some((s) => stepStarted(v.journal, s)));
-  return views.at(-1);
-}
-
-/** Plans on member `name`'s daemon (undefined: whichever member that daemon is) and says so, with the plan's warnings. */
-async function planOn(api: ApiClient, name: string | undefined, body: RestoreRequest, say: (line: string) => void): Promise<Node> {
-  const { plan } = await api.planRestore(body);
-  const node = name ?? plan.node;
-  say(`${node}: planned ${plan.id} on ${api.url}`);
-  for (const w of plan.warnings) say(`${node}: warning: ${w}`);
-  return { name: node, api, plan };
-}
-
-/** Every member's plan: the restore found on each daemon by the first plan's cluster token, else a new plan with the first one's choices pinned. */
-async function planMembers(first: Node, urls: ReturnType<typeof daemonUrls>, base: ApiClient, say: (line: string) => void): Promise<Node[]> {
-  const { plan } = first;
-  const others = plan.members.filter((m) => m.name !== plan.node);
-  const rest = await Promise.all(
-    others.map(async (m): Promise<Node> => {
-      const api = base.withUrl(urls.forMember(m));
-      const existing = (await api.restores()).find((v) => v.plan.clusterToken === plan.clusterToken && v.journal.rollback === undefined);
-      if (existing) {
-        say(`${m.name}: resuming ${existing.plan.id} (${existing.state}) on ${api.url}`);
-        return { name: m.name, api, plan: existing.plan };
-      }
-      return planOn(api, m.name, {
-        backup: plan.backupId,
-        mode: 'in-place',
-        members: plan.members,
-        clusterToken: plan.clusterToken,
-        bumpRevision: plan.bumpRevision,
-        leaseCleanupBy: plan.leaseCleanupBy,
-      }, say);
-    }).map((p, i) => p.catch((err: unknown) => {
-      throw err instanceof LifeboatError ? new LifeboatError(err.code, `${others[i]!.name}: ${err.message}`, err.hint ? { hint: err.hint } : {}) : err;
-    })),
-  );
-  return [first, ...rest];
 }
 
 /** What both --all commands start from: how to talk to each member's daemon, and which backup. */
@@ -474,12 +411,12 @@ async function allMembers(cmd: Command, options: ApplyOptions | RollbackOptions)
   const base = client(cmd);
   const urls = daemonUrls(cmd, base, options.daemon);
   const firstApi = base.withUrl(urls.first);
-  return { say, base, urls, firstApi, backupId: await resolveBackupId(firstApi, ref) };
+  return { say, urls, firstApi, backupId: await resolveBackupId(firstApi, ref) };
 }
 
 async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const { say, base, urls, firstApi, backupId } = await allMembers(cmd, options);
+  const { say, urls, firstApi, backupId } = await allMembers(cmd, options);
 
   let first: Node;
   const found = options.again ? undefined : await findStarted(firstApi, backupId);
@@ -491,7 +428,7 @@ async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<voi
     first = await planOn(firstApi, undefined, { backup: backupId, mode: 'in-place', ...(m ? { members: m } : {}) }, say);
   }
   urls.check(first.plan.members);
-  const nodes = await planMembers(first, urls, base, say);
+  const nodes = await planMembers(first, urls.forMember, say);
   checkPlans(nodes);
   const views = await Promise.all(nodes.map((n) => n.api.restore(n.plan.id)));
   if (views.every((v) => v.state === 'done')) {
@@ -571,19 +508,8 @@ async function report(nodes: Node[], result: ApplyAllReport, elapsedMs: number, 
 }
 
 async function rollbackAllCommand(cmd: Command, options: RollbackOptions): Promise<void> {
-  const { say, base, urls, firstApi, backupId } = await allMembers(cmd, options);
-  const found = await findStarted(firstApi, backupId);
-  if (!found) throw new ConflictError(`no restore of ${backupId} that touched anything is on ${firstApi.url}; there is nothing to roll back`, { hint: 'lifeboat restore list shows the restores of one node' });
-  urls.check(found.plan.members);
-  const first: Node = { name: found.plan.node, api: firstApi, plan: found.plan };
-  const others = found.plan.members.filter((m) => m.name !== found.plan.node);
-  const nodes: Node[] = [first];
-  for (const m of others) {
-    const api = base.withUrl(urls.forMember(m));
-    const view = (await api.restores()).find((v) => v.plan.clusterToken === found.plan.clusterToken);
-    if (view) nodes.push({ name: m.name, api, plan: view.plan });
-    else say(`${m.name}: no restore with cluster token ${found.plan.clusterToken} on ${api.url}; nothing to roll back there`);
-  }
+  const { say, urls, firstApi, backupId } = await allMembers(cmd, options);
+  const nodes = await rollbackTargets(firstApi, backupId, urls.forMember, say, urls.check);
   say(`rolling back ${nodes.map((n) => `${n.name} (${n.plan.id})`).join(', ')}`);
   const result = await rollbackAll(nodes.map((n) => ({
     name: n.name,
