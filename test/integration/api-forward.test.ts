@@ -1,14 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { generateToken, tokenLine } from '../../src/api/tokens.ts';
-import { generateIdentity } from '../../src/crypto/age.ts';
-import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
-import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
-import { curl, sample, scrape, spawnDaemon, until, type DaemonProcess } from '../support/daemon.ts';
-import { configDoc, writeConfig } from '../support/lifeboat.ts';
+import type { ApiPki } from '../support/api-pki.ts';
+import { curl, sample, scrape, until, type DaemonProcess } from '../support/daemon.ts';
+import { startDaemonTrio, type DaemonTrio } from '../support/daemon-trio.ts';
 import { startRoundRobin, type RoundRobin } from '../support/round-robin.ts';
 
 /**
@@ -17,52 +14,27 @@ import { startRoundRobin, type RoundRobin } from '../support/round-robin.ts';
  * lands on a follower is forwarded to the leader; jobs are found whichever instance answers.
  */
 let work: string;
-let cluster: EtcdCluster;
+let trio: DaemonTrio | undefined;
 let pki: ApiPki;
 let service: RoundRobin;
-const tokens = { viewer: generateToken(), operator: generateToken() };
-const daemons: DaemonProcess[] = [];
+let tokens: DaemonTrio['tokens'];
+let daemons: DaemonProcess[] = [];
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-forward-'));
-  const { etcd, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: { keys: 100, valueBytes: [64, 512], seed: 5 } });
-  cluster = etcd;
-  pki = await makeApiPki(path.join(work, 'api-pki'));
-  const tokensFile = path.join(work, 'tokens');
-  await writeFile(tokensFile, `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n`, { mode: 0o600 });
-  const storeDir = path.join(work, 'store');
-  const { recipient } = await generateIdentity();
-  for (const [i, name] of ['cp-1', 'cp-2', 'cp-3'].entries()) {
-    const doc = configDoc(cluster, hostRoot, storeDir, [recipient], {
-      node: name,
-      etcd: { endpoints: [cluster.endpoints[i]], tls: cluster.tls, dialTimeoutMs: 3000 },
-      retention: { afterBackup: false },
-      daemon: {
-        stateDir: path.join(work, `state-${name}`),
-        schedules: { backup: 'off', prune: 'off', drill: 'off' },
-        election: { ttlSeconds: 4 },
-        shutdownGraceSeconds: 5,
-      },
-      api: {
-        // No advertiseURL: on a specific listen address it is https://<that address>:<bound port>.
-        listen: { host: '127.0.0.1', port: 0 },
-        tls: { certFile: pki.server.cert, keyFile: pki.server.key, clientCaFile: pki.ca.cert, peerCaFile: pki.ca.cert },
-        tokensFile,
-        clientCertRoles: [{ o: 'lifeboat-operators', role: 'operator' }],
-      },
-      metrics: { listen: { host: '127.0.0.1', port: 0 } },
-      log: { level: 'info' },
-    });
-    daemons.push(await spawnDaemon(name, await writeConfig(work, doc)));
-  }
+  trio = await startDaemonTrio(work, {
+    populate: { keys: 100, valueBytes: [64, 512], seed: 5 },
+    daemon: { election: { ttlSeconds: 4 } },
+    // No advertiseURL: on a specific listen address it is https://<that address>:<bound port>.
+    api: (apiPki) => ({ tls: { certFile: apiPki.server.cert, keyFile: apiPki.server.key, clientCaFile: apiPki.ca.cert, peerCaFile: apiPki.ca.cert } }),
+  });
+  ({ pki, tokens, daemons } = trio);
   service = await startRoundRobin(daemons.map((d) => d.ports.api));
 });
 
 after(async () => {
   await service?.close();
-  for (const d of daemons) d.child.kill('SIGKILL');
-  await Promise.all(daemons.map((d) => d.exited));
-  await cluster?.stop();
+  await trio?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
 

@@ -1,18 +1,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { generateToken, tokenLine } from '../../src/api/tokens.ts';
-import { generateIdentity } from '../../src/crypto/age.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { startPrometheus, type PrometheusRig } from '../../scripts/rig/prometheus.ts';
 import { RULES_FILE } from '../../scripts/gen-prometheusrule.ts';
-import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
-import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
+import type { ApiPki } from '../support/api-pki.ts';
 import { curl, sample, scrape, spawnDaemon, until, type DaemonProcess } from '../support/daemon.ts';
-import { configDoc, writeConfig } from '../support/lifeboat.ts';
+import { startDaemonTrio, type DaemonTrio } from '../support/daemon-trio.ts';
 import { TEST_TRUST } from '../support/signing.ts';
 
 /**
@@ -22,56 +19,26 @@ import { TEST_TRUST } from '../support/signing.ts';
 const TICK_SECONDS = 6;
 const TTL_SECONDS = 2;
 let work: string;
-let cluster: EtcdCluster;
+let trio: DaemonTrio | undefined;
 let pki: ApiPki;
 let storeDir: string;
-const tokens = { viewer: generateToken(), operator: generateToken() };
-const daemons: DaemonProcess[] = [];
-const configFiles = new Map<string, string>();
+let tokens: DaemonTrio['tokens'];
+let daemons: DaemonProcess[] = [];
+let configFiles: Map<string, string>;
 let prometheus: PrometheusRig | undefined;
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-daemon-'));
-  const { etcd, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: { keys: 300, valueBytes: [64, 2048], seed: 3 } });
-  cluster = etcd;
-  pki = await makeApiPki(path.join(work, 'api-pki'));
-  const tokensFile = path.join(work, 'tokens');
-  await writeFile(tokensFile, `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n`, { mode: 0o600 });
-  storeDir = path.join(work, 'store');
-  const { recipient } = await generateIdentity();
-  const names = ['cp-1', 'cp-2', 'cp-3'];
-  for (const [i, name] of names.entries()) {
-    const doc = configDoc(cluster, hostRoot, storeDir, [recipient], {
-      node: name,
-      // As on a kubeadm node: the local member only; the others are found from the member list.
-      etcd: { endpoints: [cluster.endpoints[i]], tls: cluster.tls, dialTimeoutMs: 3000 },
-      retention: { afterBackup: false },
-      daemon: {
-        stateDir: path.join(work, `state-${name}`),
-        schedules: { backup: `*/${TICK_SECONDS} * * * * *`, prune: 'off', drill: 'off' },
-        election: { ttlSeconds: TTL_SECONDS },
-        shutdownGraceSeconds: 5,
-      },
-      api: {
-        listen: { host: '127.0.0.1', port: 0 },
-        tls: { certFile: pki.server.cert, keyFile: pki.server.key, clientCaFile: pki.ca.cert },
-        tokensFile,
-        clientCertRoles: [{ o: 'lifeboat-operators', role: 'operator' }],
-      },
-      metrics: { listen: { host: '127.0.0.1', port: 0 } },
-      log: { level: 'info' },
-    });
-    const file = await writeConfig(work, doc);
-    configFiles.set(name, file);
-    daemons.push(await spawnDaemon(name, file));
-  }
+  trio = await startDaemonTrio(work, {
+    populate: { keys: 300, valueBytes: [64, 2048], seed: 3 },
+    daemon: { schedules: { backup: `*/${TICK_SECONDS} * * * * *`, prune: 'off', drill: 'off' }, election: { ttlSeconds: TTL_SECONDS } },
+  });
+  ({ pki, storeDir, tokens, daemons, configFiles } = trio);
 });
 
 after(async () => {
   await prometheus?.stop();
-  for (const d of daemons) d.child.kill('SIGKILL');
-  await Promise.all(daemons.map((d) => d.exited));
-  await cluster?.stop();
+  await trio?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
