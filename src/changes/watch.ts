@@ -1,8 +1,8 @@
-import { Etcd3, type IWatchResponse } from 'etcd3';
+import type { IWatchResponse } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { EtcdUnavailableError } from '../errors/errors.ts';
-import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import { etcdClient } from '../etcd/client.ts';
 import type { RawEvent } from './format.ts';
 
 /** What the watch delivers: the events of one response (whole revisions), or that the start revision was compacted. */
@@ -24,12 +24,7 @@ const MAX_RESPONSE_BYTES = 16 << 20;
  * compact revision of a compacted start, which the change log records as a gap.
  */
 export function etcdWatcher(config: Config['etcd'], log: Logger): { open: OpenWatch; close: () => void } {
-  const client = new Etcd3({
-    hosts: [...config.endpoints],
-    credentials: readEtcdCredentials(config.tls),
-    dialTimeout: config.dialTimeoutMs,
-    grpcOptions: { 'grpc.ssl_target_name_override': config.tls.serverName, 'grpc.max_receive_message_length': MAX_RESPONSE_BYTES },
-  });
+  const client = etcdClient({ endpoints: config.endpoints, tls: config.tls, dialTimeoutMs: config.dialTimeoutMs, maxResponseBytes: MAX_RESPONSE_BYTES });
   const open: OpenWatch = async (startRevision) => {
     const stream = await client.watchClient.watch();
     let failed: Error | undefined;

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { Etcd3, type IStatusResponse, type IMember } from 'etcd3';
+import type { Etcd3, IStatusResponse, IMember } from 'etcd3';
 import type { Logger } from 'pino';
 import type { EtcdFacts, Member } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
-import { CancelledError, ConfigError, EtcdUnavailableError } from '../errors/errors.ts';
+import { CancelledError, EtcdUnavailableError } from '../errors/errors.ts';
+import { etcdClient, readEtcdCredentials, type EtcdCredentials } from './client.ts';
 import type { OpenSnapshot, SnapshotSource } from './source.ts';
 
 /**
@@ -13,24 +13,6 @@ import type { OpenSnapshot, SnapshotSource } from './source.ts';
  * 8 MiB adds no speed but about 40 MiB of peak RSS (measured by scripts/bench-backup.ts).
  */
 const FLOW_CONTROL_WINDOW = 4 << 20;
-
-interface Credentials {
-  rootCertificate: Buffer;
-  certChain: Buffer;
-  privateKey: Buffer;
-}
-
-/** Reads the client TLS files; a missing one is a ConfigError naming its field and path. */
-export function readEtcdCredentials(tls: Config['etcd']['tls']): Credentials {
-  const read = (field: 'caFile' | 'certFile' | 'keyFile') => {
-    try {
-      return readFileSync(tls[field]);
-    } catch (err) {
-      throw new ConfigError(`/etcd/tls/${field}`, `cannot read ${tls[field]}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-  };
-  return { rootCertificate: read('caFile'), certChain: read('certFile'), privateKey: read('keyFile') };
-}
 
 interface Candidate {
   endpoint: string;
@@ -44,7 +26,7 @@ interface Candidate {
 export class Etcd3SnapshotSource implements SnapshotSource {
   readonly #config: Config['etcd'];
   readonly #log: Logger;
-  readonly #credentials: Credentials;
+  readonly #credentials: EtcdCredentials;
   readonly #clients = new Map<string, Etcd3>();
 
   constructor(config: Config['etcd'], log: Logger) {
@@ -56,16 +38,7 @@ export class Etcd3SnapshotSource implements SnapshotSource {
   #client(endpoint: string): Etcd3 {
     let client = this.#clients.get(endpoint);
     if (!client) {
-      client = new Etcd3({
-        hosts: endpoint,
-        credentials: this.#credentials,
-        dialTimeout: this.#config.dialTimeoutMs,
-        grpcOptions: {
-          'grpc.ssl_target_name_override': this.#config.tls.serverName,
-          'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
-          'grpc.max_receive_message_length': 16 << 20,
-        },
-      });
+      client = etcdClient({ endpoints: endpoint, tls: this.#config.tls, credentials: this.#credentials, dialTimeoutMs: this.#config.dialTimeoutMs, flowControlWindow: FLOW_CONTROL_WINDOW });
       this.#clients.set(endpoint, client);
     }
     return client;

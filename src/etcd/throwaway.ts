@@ -2,9 +2,10 @@ import { lstat, mkdir, readFile, rm, chmod } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { CancelledError, ConfigError, ToolError, UnsafePathError } from '../errors/errors.ts';
 import type { Executor, ProcessExit } from '../exec/executor.ts';
+import { etcdClient } from './client.ts';
 
 /**
  * A throwaway etcd: etcd on a data dir that `etcdutl snapshot restore` made (a restore drill's,
@@ -42,7 +43,7 @@ const MAX_SOCKET_PATH = 107;
 
 /** An etcd3 client of a throwaway etcd: its one unix-socket endpoint (`unix:///…/client.sock`), no TLS. */
 export function throwawayClient(endpoint: string): Etcd3 {
-  return new Etcd3({ hosts: endpoint, dialTimeout: CALL_MS, grpcOptions: { 'grpc.max_receive_message_length': 64 << 20 } });
+  return etcdClient({ endpoints: endpoint, dialTimeoutMs: CALL_MS, maxResponseBytes: 64 << 20 });
 }
 
 export interface ThrowawayEtcd<C> {

@@ -1,7 +1,7 @@
-import { Etcd3, type Lease } from 'etcd3';
+import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
-import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import { etcdClient } from '../etcd/client.ts';
 import { encodeAdvert, parseAdvert, type LeaderAdvert } from './advert.ts';
 import { LeaderTerm } from './term.ts';
 
@@ -88,12 +88,7 @@ export class EtcdLeaderElection implements LeaderDirectory {
    * plane the TLS files do not exist yet, and the daemon must serve (the restore API) meanwhile.
    */
   #connect(): Etcd3 {
-    this.#client ??= new Etcd3({
-      hosts: [...this.#options.etcd.endpoints],
-      credentials: readEtcdCredentials(this.#options.etcd.tls),
-      dialTimeout: this.#options.etcd.dialTimeoutMs,
-      grpcOptions: { 'grpc.ssl_target_name_override': this.#options.etcd.tls.serverName },
-    });
+    this.#client ??= etcdClient({ endpoints: this.#options.etcd.endpoints, tls: this.#options.etcd.tls, dialTimeoutMs: this.#options.etcd.dialTimeoutMs });
     return this.#client;
   }
 

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Etcd3, type IMember } from 'etcd3';
+import type { Etcd3, IMember } from 'etcd3';
 import type { Config } from '../config/schema.ts';
 import { CancelledError, ConflictError, EtcdUnavailableError } from '../errors/errors.ts';
-import { readEtcdCredentials } from '../etcd/etcd3-source.ts';
+import { etcdClient } from '../etcd/client.ts';
 import { startThrowawayEtcd, throwawayClient, type ThrowawayEtcd } from '../etcd/throwaway.ts';
 import type { Executor } from '../exec/executor.ts';
 import { acceptsConnections } from '../exec/ports.ts';
@@ -25,12 +25,7 @@ const CALL_MS = 2000;
 type TlsConfig = Config['etcd']['tls'];
 
 export function tlsClient(endpoints: string | string[], tls: TlsConfig): Etcd3 {
-  return new Etcd3({
-    hosts: endpoints,
-    credentials: readEtcdCredentials(tls),
-    dialTimeout: CALL_MS,
-    grpcOptions: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.max_receive_message_length': 64 << 20 },
-  });
+  return etcdClient({ endpoints, tls, dialTimeoutMs: CALL_MS, maxResponseBytes: 64 << 20 });
 }
 
 const deadline = (ms = CALL_MS) => ({ deadline: new Date(Date.now() + ms) });
