@@ -202,6 +202,7 @@ function finish(input: ConfigInput, env: NodeJS.ProcessEnv): Config {
     metrics: input.metrics,
     log: input.log,
     client: checkClient(input.client),
+    runtime: { inPod: (env['KUBERNETES_SERVICE_HOST'] ?? '') !== '' },
   };
 }
 

@@ -323,6 +323,11 @@ export interface Config {
   readonly metrics: DeepReadonly<Static<typeof MetricsSchema>>;
   readonly log: { readonly level: LogLevel };
   readonly client: ClientConfig;
+  /** Where this process runs, as its environment says (not a setting). */
+  readonly runtime: {
+    /** In a Kubernetes pod (KUBERNETES_SERVICE_HOST is set), as the DaemonSet runs it. */
+    readonly inPod: boolean;
+  };
 }
 
 export type ClientConfig = Readonly<Static<typeof ClientSchema>>;

@@ -62,6 +62,10 @@ export class Daemon {
     const signing = loadSigning(config.signing);
     backupSigner(signing);
     const metrics = new LifeboatMetrics({ cluster: config.cluster, node: config.node, version: BUILD_INFO.version });
+    metrics.setStoreKind('primary', config.store.kind);
+    if (config.secondaryStore) metrics.setStoreKind('secondary', config.secondaryStore.kind);
+    const localOnly = localStoreWarning(config);
+    if (localOnly) log.warn({ phase: 'config', store: 'fs', dir: config.store.kind === 'fs' ? config.store.dir : undefined }, localOnly);
     // Committing or deleting a manifest is a leader's decision: checked right before it happens (fenced-store.ts).
     const fence = () => requireLeader(election, config.node, 'a backup manifest is written or deleted only by the leader');
     const store = new FencedStore(new InstrumentedStore({ store: createStore(config.store), name: 'primary', metrics }), fence);
@@ -220,6 +224,15 @@ export function daemonCatalog(store: BackupStore, config: Config, trust: Manifes
       if (ids.length > 0) log.warn({ phase: 'catalogue', futureDated: ids, maxClockSkewSeconds: config.backup.maxClockSkewSeconds }, 'backups dated in the future: they are not taken as latest nor as the last success; check the clock of the node that made them, then delete them');
     },
   });
+}
+
+/**
+ * The one loud line of a daemon in a pod whose backups stay on its node's own disk; undefined
+ * when the store is S3 or the process runs outside Kubernetes (a directory may then be a mount).
+ */
+export function localStoreWarning(config: Pick<Config, 'store' | 'secondaryStore' | 'runtime'>): string | undefined {
+  if (config.store.kind !== 'fs' || !config.runtime.inPod || config.secondaryStore?.kind === 's3') return undefined;
+  return `backups stay on this node's disk (store.fs.dir ${config.store.dir}): a lost node takes its backups with it, and each leader writes to its own node; set store.s3 (Ceph RGW or any S3, see deploy/overlays/ceph-rgw) or secondaryStore.s3 for backups you mean to restore from`;
 }
 
 /**

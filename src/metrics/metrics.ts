@@ -102,6 +102,7 @@ export class LifeboatMetrics {
   readonly #backupKitMissing: Gauge<'role'>;
   readonly #backupFutureDated: Gauge;
   readonly #backupRejected: Gauge;
+  readonly #storeInfo: Gauge<'store' | 'kind'>;
   readonly #verifyTotal: Counter<'result' | 'level'>;
   readonly #verifyLastSuccess: Gauge<'level'>;
   readonly #verifyLastAttempt: Gauge<'level'>;
@@ -171,6 +172,12 @@ export class LifeboatMetrics {
     this.#backupFutureDated = new Gauge({
       name: 'lifeboat_backup_future_dated',
       help: 'Committed backups dated further in the future than backup.maxClockSkewSeconds (a clock that ran ahead, or a forgery): never taken as latest nor as the last success. Counted each time the whole catalogue is read.',
+      registers,
+    });
+    this.#storeInfo = new Gauge({
+      name: 'lifeboat_store_info',
+      help: 'Always 1: the kind of each configured store (fs: a directory on this node; s3: Ceph RGW or another S3).',
+      labelNames: ['store', 'kind'],
       registers,
     });
     this.#backupRejected = new Gauge({
@@ -344,6 +351,11 @@ export class LifeboatMetrics {
   setFutureDated(n: number): void {
     assertNonNegative('future-dated backups', n);
     this.#backupFutureDated.set(n);
+  }
+
+  /** The kind of a configured store, exported as lifeboat_store_info. */
+  setStoreKind(store: 'primary' | 'secondary', kind: 'fs' | 's3'): void {
+    this.#storeInfo.set({ store, kind }, 1);
   }
 
   /** How many committed backups are refused (see Catalog's onRejected). */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { register as globalRegistry } from 'prom-client';
 import { resolveConfig } from '../../src/config/load.ts';
-import { daemonCatalog, seedMetrics } from '../../src/daemon/daemon.ts';
+import { daemonCatalog, localStoreWarning, seedMetrics } from '../../src/daemon/daemon.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { DROPPED_DEFAULT_METRICS, FAILURE_REASONS, LifeboatMetrics } from '../../src/metrics/metrics.ts';
 import { Catalog } from '../../src/store/catalog.ts';
@@ -174,6 +174,24 @@ test('store operations, cleanup, retention, leadership, database size and schedu
   all = await scrape(m);
   assert.equal(one(all, 'lifeboat_is_leader'), 0);
   assert.equal(one(all, 'lifeboat_schedule_expected_interval_seconds', { schedule: 'backup' }), 0, 'a schedule that is off exports 0');
+});
+
+test('the store kinds are exported; a daemon in a pod with only a directory store gets one loud warning, and none otherwise', async () => {
+  const m = new LifeboatMetrics(identity);
+  m.setStoreKind('primary', 'fs');
+  m.setStoreKind('secondary', 's3');
+  const all = await scrape(m);
+  assert.equal(one(all, 'lifeboat_store_info', { store: 'primary', kind: 'fs' }), 1);
+  assert.equal(one(all, 'lifeboat_store_info', { store: 'secondary', kind: 's3' }), 1);
+
+  const inPod = { KUBERNETES_SERVICE_HOST: '10.96.0.1' };
+  const fsInPod = resolveConfig({ cluster: 'prod' }, 'config', inPod);
+  assert.equal(fsInPod.runtime.inPod, true);
+  assert.match(localStoreWarning(fsInPod) ?? '', /^backups stay on this node's disk \(store\.fs\.dir \/var\/lib\/lifeboat\/backups\): a lost node takes its backups with it/);
+  assert.equal(localStoreWarning(resolveConfig({ cluster: 'prod' })), undefined, 'outside a pod the directory may be a mount');
+  const s3 = { s3: { endpoint: 'https://rgw.example', bucket: 'lifeboat-backups', accessKeyId: 'a', secretAccessKey: 'b' } };
+  assert.equal(localStoreWarning(resolveConfig({ cluster: 'prod', store: s3 }, 'config', inPod)), undefined);
+  assert.equal(localStoreWarning(resolveConfig({ cluster: 'prod', secondaryStore: s3 }, 'config', inPod)), undefined, 'a second copy in S3 leaves the node');
 });
 
 test('bad numbers are refused, naming what was wrong', () => {
