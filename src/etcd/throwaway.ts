@@ -1,10 +1,10 @@
 import { lstat, mkdir, readFile, rm, chmod } from 'node:fs/promises';
-import { connect } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Etcd3 } from 'etcd3';
 import { CancelledError, ConfigError, ToolError, UnsafePathError } from '../errors/errors.ts';
 import type { Executor, ProcessExit } from '../exec/executor.ts';
+import { acceptsUnixConnections } from '../exec/ports.ts';
 import { etcdClient } from './client.ts';
 
 /**
@@ -135,7 +135,7 @@ export async function startThrowawayEtcd<C extends { close(): void }>(o: Throwaw
           hint: `a big database takes longer: raise ${o.timeoutSetting}`,
         });
       }
-      if (await acceptsConnections(socket)) {
+      if (await acceptsUnixConnections(socket)) {
         client ??= o.connect(endpoint);
         try {
           if (await o.hasLeader(client, new Date(Math.min(until, Date.now() + CALL_MS)))) return { pid: child.pid, endpoint, client, stop };
@@ -210,21 +210,6 @@ async function makeSocketDir(dir: string, socket: string, setting: string): Prom
   if (!info.isDirectory() || info.uid !== process.getuid?.() || (info.mode & 0o077) !== 0) {
     throw new UnsafePathError(dir, `${dir}, the throwaway etcd's socket dir, is not a private directory of this user`);
   }
-}
-
-/** Whether something accepts connections on the unix socket `socket` right now. */
-function acceptsConnections(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const conn = connect({ path: socket });
-    conn.once('connect', () => {
-      conn.destroy();
-      resolve(true);
-    });
-    conn.once('error', () => {
-      conn.destroy();
-      resolve(false);
-    });
-  });
 }
 
 function send(pid: number, signal: NodeJS.Signals): boolean {

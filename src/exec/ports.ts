@@ -32,8 +32,17 @@ export async function freePorts(n: number, host = '127.0.0.1'): Promise<number[]
 
 /** Whether something accepts TCP connections on `host:port` right now. */
 export function acceptsConnections(host: string, port: number): Promise<boolean> {
+  return accepts({ host, port });
+}
+
+/** Whether something accepts connections on the unix socket at `socketPath` right now. */
+export function acceptsUnixConnections(socketPath: string): Promise<boolean> {
+  return accepts({ path: socketPath });
+}
+
+function accepts(target: { host: string; port: number } | { path: string }): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ host, port });
+    const socket = connect(target);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
