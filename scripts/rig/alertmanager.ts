@@ -1,9 +1,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
-import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
+import { spawnLogged, stopChild, waitUntilReady } from './process.ts';
 
 /** Debian's prometheus-alertmanager package installs the server under this name. */
 export const ALERTMANAGER = '/usr/bin/prometheus-alertmanager';
@@ -61,17 +60,7 @@ export async function startAlertmanager(options: AlertmanagerOptions): Promise<A
     logFile,
   );
 
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (hasExited(child)) throw new Error(`alertmanager exited ${child.exitCode ?? child.signalCode}:\n${tail(logFile, 10)}`);
-    const ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
-    if (ready) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`alertmanager not ready within 30 s:\n${tail(logFile, 10)}`);
-    }
-    await sleep(100);
-  }
+  await waitUntilReady('alertmanager', child, `${url}/-/ready`, logFile);
 
   return {
     url,

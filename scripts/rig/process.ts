@@ -56,3 +56,20 @@ export function tail(file: string, lines: number): string {
     return '';
   }
 }
+
+/**
+ * Polls `url` (a readiness endpoint such as /-/ready) every 100 ms until it answers 2xx. If
+ * `child` exits first, or 30 s pass (then it is killed), throws with the last lines of its log.
+ */
+export async function waitUntilReady(name: string, child: ChildProcess, url: string, logFile: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (hasExited(child)) throw new Error(`${name} exited ${child.exitCode ?? child.signalCode}:\n${tail(logFile, 10)}`);
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${name} not ready within 30 s:\n${tail(logFile, 10)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

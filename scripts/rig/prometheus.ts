@@ -3,7 +3,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { freePorts } from './ports.ts';
-import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
+import { spawnLogged, stopChild, waitUntilReady } from './process.ts';
 
 /**
  * A real Prometheus (Debian's /usr/bin/prometheus) on 127.0.0.1, for tests: its own data dir
@@ -58,17 +58,7 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Prome
   );
   const url = `http://127.0.0.1:${port}`;
 
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (hasExited(child)) throw new Error(`prometheus exited ${child.exitCode ?? child.signalCode}:\n${tail(logFile, 10)}`);
-    const ready = await fetch(`${url}/-/ready`).then((r) => r.ok, () => false);
-    if (ready) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`prometheus not ready within 30 s:\n${tail(logFile, 10)}`);
-    }
-    await sleep(100);
-  }
+  await waitUntilReady('prometheus', child, `${url}/-/ready`, logFile);
 
   const api = async (pathAndQuery: string): Promise<unknown> => {
     const res = await fetch(`${url}/api/v1/${pathAndQuery}`);
