@@ -30,27 +30,23 @@ export function keyId(publicKey: KeyObject): string {
 
 /** The Ed25519 private key in `file`; a ConfigError naming `field` if it cannot be read or is not one. */
 export function readPrivateKey(file: string, field: string): KeyObject {
-  const pem = readKeyFile(file, field);
-  let key: KeyObject;
-  try {
-    key = createPrivateKey(pem);
-  } catch (err) {
-    throw new ConfigError(field, `${file} is not a PEM private key: ${(err as Error).message}`, { hint: 'make one with `lifeboat keygen --signing`' });
-  }
-  if (key.asymmetricKeyType !== 'ed25519') throw new ConfigError(field, `${file} is a ${key.asymmetricKeyType ?? 'unknown'} key; manifests are signed with Ed25519`, { hint: 'make one with `lifeboat keygen --signing`' });
-  return key;
+  return readEd25519(file, field, 'private', createPrivateKey, 'make one with `lifeboat keygen --signing`');
 }
 
 /** The Ed25519 public key in `file` (a private key file gives its public half). */
 export function readPublicKey(file: string, field: string): KeyObject {
+  return readEd25519(file, field, 'public', createPublicKey, 'give the .pub file that `lifeboat keygen --signing` wrote');
+}
+
+function readEd25519(file: string, field: string, kind: 'private' | 'public', parse: (pem: string) => KeyObject, hint: string): KeyObject {
   const pem = readKeyFile(file, field);
   let key: KeyObject;
   try {
-    key = createPublicKey(pem);
+    key = parse(pem);
   } catch (err) {
-    throw new ConfigError(field, `${file} is not a PEM public key: ${(err as Error).message}`, { hint: 'give the .pub file that `lifeboat keygen --signing` wrote' });
+    throw new ConfigError(field, `${file} is not a PEM ${kind} key: ${(err as Error).message}`, { hint });
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw new ConfigError(field, `${file} is a ${key.asymmetricKeyType ?? 'unknown'} key; manifests are signed with Ed25519`);
+  if (key.asymmetricKeyType !== 'ed25519') throw new ConfigError(field, `${file} is a ${key.asymmetricKeyType ?? 'unknown'} key; manifests are signed with Ed25519`, { hint });
   return key;
 }
 
