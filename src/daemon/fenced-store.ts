@@ -1,14 +1,14 @@
 import type { Readable } from 'node:stream';
-import { parseKey } from '../store/layout.ts';
+import { parseKey, parseSegmentKey } from '../store/layout.ts';
 import type { BackupStore, ObjectInfo, PutOptions } from '../store/store.ts';
 
 /**
  * The daemon's store, with leadership checked right before the writes that commit a leader's
- * decision: writing a manifest (a backup's commit, or its second copy's) and deleting one (the
- * step that removes a backup from the catalogue, which retention and DELETE take first). The
- * check is local and cheap (the election's term, see leader/term.ts), so it narrows the window
- * in which a leader that has just lost its term can still commit to the time one store request
- * takes; it does not close it (the store has no fencing token to check against).
+ * decision: writing a manifest (a backup's commit, its second copy's, or a change-log segment's)
+ * and deleting one (the step that removes a backup or a segment, which retention and DELETE take
+ * first). The check is local and cheap (the election's term, see leader/term.ts), so it narrows
+ * the window in which a leader that has just lost its term can still commit to the time one store
+ * request takes; it does not close it (the store has no fencing token to check against).
  *
  * Not fenced: archive writes (never listed without a manifest; cleanup removes them), deletes
  * of anything but a manifest (an uncommitted archive, a deleted backup's remains), verification
@@ -67,5 +67,5 @@ export class FencedStore implements BackupStore {
 }
 
 function isManifest(key: string): boolean {
-  return parseKey(key)?.kind === 'manifest';
+  return parseKey(key)?.kind === 'manifest' || parseSegmentKey(key)?.kind === 'manifest';
 }

@@ -12,7 +12,7 @@ import { DirectoryJobJournal } from '../../src/jobs/journal.ts';
 import { LEADER_ONLY_KINDS, leaderGate } from '../../src/jobs/leader-gate.ts';
 import { JobRunner, type JobHandler } from '../../src/jobs/runner.ts';
 import { LeaderTerm } from '../../src/leader/term.ts';
-import { archiveKey, manifestKey } from '../../src/store/layout.ts';
+import { archiveKey, formatSegmentId, manifestKey, segmentDataKey, segmentManifestKey, segmentSignatureKey } from '../../src/store/layout.ts';
 import { MemoryStore } from '../support/memory-store.ts';
 import { quietLog } from '../support/lifeboat.ts';
 
@@ -137,4 +137,23 @@ test('the fenced store refuses manifest commits and deletes without leadership; 
   await fenced.delete(manifestKey('prod', id2)); // the refused manifest's clean-up: nothing was written
   await fenced.delete(archiveKey('prod', id2, 'zstd'));
   assert.equal(store.objects.has(archiveKey('prod', id2, 'zstd')), false);
+});
+
+test('the fenced store fences a change segment\'s manifest as it does a backup\'s; its data and signature pass', async () => {
+  const store = new MemoryStore();
+  const leadership = fakeLeadership(true);
+  const fenced = new FencedStore(store, () => {
+    if (!leadership.isLeader()) throw new NotLeaderError(leadership.leader(), 'not the leader');
+  });
+  const id = formatSegmentId('100', '120');
+  await fenced.put(segmentManifestKey('prod', id), Readable.from([Buffer.from('{}')]));
+  leadership.state.leading = false;
+  await assert.rejects(fenced.delete(segmentManifestKey('prod', id)), NotLeaderError);
+  assert.ok(store.objects.has(segmentManifestKey('prod', id)), 'retention did not delete it');
+  const next = formatSegmentId('121', '130');
+  await fenced.put(segmentDataKey('prod', next), Readable.from([Buffer.from('d')]));
+  await fenced.put(segmentSignatureKey('prod', next), Readable.from([Buffer.from('s')]));
+  await assert.rejects(fenced.put(segmentManifestKey('prod', next), Readable.from([Buffer.from('{}')])), NotLeaderError);
+  assert.equal(store.objects.has(segmentManifestKey('prod', next)), false, 'no commit');
+  assert.ok(store.objects.has(segmentDataKey('prod', next)));
 });
