@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { KIT_ROLES, type KitRole } from '../archive/manifest.ts';
 import { ERROR_CODES, type ErrorCode } from '../errors/errors.ts';
+import { ChangeLogMetrics } from './change-metrics.ts';
 
 /**
  * Lifeboat's Prometheus metrics behind domain verbs. The facade owns its registry (never
@@ -112,6 +113,8 @@ export class LifeboatMetrics {
   readonly #leader: Gauge;
   readonly #etcdDbSize: Gauge;
   readonly #expectedInterval: Gauge<'schedule'>;
+  /** The change log's series (change-metrics.ts). */
+  readonly changes: ChangeLogMetrics;
   /** The last-success values as set, for seedFromCatalogue's "only raise" (prom-client reads them back only asynchronously). */
   #lastBackupSuccess = 0;
   readonly #lastVerifySuccess: Record<VerifyLevel, number> = { ciphertext: 0, deep: 0, drill: 0 };
@@ -248,6 +251,7 @@ export class LifeboatMetrics {
       registers,
     });
     buildInfo.set({ version: identity.version, node: identity.node }, 1);
+    this.changes = new ChangeLogMetrics(registers);
 
     for (const result of RESULTS) {
       this.#backupTotal.inc({ result }, 0);

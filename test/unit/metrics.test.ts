@@ -287,3 +287,27 @@ test('the standard process and Node.js metrics are there, minus the gauges named
   const start = one(samples(text), 'process_start_time_seconds');
   assert.ok(Math.abs(start - (Date.now() / 1000 - process.uptime())) < 5);
 });
+
+test('the change log: captured revision and time, segments and their bytes, gaps, and the lag read at each scrape', async () => {
+  const m = new LifeboatMetrics(identity);
+  let all = await scrape(m);
+  for (const name of ['lifeboat_changes_captured_revision', 'lifeboat_changes_captured_timestamp_seconds', 'lifeboat_changes_lag_seconds', 'lifeboat_changes_segments_total', 'lifeboat_changes_segment_bytes_total', 'lifeboat_changes_gaps_total']) {
+    assert.equal(one(all, name), 0, `${name} starts at 0`);
+  }
+  let lag = 12.5;
+  m.changes.setLagSource(() => lag);
+  m.changes.captured('1043', new Date('2026-11-24T03:30:00.500Z'));
+  m.changes.committed(2048);
+  m.changes.committed(100);
+  m.changes.gap();
+  all = await scrape(m);
+  assert.equal(one(all, 'lifeboat_changes_captured_revision'), 1043);
+  assert.equal(one(all, 'lifeboat_changes_captured_timestamp_seconds'), Date.parse('2026-11-24T03:30:00.500Z') / 1000);
+  assert.equal(one(all, 'lifeboat_changes_segments_total'), 2);
+  assert.equal(one(all, 'lifeboat_changes_segment_bytes_total'), 2148);
+  assert.equal(one(all, 'lifeboat_changes_gaps_total'), 1);
+  assert.equal(one(all, 'lifeboat_changes_lag_seconds'), 12.5);
+  lag = 0;
+  assert.equal(one(await scrape(m), 'lifeboat_changes_lag_seconds'), 0, 'read again at the next scrape');
+  assert.throws(() => m.changes.committed(-1), RangeError);
+});
