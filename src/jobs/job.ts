@@ -17,7 +17,8 @@ export type JobKind = (typeof JOB_KINDS)[number];
 export const JobStateSchema = Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]);
 export type JobState = Static<typeof JobStateSchema>;
 
-export const JobTriggerSchema = Type.Union([Type.Literal('schedule'), Type.Literal('api'), Type.Literal('startup')]);
+/** `change-log`: the change log lost revisions to compaction (a gap) and asked for a full backup. */
+export const JobTriggerSchema = Type.Union([Type.Literal('schedule'), Type.Literal('api'), Type.Literal('startup'), Type.Literal('change-log')]);
 export type JobTrigger = Static<typeof JobTriggerSchema>;
 
 const Timestamp = Type.String({ description: 'RFC 3339, UTC' });
@@ -30,7 +31,7 @@ export const JobSchema = Type.Object(
     /** Where the job is now; `queued` before it starts and `done` after it ends. */
     phase: Type.String(),
     trigger: JobTriggerSchema,
-    /** `schedule`, `startup`, or the authenticated API caller's name. */
+    /** `schedule`, `startup`, `change-log`, or the authenticated API caller's name. */
     requestedBy: Type.String(),
     /** What was asked for, e.g. `{ backupId, deep }` for a verification. */
     params: Type.Record(Type.String(), Type.Unknown()),

@@ -100,10 +100,10 @@ export class JobRunner {
         return { job: snapshot(job), created: false };
       }
     }
-    // A scheduled tick wants work that starts at or after it: the running job's snapshot may
-    // predate the tick, so a tick joins only a queued job. A request from a person also joins
-    // the running one and watches its progress.
-    const joinable = request.trigger === 'schedule' ? this.#queue : [this.#running?.job, ...this.#queue];
+    // A scheduled tick, or the change log after a gap, wants work that starts at or after it: the
+    // running job's snapshot may predate it, so it joins only a queued job. A request from a
+    // person also joins the running one and watches its progress.
+    const joinable = request.trigger === 'schedule' || request.trigger === 'change-log' ? this.#queue : [this.#running?.job, ...this.#queue];
     const equal = joinable.find((j) => j !== undefined && j.kind === request.kind && isDeepStrictEqual(j.params, params));
     if (equal) {
       if (request.idempotencyKey !== undefined) this.#idempotency.set(request.idempotencyKey, { jobId: equal.id, kind: request.kind, params });

@@ -98,6 +98,22 @@ test('a schedule tick never joins a running job, whose snapshot may predate the 
   assert.equal(r.get(first.job.id)!.state, 'succeeded');
 });
 
+test('a backup the change log asks for after a gap never joins a running backup, only a queued one', async () => {
+  const g = gate();
+  const { runner: r } = runner({ backup: g.handler });
+  const running = r.submit({ kind: 'backup', ...api });
+  while (r.get(running.job.id)!.state !== 'running') await new Promise((res) => setTimeout(res, 1));
+  const gap = { kind: 'backup' as const, trigger: 'change-log' as const, requestedBy: 'change-log' };
+  const first = r.submit(gap);
+  assert.equal(first.created, true, 'its snapshot may predate the compaction: a backup of its own');
+  assert.equal(r.submit(gap).job.id, first.job.id, 'a second gap joins the queued one');
+  await g.releaseNext();
+  await g.releaseNext();
+  await r.settled();
+  assert.equal(r.get(first.job.id)!.trigger, 'change-log');
+  assert.equal(r.get(first.job.id)!.state, 'succeeded');
+});
+
 test('an Idempotency-Key returns the job it made; reused for another request it is a conflict', async () => {
   const g = gate();
   const { runner: r } = runner({ backup: g.handler, verify: g.handler });
