@@ -18,6 +18,8 @@ export interface CaptureDeps {
   newestBackupRevision: () => Promise<string | undefined>;
   /** Told of revisions etcd compacted before they were captured: the daemon takes a full backup at once. */
   onGap?: (gap: Gap) => void;
+  /** etcd has set the watch up: from now on the capture receives what etcd commits. */
+  onWatching?: () => void;
   onCaptured?: (revision: string, at: Date) => void;
   onCommitted?: (segment: TrustedSegment) => void;
   /** Throws unless this process may still write the change log; asked before each manifest. */
@@ -114,6 +116,10 @@ export class ChangeCapture {
       if (got.done) return undefined;
       set(messages.next());
       const message = got.value;
+      if ('watching' in message) {
+        this.#deps.onWatching?.();
+        continue;
+      }
       if ('compactRevision' in message) return message.compactRevision;
       await this.#take(message.events);
     }

@@ -5,8 +5,11 @@ import { EtcdUnavailableError } from '../errors/errors.ts';
 import { etcdClient } from '../etcd/client.ts';
 import type { RawEvent } from './format.ts';
 
-/** What the watch delivers: the events of one response (whole revisions), or that the start revision was compacted. */
-export type WatchMessage = { events: RawEvent[] } | { compactRevision: string };
+/**
+ * What the watch delivers: that etcd has set the watch up (its first answer), the events of one
+ * response (whole revisions), or that the start revision was compacted.
+ */
+export type WatchMessage = { watching: true } | { events: RawEvent[] } | { compactRevision: string };
 
 export interface ChangeWatch {
   messages: AsyncIterator<WatchMessage>;
@@ -47,6 +50,7 @@ async function* messages(stream: AsyncIterable<IWatchResponse>, failed: () => Er
         return;
       }
       if (res.canceled) throw new EtcdUnavailableError(`etcd cancelled the change watch: ${res.cancel_reason || 'no reason given'}`);
+      if (res.created) yield { watching: true };
       if (res.events.length === 0) continue;
       yield {
         events: res.events.map((e) => ({

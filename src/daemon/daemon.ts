@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { createServers, type Servers } from '../api/server.ts';
 import { BUILD_INFO } from '../build-info.ts';
+import { etcdWatcher } from '../changes/watch.ts';
 import type { Config } from '../config/schema.ts';
 import { ConfigError, NotFoundError } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
@@ -18,6 +19,7 @@ import { createStore } from '../store/create-store.ts';
 import { backupSigner, loadSigning, type ManifestTrust } from '../signing/trust.ts';
 import type { BackupStore } from '../store/store.ts';
 import { daemonApiDeps } from './api-deps.ts';
+import { changeLogService, realTimer, type ChangeLogService } from './change-log.ts';
 import { FencedStore } from './fenced-store.ts';
 import { createHandlers, handlerDeps } from './handlers.ts';
 import { PausableElection } from './pausable-election.ts';
@@ -32,9 +34,9 @@ export interface DaemonOptions {
 
 /**
  * `lifeboat serve`: one instance per control-plane node. All of them serve the API and the
- * metrics; the one elected through etcd runs the schedules. Every piece of work, scheduled or
- * asked for over the API, goes through the one JobRunner; restores are per node, so every
- * instance takes them, leader or not.
+ * metrics; the one elected through etcd runs the schedules and, with changes.enabled, the change
+ * log (change-log.ts). Every piece of work, scheduled or asked for over the API, goes through the
+ * one JobRunner; restores are per node, so every instance takes them, leader or not.
  *
  * Start: recover the job journal (jobs a crash left running are marked failed) and the restore
  * journals (a restore a crash left mid-step is found and reported), seed the
@@ -97,6 +99,26 @@ export class Daemon {
     // In the background: reading every manifest of a large catalogue must not hold up the start.
     void seedMetrics(catalog, metrics, log, now, config.backup.maxClockSkewSeconds);
 
+    // The change log (config changes): the leader's watch over etcd, committed in segments
+    // between full backups. Its etcd client is made at the first watch, as the election's is.
+    let watcher: ReturnType<typeof etcdWatcher> | undefined;
+    const changeLog = config.changes.enabled
+      ? changeLogService({
+          config,
+          store,
+          signing,
+          latestBackup: () => catalog.resolve('latest'),
+          openWatch: (start) => (watcher ??= etcdWatcher(config.etcd, log)).open(start),
+          encrypt: real.encrypt,
+          isLeader: () => election.isLeader(),
+          fence: () => requireLeader(election, config.node, 'a change segment manifest is written only by the leader'),
+          submit: (request) => runner.submit(request),
+          metrics: metrics.changes,
+          timer: realTimer,
+          log,
+        })
+      : undefined;
+
     let catchUp: () => void = () => undefined;
     // Known once the API listens (the port may be 0); the election starts after that.
     let apiUrl: string | undefined;
@@ -109,6 +131,7 @@ export class Daemon {
       log,
       onChange: (leading) => {
         metrics.setLeader(leading);
+        changeLog?.leadership(leading);
         if (leading) catchUp();
       },
     }));
@@ -142,7 +165,7 @@ export class Daemon {
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not check whether a scheduled backup was missed'));
     };
 
-    const parts: Parts = { config, log, metrics, runner, election, scheduler, servers: undefined, ready: false };
+    const parts: Parts = { config, log, metrics, runner, election, scheduler, changeLog, closeWatcher: () => watcher?.close(), servers: undefined, ready: false };
     const deps = daemonApiDeps({
       config,
       log,
@@ -181,11 +204,14 @@ export class Daemon {
   }
 
   async #stop(reason: string): Promise<void> {
-    const { log, config, scheduler, runner, election, servers } = this.#parts;
+    const { log, config, scheduler, runner, election, changeLog, servers } = this.#parts;
     const started = performance.now();
     this.#parts.ready = false;
     log.info({ phase: 'stopping', reason, graceSeconds: config.daemon.shutdownGraceSeconds }, 'stopping');
     await scheduler.stop();
+    // While this instance still leads, so that what the change log holds is committed.
+    await changeLog?.stop();
+    this.#parts.closeWatcher();
     const job = await runner.drain(config.daemon.shutdownGraceSeconds * 1000);
     await election.stop();
     this.#parts.metrics.setLeader(false);
@@ -201,6 +227,8 @@ interface Parts {
   runner: JobRunner;
   election: PausableElection;
   scheduler: Scheduler;
+  changeLog: ChangeLogService | undefined;
+  closeWatcher: () => void;
   servers: Servers | undefined;
   ready: boolean;
 }
