@@ -26,9 +26,10 @@ export interface DaemonTrio {
  * Three `lifeboat serve` processes (cp-1, cp-2, cp-3) on a 3-member TLS etcd, each told only its
  * own member as on a kubeadm node, sharing one directory store, with a viewer and an operator
  * token and client certificates of O=lifeboat-operators as operators. `daemon`, and `api` (made
- * from the API's PKI), are merged into each daemon's config; schedules default to off.
+ * from the API's PKI), are merged into each daemon's config; schedules default to off. `config`
+ * adds other top-level sections (e.g. `changes`).
  */
-export async function startDaemonTrio(work: string, options: { populate: PopulateOptions; daemon?: Record<string, unknown>; api?: (pki: ApiPki) => Record<string, unknown> }): Promise<DaemonTrio> {
+export async function startDaemonTrio(work: string, options: { populate: PopulateOptions; daemon?: Record<string, unknown>; api?: (pki: ApiPki) => Record<string, unknown>; config?: Record<string, unknown> }): Promise<DaemonTrio> {
   const { etcd: cluster, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: options.populate });
   const daemons: DaemonProcess[] = [];
   const stop = async () => {
@@ -46,6 +47,7 @@ export async function startDaemonTrio(work: string, options: { populate: Populat
     const configFiles = new Map<string, string>();
     for (const [i, name] of TRIO.entries()) {
       const doc = configDoc(cluster, hostRoot, storeDir, [recipient], {
+        ...options.config,
         node: name,
         etcd: { endpoints: [cluster.endpoints[i]], tls: cluster.tls, dialTimeoutMs: 3000 },
         retention: { afterBackup: false },
