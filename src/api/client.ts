@@ -14,13 +14,14 @@ import {
   NotLeaderError,
   RateLimitedError,
   UnauthenticatedError,
+  ERROR_CODES,
   type ErrorCode,
 } from '../errors/errors.ts';
 import type { Job, JobKind, JobState, Submitted } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
 import type { RestorePlan, RestoreRequest, StepName } from '../restore/plan.ts';
 import type { BackupEntry } from './deps.ts';
-import { STATUS_BY_CODE, type ErrorBody } from './errors.ts';
+import { PROBLEM_CONTENT_TYPE, type ProblemBody } from './errors.ts';
 import type { StatusResponse } from './schemas.ts';
 
 export interface ClientOptions {
@@ -132,7 +133,7 @@ export class ApiClient {
   /** One request; resolves with the parsed JSON body (undefined for 204), rejects with a typed error. */
   request<T>(method: string, path: string, options: { body?: unknown; idempotencyKey?: string | undefined } = {}): Promise<T> {
     const { url, ca, serverName, cert, key, token } = this.#options;
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: `application/json, ${PROBLEM_CONTENT_TYPE}` };
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
     if (options.idempotencyKey !== undefined) headers['idempotency-key'] = options.idempotencyKey;
     const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
@@ -234,12 +235,15 @@ function unreachable(url: string, err: NodeJS.ErrnoException): DaemonUnreachable
   return new DaemonUnreachableError(`cannot reach the daemon at ${url}: ${err.message}`, { cause: err, ...(hint ? { hint } : {}) });
 }
 
-const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && Object.hasOwn(STATUS_BY_CODE, code);
+const isErrorCode = (code: unknown): code is ErrorCode => typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code);
 
-/** The typed error a daemon's error response stands for. */
+/**
+ * The typed error a daemon's error response stands for: problem details (RFC 9457), whose
+ * `detail` is the message; an older daemon's body has only `message`.
+ */
 export function errorFromResponse(status: number, body: unknown, retryAfter?: string | string[]): LifeboatError {
-  const b = (typeof body === 'object' && body !== null ? body : {}) as Partial<ErrorBody>;
-  const message = typeof b.message === 'string' ? b.message : `the daemon answered ${status}`;
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Partial<ProblemBody>;
+  const message = typeof b.detail === 'string' ? b.detail : typeof b.message === 'string' ? b.message : `the daemon answered ${status}`;
   const hint = typeof b.hint === 'string' ? { hint: b.hint } : {};
   switch (b.code) {
     case 'NOT_LEADER':

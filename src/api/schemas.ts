@@ -1,10 +1,10 @@
-import { Type } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import { KitRole, StoredManifestSchema } from '../archive/manifest.ts';
 import { JOB_KINDS, JobSchema, JobStateSchema } from '../jobs/job.ts';
 import { RestoreJournalSchema, type RestoreState } from '../restore/journal.ts';
 import { RestorePlanSchema, STEP_NAMES } from '../restore/plan.ts';
 import { VerificationRecordSchema } from '../verify/record.ts';
-import { ErrorSchema } from './errors.ts';
+import { PROBLEM_CONTENT_TYPE, type ProblemBody } from './errors.ts';
 
 /** Request and response schemas of the API: validated on the way in, documented at /openapi.json. */
 
@@ -132,8 +132,26 @@ export const PlannedResponse = Type.Object({
   job: Type.Optional(JobSchema),
 });
 
-/** Error responses every authenticated route can give. */
+/** The shared Problem schema (errors.ts, added to each server), by reference. */
+const ProblemRef = Type.Unsafe<ProblemBody>(Type.Ref('Problem'));
+
+/** Error responses every authenticated route can give: problem details, one schema. */
 export const errorResponses = {
-  '4xx': ErrorSchema,
-  '5xx': ErrorSchema,
+  '4xx': {
+    description: 'The request cannot be served: a problem (RFC 9457); `code` says which, e.g. BAD_REQUEST, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, NOT_LEADER, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, RATE_LIMITED',
+    content: { [PROBLEM_CONTENT_TYPE]: { schema: ProblemRef } },
+  },
+  '5xx': {
+    description: 'The daemon failed: a problem (RFC 9457), e.g. STORE_FAILED, ETCD_UNAVAILABLE, DAEMON_UNREACHABLE, INTERNAL',
+    content: { [PROBLEM_CONTENT_TYPE]: { schema: ProblemRef } },
+  },
 } as const;
+
+/** A 201 or 202 whose Location header names what was made: the job to poll, the restore to read. */
+export function createdAt<T extends TSchema>(schema: T, description: string, location: string) {
+  return {
+    description,
+    headers: { Location: { type: 'string', description: location } },
+    content: { 'application/json': { schema } },
+  } as const;
+}

@@ -7,7 +7,7 @@ import { readField } from '../config/load.ts';
 import { ConfigError, NotLeaderError, UnauthenticatedError } from '../errors/errors.ts';
 import { allows, Authenticator, FailureLimiter, forbidden, type Access, type Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
-import { errorResponse, noRouteBody } from './errors.ts';
+import { errorResponse, noRouteError, ProblemSchema, rawProblemResponse } from './errors.ts';
 import { FORWARDED_BY, forwardToLeader, NODE_HEADER, peerTrust, routeToLeader, type LeaderRoute } from './forward.ts';
 import { registerBackupRoutes } from './routes/backups.ts';
 import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
@@ -149,7 +149,8 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
         description:
           'etcd backup and disaster recovery. /v1 needs a client certificate (mTLS) or `Authorization: Bearer <token>`. ' +
           'Roles: viewer (GET, except restores), operator (+ backup, verify, delete), restorer (+ every /v1/restores route: a plan holds its confirmation token). ' +
-          'Errors are JSON {code, message, hint?, field?, leader?, leaderUrl?}. POST and DELETE of leader-only work on an instance that is not the leader are forwarded to the leader ' +
+          'Errors are problem details (RFC 9457, Content-Type: application/problem+json): {type, title, status, detail, code, message, hint?, field?, leader?, leaderUrl?}; ' +
+          'type is https://lifeboat.dev/problems/<code in kebab case> (e.g. .../not-leader), code the stable error code, message the same as detail. POST and DELETE of leader-only work on an instance that is not the leader are forwarded to the leader ' +
           'when they carry a bearer token (the answer is the leader\'s; 502 DAEMON_UNREACHABLE if it cannot be reached), and answered 409 NOT_LEADER naming the leader and its URL otherwise ' +
           '(a client certificate cannot be forwarded). GET /v1/jobs/{id} of a job this instance does not know is forwarded the same way. ' +
           '/v1/restores are per node: every instance serves them whether a leader is elected or not. Every response names the node that answered in the Lifeboat-Node header.',
@@ -157,6 +158,8 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
+    // Shared schemas (Problem) are named by their $id in components.schemas.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
     // Every body of this API is optional (no body is the empty object), which the generator
     // cannot tell from the schema.
     transformObject: (documents) => {
@@ -279,6 +282,8 @@ function common(logger: FastifyBaseLogger) {
 /** Validation, the error handler and the not-found handler; the same on both listeners. */
 function prepare(app: App, log: Logger, factsOf: (request: FastifyRequest) => RequestFacts): void {
   const routes = new Map<string, Set<string>>();
+  // Every route's error responses refer to it (schemas.ts), and /openapi.json names it Problem.
+  app.addSchema(ProblemSchema);
   app.setValidatorCompiler(validatorCompiler);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -302,7 +307,7 @@ function prepare(app: App, log: Logger, factsOf: (request: FastifyRequest) => Re
     for (const [pattern, methods] of routes) {
       if (matches(pattern, path)) for (const m of methods) allowed.add(m);
     }
-    const response = noRouteBody(request.method, request.url, [...allowed].sort());
+    const response = errorResponse(noRouteError(request.method, request.url, [...allowed].sort()));
     factsOf(request).code = response.body.code;
     return reply.code(response.status).headers(response.headers).send(response.body);
   });
@@ -338,8 +343,8 @@ function atLeastWarn(log: Logger): FastifyBaseLogger {
 }
 
 /**
- * An HTTP request the parser rejects (malformed, headers too large, too slow) gets an answer in
- * the API's error shape, then the connection is closed.
+ * An HTTP request the parser rejects (malformed, headers too large, too slow) gets an answer as
+ * problem details, like every other error, then the connection is closed.
  */
 function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -347,9 +352,8 @@ function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'the request did not arrive in time']
       : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
         : [400, 'Bad Request', 'the request is not valid HTTP'];
-  const body = JSON.stringify({ code: 'BAD_REQUEST', message });
   if (socket.writable) {
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+    socket.end(rawProblemResponse(status, reason, message), () => socket.destroy());
   } else {
     socket.destroy();
   }

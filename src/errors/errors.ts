@@ -32,6 +32,9 @@ export const ERROR_CODES = [
   'RATE_LIMITED',
   'DAEMON_UNREACHABLE',
   'CLOCK_SKEW',
+  'METHOD_NOT_ALLOWED',
+  'PAYLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
   'INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -240,6 +243,15 @@ export class BadRequestError extends LifeboatError {
   constructor(field: string, message: string, options: LifeboatErrorOptions = {}) {
     super('BAD_REQUEST', message, options);
     this.field = field;
+  }
+}
+
+/** An API path exists but not with this method; `allowed` lists the methods it takes. */
+export class MethodNotAllowedError extends LifeboatError {
+  readonly allowed: readonly string[];
+  constructor(allowed: readonly string[], message: string, options: LifeboatErrorOptions = {}) {
+    super('METHOD_NOT_ALLOWED', message, options);
+    this.allowed = allowed;
   }
 }
 

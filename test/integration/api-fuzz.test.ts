@@ -204,7 +204,7 @@ function check(method: string, url: string, status: number, contentType: string 
   assert.doesNotMatch(body, /\n\s+at |\.ts:\d+|node_modules/, `${method} ${url} leaked a stack`);
   if (method === 'HEAD' || status === 204) return;
   if (status >= 400) {
-    assert.match(contentType ?? '', /^application\/json/, `${method} ${url} ${status} is not JSON`);
+    assert.match(contentType ?? '', /^application\/problem\+json/, `${method} ${url} ${status} is not problem details`);
     const parsed = JSON.parse(body) as { code?: unknown; message?: unknown };
     assert.equal(typeof parsed.code, 'string', `${method} ${url} ${status}: ${body}`);
     assert.equal(typeof parsed.message, 'string', `${method} ${url} ${status}: ${body}`);

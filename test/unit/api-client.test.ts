@@ -5,9 +5,10 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { clientOptions, errorFromResponse, jobError } from '../../src/api/client.ts';
+import { errorResponse } from '../../src/api/errors.ts';
 import { parseTokens, hashToken } from '../../src/api/tokens.ts';
 import { loadClientConfig, resolveConfig } from '../../src/config/load.ts';
-import { BadRequestError, ConfigError, InternalError, LifeboatError, NotLeaderError, RateLimitedError, UnauthenticatedError } from '../../src/errors/errors.ts';
+import { BadRequestError, ConfigError, InternalError, LifeboatError, MethodNotAllowedError, NotLeaderError, RateLimitedError, UnauthenticatedError } from '../../src/errors/errors.ts';
 import type { Job } from '../../src/jobs/job.ts';
 import { Command, CommanderError } from 'commander';
 import { registerClientCommands } from '../../src/cli/client-commands.ts';
@@ -78,6 +79,22 @@ test('error responses come back as the typed errors the daemon threw', () => {
   assert.equal(failed.code, 'ETCD_UNAVAILABLE');
   assert.equal(failed.message, 'job job-1 (backup) failed: no member answered');
   assert.equal(failed.hint, 'check etcd');
+});
+
+test('problem details come back as the typed error the daemon threw; detail is the message, an older body\'s message still works', () => {
+  const sent = errorResponse(new NotLeaderError('node-b', 'node-a is not the leader', { leaderUrl: 'https://10.0.0.2:8443' }));
+  const notLeader = errorFromResponse(sent.status, JSON.parse(JSON.stringify(sent.body)));
+  assert.ok(notLeader instanceof NotLeaderError);
+  assert.equal(notLeader.message, 'node-a is not the leader');
+  assert.equal(notLeader.leaderUrl, 'https://10.0.0.2:8443');
+  const wrongMethod = errorResponse(new MethodNotAllowedError(['GET', 'POST'], 'PUT is not allowed on /v1/backups; it takes GET, POST'));
+  const back = errorFromResponse(wrongMethod.status, wrongMethod.body);
+  assert.equal(back.code, 'METHOD_NOT_ALLOWED');
+  assert.equal(back.message, 'PUT is not allowed on /v1/backups; it takes GET, POST');
+  // A problem with detail only (no message), as RFC 9457 servers send it.
+  const detailOnly = errorFromResponse(404, { type: 'https://lifeboat.dev/problems/not-found', title: 'Not found', status: 404, detail: 'no backup x', code: 'NOT_FOUND' });
+  assert.equal(detailOnly.message, 'no backup x');
+  assert.equal(errorFromResponse(404, { code: 'NOT_FOUND', message: 'no backup y' }).message, 'no backup y');
 });
 
 test('token create prints a new token once and appends its hash to a 0600 tokens file; names are unique', async () => {

@@ -52,12 +52,18 @@ function json(res: LightMyRequestResponse): Record<string, unknown> {
   return res.json();
 }
 
+/** An error response: problem details (RFC 9457) with the status, the code and its type URI; detail and message agree. */
 function assertError(res: LightMyRequestResponse, status: number, code: string, field?: string): Record<string, unknown> {
   assert.equal(res.statusCode, status, res.body);
-  const body = json(res);
+  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+  const body = res.json<Record<string, unknown>>();
   assert.equal(body.code, code, res.body);
+  assert.equal(body.status, status, res.body);
+  assert.equal(body.type, `https://lifeboat.dev/problems/${code.toLowerCase().replaceAll('_', '-')}`);
+  assert.equal(typeof body.title, 'string');
   assert.equal(typeof body.message, 'string');
   assert.ok((body.message as string).length > 0);
+  assert.equal(body.detail, body.message);
   if (field !== undefined) assert.equal(body.field, field, res.body);
   return body;
 }
@@ -336,23 +342,23 @@ test('validation errors are 400 BAD_REQUEST naming the field', async () => {
   assert.equal(fakes.jobs.requests.length, 0);
 });
 
-test('malformed bodies: bad JSON 400, wrong media type 415, too large 413, all in the error shape', async () => {
+test('malformed bodies: bad JSON 400, wrong media type 415, too large 413, all problem details', async () => {
   const { call } = await setup();
   const op = bearer('operator');
   assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/json' }, payload: '{"deep": tru' }), 400, 'BAD_REQUEST');
   assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/json' }, payload: '{"__proto__": {"x": 1}}' }), 400, 'BAD_REQUEST');
-  const media = assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/xml' }, payload: '<backup/>' }), 415, 'BAD_REQUEST');
+  const media = assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/xml' }, payload: '<backup/>' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
   assert.match(media.message as string, /application\/json/);
-  assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/json' }, payload: JSON.stringify({ pad: 'x'.repeat(70 * 1024) }) }), 413, 'BAD_REQUEST');
+  assertError(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, 'content-type': 'application/json' }, payload: JSON.stringify({ pad: 'x'.repeat(70 * 1024) }) }), 413, 'PAYLOAD_TOO_LARGE');
 });
 
-test('unknown routes are 404 and wrong methods 405 in the error shape; /v1 paths need credentials first', async () => {
+test('unknown routes are 404 and wrong methods 405 METHOD_NOT_ALLOWED with Allow, as problem details; /v1 paths need credentials first', async () => {
   const { call } = await setup();
   const root = assertError(await call({ method: 'GET', url: '/nothing/here' }), 404, 'NOT_FOUND');
   assert.match(root.hint as string, /openapi/);
   assertError(await call({ method: 'GET', url: '/v1/nothing' }), 401, 'UNAUTHENTICATED');
   assertError(await call({ method: 'GET', url: '/v1/nothing', headers: bearer('viewer') }), 404, 'NOT_FOUND');
-  const wrong = assertError(await call({ method: 'PUT', url: '/v1/backups', headers: bearer('operator') }), 405, 'BAD_REQUEST');
+  const wrong = assertError(await call({ method: 'PUT', url: '/v1/backups', headers: bearer('operator') }), 405, 'METHOD_NOT_ALLOWED');
   assert.equal(wrong.message, 'PUT is not allowed on /v1/backups; it takes GET, HEAD, POST');
   assert.equal((await call({ method: 'PATCH', url: `/v1/backups/${IDS.middle}`, headers: bearer('operator') })).headers.allow, 'DELETE, GET, HEAD');
 });
@@ -363,7 +369,14 @@ test('errors map through one table: store failure 502; an unexpected error is a 
   assert.equal(store.hint, 'check the S3 endpoint');
   const bug = await call({ method: 'GET', url: `/v1/backups/${IDS.bug}`, headers: bearer('viewer') });
   assert.equal(bug.statusCode, 500);
-  assert.deepEqual(json(bug), { code: 'INTERNAL', message: 'internal error; see the daemon log' });
+  assert.deepEqual(assertError(bug, 500, 'INTERNAL'), {
+    type: 'https://lifeboat.dev/problems/internal',
+    title: 'Internal error',
+    status: 500,
+    detail: 'internal error; see the daemon log',
+    code: 'INTERNAL',
+    message: 'internal error; see the daemon log',
+  });
   const logged = capture.lines.find((l) => l.msg === 'unexpected error while answering an API request');
   assert.ok(logged, 'the bug is logged');
   const err = logged.err as { message: string; stack: string };

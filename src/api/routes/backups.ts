@@ -1,6 +1,7 @@
 import { BadRequestError } from '../../errors/errors.ts';
 import {
   BackupBody,
+  createdAt,
   BackupEntrySchema,
   BackupIdParams,
   BackupListQuery,
@@ -25,6 +26,7 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/backups', {
     config: { access: 'viewer' },
     schema: {
+      operationId: 'listBackups',
       summary: 'The committed backups, newest first',
       tags,
       querystring: BackupListQuery,
@@ -46,6 +48,7 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/backups/:id', {
     config: { access: 'viewer' },
     schema: {
+      operationId: 'getBackup',
       summary: "One backup's stored manifest and its newest verification",
       tags,
       params: BackupRefParams,
@@ -56,23 +59,25 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
   app.post('/v1/backups', {
     config: { access: 'operator', leaderOnly: true },
     schema: {
+      operationId: 'startBackup',
       summary: 'Start a backup (202, then poll the job)',
       tags,
       headers: IdempotencyHeaders,
       body: BackupBody,
-      response: { 202: SubmittedResponse, ...errorResponses },
+      response: { 202: createdAt(SubmittedResponse, 'The backup job, queued or running', '/v1/jobs/{id} of the job: poll it'), ...errorResponses },
     },
   }, async (request, reply) => submit(ctx, request, reply, { kind: 'backup', params: {} }));
 
   app.post('/v1/backups/:id/verify', {
     config: { access: 'operator', leaderOnly: true },
     schema: {
+      operationId: 'verifyBackup',
       summary: 'Start a verification of a backup (202, then poll the job); deep: true is a restore drill',
       tags,
       params: BackupRefParams,
       headers: IdempotencyHeaders,
       body: VerifyBody,
-      response: { 202: SubmittedResponse, ...errorResponses },
+      response: { 202: createdAt(SubmittedResponse, 'The verify or drill job, queued or running', '/v1/jobs/{id} of the job: poll it'), ...errorResponses },
     },
   }, async (request, reply) => {
     // `latest` is resolved now, so the job checks the backup that was newest when asked, and an
@@ -85,6 +90,7 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
   app.delete('/v1/backups/:id', {
     config: { access: 'operator', leaderOnly: true },
     schema: {
+      operationId: 'deleteBackup',
       summary: 'Delete a backup; refused for object-locked backups and the newest verified one',
       tags,
       params: BackupIdParams,

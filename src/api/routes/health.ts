@@ -5,12 +5,12 @@ import type { App, RouteContext } from './context.ts';
 export function registerHealthRoutes(app: App, deps: RouteContext['deps']): void {
   app.get('/healthz', {
     config: { access: 'public' },
-    schema: { summary: 'Liveness: the process answers', tags: ['health'], security: [], response: { 200: HealthResponse } },
+    schema: { operationId: 'getHealth', summary: 'Liveness: the process answers', tags: ['health'], security: [], response: { 200: HealthResponse } },
   }, async () => ({ status: 'ok' as const }));
 
   app.get('/readyz', {
     config: { access: 'public' },
-    schema: { summary: 'Readiness: 200 when ready, 503 with the reasons when not', tags: ['health'], security: [], response: { 200: ReadyResponse, 503: ReadyResponse } },
+    schema: { operationId: 'getReadiness', summary: 'Readiness: 200 when ready, 503 with the reasons when not', tags: ['health'], security: [], response: { 200: ReadyResponse, 503: ReadyResponse } },
   }, async (_request, reply) => {
     const { ready, reasons } = deps.health.ready();
     return reply.code(ready ? 200 : 503).send({ ready, reasons });
@@ -22,7 +22,7 @@ export function registerStatusRoute(app: App, ctx: RouteContext): void {
   const { deps } = ctx;
   app.get('/v1/status', {
     config: { access: 'viewer' },
-    schema: { summary: 'This instance: identity, leadership, readiness, the running job', tags: ['health'], response: { 200: StatusResponse, ...errorResponses } },
+    schema: { operationId: 'getStatus', summary: 'This instance: identity, leadership, readiness, the running job', tags: ['health'], response: { 200: StatusResponse, ...errorResponses } },
   }, async () => {
     const { ready, reasons } = deps.health.ready();
     const [running] = deps.jobs.list({ limit: 1, state: 'running' });

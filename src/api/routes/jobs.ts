@@ -13,6 +13,7 @@ export function registerJobRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/jobs', {
     config: { access: 'viewer' },
     schema: {
+      operationId: 'listJobs',
       summary: "This instance's jobs, newest first",
       tags,
       querystring: JobListQuery,
@@ -26,6 +27,7 @@ export function registerJobRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/jobs/:id', {
     config: { access: 'viewer' },
     schema: {
+      operationId: 'getJob',
       summary: 'One job; one this instance does not know is asked of the leader (with a bearer token)',
       tags,
       params: JobIdParams,

@@ -1,6 +1,7 @@
 import { RestoreRequestSchema } from '../../restore/plan.ts';
 import {
   ApplyRestoreBody,
+  createdAt,
   errorResponses,
   PlannedResponse,
   RestoreIdParams,
@@ -27,13 +28,14 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
   app.post('/v1/restores', {
     config: { access: 'restorer' },
     schema: {
+      operationId: 'planRestore',
       summary: 'Plan a restore of this node (201 with the plan and its confirmation token); dryRun: true also starts the dry run (its job)',
       description:
         'backup: an id, "latest", or {"before": "<RFC 3339>"}; mode: in-place or fresh-control-plane; members: [{name, peerURL}] (default: the backup\'s); dryRun. ' +
         'Pin clusterToken, bumpRevision and leaseCleanupBy to plan the other members of the same in-place restore. Nothing on the host changes.',
       tags,
       body: RestoreRequestSchema,
-      response: { 201: PlannedResponse, ...errorResponses },
+      response: { 201: createdAt(PlannedResponse, 'The plan (and the dry run\'s job)', '/v1/restores/{id} of the restore: read it, apply it'), ...errorResponses },
     },
   }, async (request, reply) => {
     const principal = ctx.principal(request);
@@ -46,6 +48,7 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/restores', {
     config: { access: 'restorer' },
     schema: {
+      operationId: 'listRestores',
       summary: "This node's restores, oldest first: plan, journal, state",
       tags,
       response: { 200: RestoreListResponse, ...errorResponses },
@@ -55,6 +58,7 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
   app.get('/v1/restores/:id', {
     config: { access: 'restorer' },
     schema: {
+      operationId: 'getRestore',
       summary: 'One restore: its plan (with the confirmation token), its journal (each step, what it did, errors) and its state',
       tags,
       params: RestoreIdParams,
@@ -65,11 +69,12 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
   app.post('/v1/restores/:id/apply', {
     config: { access: 'restorer' },
     schema: {
+      operationId: 'applyRestore',
       summary: "Apply a restore's plan on this node (202, then poll the job; its phases are the steps); applying again resumes it",
       tags,
       params: RestoreIdParams,
       body: ApplyRestoreBody,
-      response: { 202: SubmittedResponse, ...errorResponses },
+      response: { 202: createdAt(SubmittedResponse, 'The restore job, queued or running', '/v1/jobs/{id} of the job: poll it'), ...errorResponses },
     },
   }, async (request, reply) => {
     const { confirmationToken, through } = request.body;
@@ -80,11 +85,12 @@ export function registerRestoreRoutes(app: App, ctx: RouteContext): void {
   app.post('/v1/restores/:id/rollback', {
     config: { access: 'restorer' },
     schema: {
+      operationId: 'rollbackRestore',
       summary: 'Roll a restore back on this node: the old data dir and manifests back, the restored data set aside (202, then poll the job)',
       tags,
       params: RestoreIdParams,
       body: RollbackRestoreBody,
-      response: { 202: SubmittedResponse, ...errorResponses },
+      response: { 202: createdAt(SubmittedResponse, 'The rollback job, queued or running', '/v1/jobs/{id} of the job: poll it'), ...errorResponses },
     },
   }, async (request, reply) => {
     const submitted = await deps.restores.rollback(request.params.id, { confirmationToken: request.body.confirmationToken }, ctx.principal(request).name);
