@@ -260,7 +260,7 @@ export function daemonCatalog(store: BackupStore, config: Config, trust: Manifes
  */
 export function localStoreWarning(config: Pick<Config, 'store' | 'secondaryStore' | 'runtime'>): string | undefined {
   if (config.store.kind !== 'fs' || !config.runtime.inPod || config.secondaryStore?.kind === 's3') return undefined;
-  return `backups stay on this node's disk (store.fs.dir ${config.store.dir}): a lost node takes its backups with it, and each leader writes to its own node; set store.s3 (Ceph RGW or any S3, see deploy/overlays/ceph-rgw) or secondaryStore.s3 for backups you mean to restore from`;
+  return `backups stay on this node's disk (store.fs.dir ${config.store.dir}): a lost node takes its backups with it, and each leader writes to its own node; set store.s3 (Ceph RGW or any S3, see the components ceph-rgw and s3 in deploy/components) or secondaryStore.s3 for backups you mean to restore from`;
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
- * deploy/ as a real apiserver judges it: every kustomization under deploy/, rendered with the
- * real `kubectl kustomize`, goes through `kubectl apply --dry-run=server --validate=strict` on a
+ * deploy/ as a real apiserver judges it: every kustomization under deploy/ (the install, the
+ * base, the examples, the Secret templates) and each combination of an example with the restore
+ * and drill components (COMBINATIONS), rendered with the real `kubectl kustomize`, goes through `kubectl apply --dry-run=server --validate=strict` on a
  * one-host kubeadm control plane of the lab (scripts/lab/cluster.ts). The apiserver runs every
  * step but the write: strict decoding (unknown fields, types, quantities), defaulting, field
  * validation (RBAC objects included), and admission, with Pod Security enforced at the level
@@ -9,7 +10,7 @@
  * admitted in the declared namespace, refused in one that enforces baseline.
  *
  * The lab installs no CRD. Objects whose kind only an operator's CRD serves (the Prometheus
- * Operator's ServiceMonitor and PrometheusRule, Rook's CephObjectStoreUser) are left out, named,
+ * Operator's ServiceMonitor and PrometheusRule, Rook's ObjectBucketClaim) are left out, named,
  * and allowed only outside the kustomizations that must apply to a stock kubeadm cluster.
  */
 import assert from 'node:assert/strict';
@@ -18,14 +19,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startKubeCluster, type KubeCluster } from '../../scripts/lab/cluster.ts';
-import { kustomizations, render, type K8sObject, type Rendered } from '../support/kustomize.ts';
+import { COMBINATIONS, combinationName, kustomizations, render, renderCombination, type K8sObject, type Rendered } from '../support/kustomize.ts';
 
 /** This file's lab network (10.249.23.0/24). */
 const NET = 23;
+/** Every kustomization under deploy/ and every combination the tests render. */
+const ALL = [...kustomizations(), ...COMBINATIONS.map(combinationName)];
 /** The kustomizations that `kubectl apply -k` must take on a stock kubeadm cluster: no CRD kinds. */
-const STOCK = ['deploy', 'deploy/base', 'deploy/secrets', 'deploy/overlays/restore', 'deploy/overlays/drill'];
+const STOCK = ALL.filter((d) => ['deploy', 'deploy/base', 'deploy/secrets', 'deploy/grafana'].includes(d) || /^deploy\/examples\/(local|rgw-static)\b/.test(d));
 /** API groups of the operators deploy/ has optional objects for, and who serves them. */
-const OPERATOR_GROUPS: Record<string, string> = { 'monitoring.coreos.com': 'the Prometheus Operator', 'ceph.rook.io': 'Rook' };
+const OPERATOR_GROUPS: Record<string, string> = { 'monitoring.coreos.com': 'the Prometheus Operator', 'objectbucket.io': 'Rook\'s bucket provisioner' };
 /** Warnings the apiserver gives on deploy/ that are expected, by kustomization, and why. */
 const EXPECTED_WARNINGS: Record<string, { warning: RegExp; why: string }[]> = {
   'deploy/secrets': [{ warning: /^tls: failed to find any PEM data in certificate input$/, why: 'the template of lifeboat-api-tls holds a placeholder, not a certificate' }],
@@ -98,7 +101,7 @@ before(async () => {
   cluster = await startKubeCluster({ net: NET, dir: work, names: ['cp-1'], onPhase: (p, s) => phases.push(`${p} ${s.toFixed(1)} s`) });
   const version = JSON.parse((await cluster.kubectl(['version', '-o', 'json'])).stdout) as { serverVersion: { gitVersion: string } };
   console.log(`# lab (one host, kube-apiserver ${version.serverVersion.gitVersion}): ${phases.join(', ')}; started in ${((performance.now() - start) / 1000).toFixed(1)} s`);
-  for (const rd of await Promise.all(kustomizations().map(render))) rendered.set(rd.dir, rd);
+  for (const rd of await Promise.all([...kustomizations().map(render), ...COMBINATIONS.map(renderCombination)])) rendered.set(rd.dir, rd);
   await discover(new Set([...rendered.values()].flatMap((rd) => rd.objects.map((o) => o.apiVersion))));
   // The Namespace comes from deploy/ and is created for real, so that the dry runs of the
   // namespaced objects are admitted against its Pod Security labels.
@@ -121,7 +124,7 @@ after(async () => {
 });
 
 describe('kubectl apply --dry-run=server of every kustomization under deploy/', () => {
-  for (const dir of kustomizations()) {
+  for (const dir of ALL) {
     test(dir, async () => {
       const rd = rendered.get(dir)!;
       assert.ok(rd.objects.length > 0, `${dir} renders nothing`);
@@ -190,7 +193,7 @@ describe('Pod Security admission', () => {
 
   test('every DaemonSet\'s pods are refused where baseline is enforced, naming each violation, and admitted in the namespace of deploy/', async () => {
     const all = daemonSets();
-    assert.ok(all.length >= 5, `DaemonSets of the install, the base and the overlays: ${all.map((x) => x.dir).join(', ')}`);
+    assert.ok(all.length >= 10, `DaemonSets of the install, the base, the examples and the combinations: ${all.map((x) => x.dir).join(', ')}`);
     for (const { dir, ds } of all) {
       const spec = ds.spec.template.spec;
       const admitted = await dryRun([podOf(ds, ds.metadata.namespace!)]);
@@ -233,9 +236,9 @@ describe('RBAC on the apiserver', () => {
   const sa = 'system:serviceaccount:lifeboat:lifeboat';
   const canI = async (verb: string, resource: string) => (await cluster.kubectl(['auth', 'can-i', verb, resource, `--as=${sa}`], { allowFailure: true })).stdout.trim();
 
-  test('the base grants the ServiceAccount nothing; the restore overlay\'s grants, applied for real, allow exactly the Node reads and deletes', async () => {
-    assert.equal(await canI('list', 'nodes'), 'no', 'before the restore overlay');
-    const rbac = rendered.get('deploy/overlays/restore')!.objects.filter((o) => group(o) === 'rbac.authorization.k8s.io');
+  test('the base grants the ServiceAccount nothing; the restore component\'s grants, applied for real, allow exactly the Node reads and deletes', async () => {
+    assert.equal(await canI('list', 'nodes'), 'no', 'before the restore component');
+    const rbac = rendered.get('deploy/examples/local + restore')!.objects.filter((o) => group(o) === 'rbac.authorization.k8s.io');
     assert.deepEqual(rbac.map(label).sort(), ['ClusterRole/lifeboat-restore', 'ClusterRoleBinding/lifeboat-restore']);
     await cluster.kubectl(['apply', '-f', '-'], { input: stream(rbac) });
     for (const verb of ['get', 'list', 'delete']) assert.equal(await canI(verb, 'nodes'), 'yes', `${verb} nodes`);

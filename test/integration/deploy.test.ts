@@ -1,8 +1,10 @@
 /**
- * The shipping artefacts: deploy/ (Kustomize base, overlays, the Prometheus Operator component,
- * Secret templates) and the Dockerfile. The apiserver's view of deploy/ is deploy-server.test.ts.
+ * The shipping artefacts: deploy/ (the Kustomize base, the components, the examples that combine
+ * them, the Secret templates) and the Dockerfile. The apiserver's view of deploy/ is deploy-server.test.ts.
  *
- * - Every kustomization renders with the real `kubectl kustomize` (the pinned build, scripts/rig/binaries.ts).
+ * - Every kustomization, and each combination of an example with the restore and drill
+ *   components, renders with the real `kubectl kustomize` (the pinned build,
+ *   scripts/rig/binaries.ts), printing no warning.
  * - Every rendered object passes the Kubernetes OpenAPI schemas (kubernetes-models and
  *   @kubernetes-models/prometheus-operator: types, formats, required fields), and has no field
  *   the schema does not know (the same models' TypeScript types, checked by the compiler).
@@ -40,12 +42,12 @@ import { AlertmanagerConfig } from '@kubernetes-models/prometheus-operator/monit
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
-import { ConfigSchema } from '../../src/config/schema.ts';
+import { ConfigSchema, FsStoreSchema } from '../../src/config/schema.ts';
 import { applyEnvOverrides } from '../../src/config/load.ts';
 import { generateIdentity } from '../../src/crypto/age.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
-import { DEPLOY, kustomizations, render, type K8sObject, type Rendered } from '../support/kustomize.ts';
+import { COMBINATIONS, combinationName, components, DEPLOY, kustomizations, render, renderCombination, type K8sObject, type Rendered } from '../support/kustomize.ts';
 import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
 import { SIGNING_KEY_FILE } from '../support/signing.ts';
 
@@ -86,18 +88,27 @@ const r = (dir: string) => {
   assert.ok(got, `${dir} was not rendered`);
   return got;
 };
-const OVERLAYS = ['deploy/overlays/restore', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator'];
-/** Everything that runs the daemon: the install, the base and each overlay. */
-const WORKLOADS = ['deploy', 'deploy/base', ...OVERLAYS];
-/** The component with the Prometheus Operator's objects, and the kustomizations that use it. */
+/** One example per common install: base plus components. */
+const EXAMPLES = ['deploy/examples/local', 'deploy/examples/ceph-rgw-obc', 'deploy/examples/rgw-static', 'deploy/examples/kube-prometheus-stack'];
+const COMBOS = COMBINATIONS.map(combinationName);
+/** Everything that runs the daemon: the install, the base, each example and each combination. */
+const WORKLOADS = ['deploy', 'deploy/base', ...EXAMPLES, ...COMBOS];
+const withComponent = (name: string) => COMBINATIONS.filter((c) => c.components.includes(name)).map(combinationName);
+/** The workloads with the restore component, and the ones without. */
+const RESTORE = withComponent('restore');
+const NON_ROOT = WORKLOADS.filter((d) => !RESTORE.includes(d));
+const DRILL = withComponent('drill');
+/** The component with the Prometheus Operator's objects, and the workloads that use it. */
 const MONITORING_COMPONENT = 'deploy/components/prometheus-operator';
-const MONITORED = ['deploy/overlays/prometheus-operator'];
+const MONITORED = ['deploy/examples/kube-prometheus-stack', ...COMBOS.filter((d) => d.startsWith('deploy/examples/kube-prometheus-stack '))];
+/** The workloads whose store is S3: the examples with a store component, and what builds on them. */
+const S3_STORE = WORKLOADS.filter((d) => /examples\/(ceph-rgw-obc|rgw-static)/.test(d));
 /** The API groups Kubernetes itself serves that deploy/ uses; any other group needs a CRD. */
 const BUILT_IN_GROUPS = ['', 'apps', 'networking.k8s.io', 'rbac.authorization.k8s.io'];
 const group = (o: K8sObject) => (o.apiVersion.includes('/') ? o.apiVersion.split('/')[0]! : '');
 
 before(async () => {
-  for (const rd of await Promise.all(kustomizations().map(render))) rendered.set(rd.dir, rd);
+  for (const rd of await Promise.all([...kustomizations().map(render), ...COMBINATIONS.map(renderCombination)])) rendered.set(rd.dir, rd);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -121,16 +132,18 @@ const MODELS: Record<string, { validate: (o: K8sObject) => void; module: string;
 };
 
 /**
- * Rook publishes no schema package. The fields of its CephObjectStoreUser CRD that this overlay
- * may use, and the one it must set; anything else is a typo.
+ * Rook publishes no schema package. The fields of the ObjectBucketClaim CRD
+ * (objectbucket.io/v1alpha1) that the ceph-rgw component may use, and what it must set; anything
+ * else is a typo.
  */
-function checkCephObjectStoreUser(o: K8sObject): void {
-  assert.equal(o.apiVersion, 'ceph.rook.io/v1');
+function checkObjectBucketClaim(o: K8sObject): void {
+  assert.equal(o.apiVersion, 'objectbucket.io/v1alpha1');
   assert.deepEqual(Object.keys(o).sort(), ['apiVersion', 'kind', 'metadata', 'spec']);
   const spec = o.spec as Record<string, unknown>;
-  const known = ['store', 'displayName', 'clusterNamespace', 'quotas', 'capabilities', 'keys'];
-  for (const k of Object.keys(spec)) assert.ok(known.includes(k), `CephObjectStoreUser spec.${k} is not a field of the CRD`);
-  assert.equal(typeof spec.store, 'string', 'spec.store (the CephObjectStore) is required');
+  const known = ['storageClassName', 'bucketName', 'generateBucketName', 'objectBucketName', 'additionalConfig'];
+  for (const k of Object.keys(spec)) assert.ok(known.includes(k), `ObjectBucketClaim spec.${k} is not a field of the CRD`);
+  assert.equal(typeof spec.storageClassName, 'string', 'spec.storageClassName (the bucket provisioner) is required');
+  assert.equal([spec.bucketName, spec.generateBucketName].filter((x) => typeof x === 'string').length, 1, 'one of spec.bucketName and spec.generateBucketName');
 }
 
 /**
@@ -180,35 +193,62 @@ function unknownFieldErrors(objects: { label: string; object: K8sObject }[]): st
 }
 
 describe('kustomize', () => {
-  test('the install, the base, every overlay and the Secret templates render', () => {
+  test('the install, the base, every example, combination and the Secret templates render; every component is used', () => {
     const dirs = kustomizations();
-    for (const expected of ['deploy', 'deploy/base', 'deploy/secrets', MONITORING_COMPONENT, ...OVERLAYS]) assert.ok(dirs.includes(expected), `${expected}/kustomization.yaml`);
-    for (const dir of dirs) assert.ok(r(dir).objects.length > 0, `${dir} rendered nothing`);
-    // deploy/ is the base.
+    for (const expected of ['deploy', 'deploy/base', 'deploy/secrets', ...EXAMPLES]) assert.ok(dirs.includes(expected), `${expected}/kustomization.yaml`);
+    for (const dir of [...dirs, ...COMBOS]) assert.ok(r(dir).objects.length > 0, `${dir} rendered nothing`);
+    // deploy/ is the base, and so is the local example.
     assert.deepEqual(r('deploy').objects, r('deploy/base').objects);
+    assert.deepEqual(r('deploy/examples/local').objects, r('deploy/base').objects);
+    const names = components().map((c) => path.basename(c)).sort();
+    assert.deepEqual(names, ['ceph-rgw', 'drill', 'grafana', 'prometheus-operator', 'restore', 's3']);
+    for (const dir of components()) {
+      assert.ok(dir.startsWith('deploy/components/'), `${dir}: components live in deploy/components/`);
+      const used = [...EXAMPLES.map((e) => parse(readFileSync(path.join(REPO, e, 'kustomization.yaml'), 'utf8')) as { components?: string[] }).flatMap((k) => k.components ?? []).map((c) => path.basename(c)), ...COMBINATIONS.flatMap((c) => c.components)];
+      assert.ok(used.includes(path.basename(dir)), `${dir} is used by no example and no combination the tests render`);
+    }
   });
 
-  test('the base holds only built-in kinds; the Prometheus Operator\'s come only through its component', () => {
+  test('the base holds only built-in kinds; what needs a CRD comes only through a component', () => {
     // `kubectl apply -k deploy/` must work on a stock kubeadm cluster, which has no CRDs.
-    for (const dir of ['deploy', 'deploy/base', 'deploy/secrets', 'deploy/overlays/restore', 'deploy/overlays/drill']) {
+    for (const dir of ['deploy', 'deploy/base', 'deploy/secrets', 'deploy/grafana', 'deploy/examples/local', 'deploy/examples/rgw-static', ...COMBOS.filter((d) => /examples\/(local|rgw-static) /.test(d))]) {
       const crdKinds = r(dir).objects.filter((o) => !BUILT_IN_GROUPS.includes(group(o))).map((o) => `${o.apiVersion} ${o.kind}`);
       assert.deepEqual(crdKinds, [], `${dir} needs no CRD`);
     }
-    for (const dir of [MONITORING_COMPONENT, ...MONITORED]) {
+    for (const dir of MONITORED) {
       assert.deepEqual(r(dir).objects.filter((o) => group(o) === 'monitoring.coreos.com').map((o) => o.kind).sort(), ['PrometheusRule', 'ServiceMonitor'], dir);
     }
     for (const [dir, { objects }] of rendered) {
-      if ([MONITORING_COMPONENT, 'deploy/prometheus', ...MONITORED].includes(dir)) continue;
+      if (['deploy/prometheus', ...MONITORED].includes(dir)) continue;
       assert.deepEqual(objects.filter((o) => group(o) === 'monitoring.coreos.com'), [], `${dir}: monitoring.coreos.com objects only through ${MONITORING_COMPONENT}`);
     }
-    // The overlay is the base plus the component, nothing else.
-    const plain = r('deploy/overlays/prometheus-operator').objects.filter((o) => group(o) !== 'monitoring.coreos.com');
+    for (const [dir, { objects }] of rendered) {
+      const claims = objects.filter((o) => group(o) === 'objectbucket.io').map((o) => o.kind);
+      assert.deepEqual(claims, dir.startsWith('deploy/examples/ceph-rgw-obc') ? ['ObjectBucketClaim'] : [], `${dir}: the ObjectBucketClaim only through deploy/components/ceph-rgw`);
+    }
+    // The monitoring example is the base plus the component's objects and the dashboard, nothing else.
+    const plain = r('deploy/examples/kube-prometheus-stack').objects.filter((o) => group(o) !== 'monitoring.coreos.com' && o.metadata.name !== 'lifeboat-dashboard');
     assert.deepEqual(plain, r('deploy/base').objects);
-    // No kustomization uses the fields kustomize has deprecated.
-    for (const dir of kustomizations()) {
+    // No kustomization or component uses the fields kustomize has deprecated.
+    for (const dir of [...kustomizations(), ...components()]) {
       const k = parse(readFileSync(path.join(REPO, dir, 'kustomization.yaml'), 'utf8')) as Record<string, unknown>;
       for (const field of ['bases', 'patchesStrategicMerge', 'patchesJson6902', 'commonLabels', 'vars']) assert.equal(k[field], undefined, `${dir}: ${field} is deprecated`);
     }
+  });
+
+  test('a component adds to any install: restore on an RGW install keeps the RGW store', () => {
+    // With overlays, the restore overlay built on the base and dropped the store of the install.
+    for (const dir of COMBOS) {
+      const c = COMBINATIONS.find((x) => combinationName(x) === dir)!;
+      const store = (rd: Rendered) => {
+        const cfg = daemonConfig(rd);
+        return cfg.store.s3 ? { s3: { ...cfg.store.s3 } } : { fs: cfg.store.fs };
+      };
+      assert.deepEqual(store(r(dir)), store(r(c.base)), `${dir}: the store of ${c.base}`);
+      const kinds = (rd: Rendered) => rd.objects.map((o) => `${o.kind}/${o.metadata.name}`).filter((k) => !k.startsWith('ClusterRole'));
+      assert.deepEqual(kinds(r(dir)), kinds(r(c.base)), `${dir}: every object of ${c.base}, and only the restore component's RBAC besides`);
+    }
+    assert.equal(daemonConfig(r('deploy/examples/ceph-rgw-obc + restore')).store.s3?.bucket, OBC_STAND_INS.BUCKET_NAME);
   });
 
   test('every rendered object passes the Kubernetes OpenAPI schema and has no unknown field', () => {
@@ -216,8 +256,8 @@ describe('kustomize', () => {
     for (const [dir, { objects }] of rendered) {
       for (const object of objects) {
         const label = `${dir}: ${object.kind}/${object.metadata?.name}`;
-        if (object.kind === 'CephObjectStoreUser') {
-          checkCephObjectStoreUser(object);
+        if (object.kind === 'ObjectBucketClaim') {
+          checkObjectBucketClaim(object);
           continue;
         }
         const model = MODELS[`${object.apiVersion}/${object.kind}`];
@@ -264,8 +304,9 @@ const caps = (c: { securityContext?: IContainer['securityContext'] }) => ({
   add: [...(c.securityContext?.capabilities?.add ?? [])].sort(),
   drop: [...(c.securityContext?.capabilities?.drop ?? [])],
 });
+const volumeOrUndefined = (rd: Rendered, name: string) => podSpec(rd).volumes?.find((x) => x.name === name);
 const volume = (rd: Rendered, name: string): IVolume => {
-  const v = podSpec(rd).volumes?.find((x) => x.name === name);
+  const v = volumeOrUndefined(rd, name);
   assert.ok(v, `${rd.dir}: volume ${name}`);
   return v;
 };
@@ -281,7 +322,6 @@ function mountOf(rd: Rendered, c: IContainer, file: string) {
 }
 
 describe('the backup DaemonSet', () => {
-  const NON_ROOT = ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator'];
 
   test('runs on every control-plane node, on the host network, with the taints tolerated', () => {
     for (const dir of WORKLOADS) {
@@ -352,7 +392,7 @@ describe('the backup DaemonSet', () => {
         assert.equal(mountOf(rd, mainContainer(rd), f)?.path, '/etc/kubernetes', `${dir}: ${f}`);
       }
       const writable = m.filter((x) => !x.readOnly).map((x) => x.path).sort();
-      const expected = dir === 'deploy/overlays/drill' ? ['/tmp', '/var/lib/lifeboat', '/var/lib/lifeboat-drill'] : ['/tmp', '/var/lib/lifeboat'];
+      const expected = DRILL.includes(dir) ? ['/tmp', '/var/lib/lifeboat', '/var/lib/lifeboat-drill'] : ['/tmp', '/var/lib/lifeboat'];
       assert.deepEqual(writable, expected, `${dir}: writable mounts`);
       const hostPaths = (podSpec(rd).volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath!.path).sort();
       assert.deepEqual(hostPaths, ['/etc/kubernetes', '/var/lib/lifeboat'], `${dir}: hostPath volumes`);
@@ -367,7 +407,7 @@ describe('the backup DaemonSet', () => {
   });
 
   test('has no Kubernetes API access: no token, no RBAC', () => {
-    for (const dir of ['deploy', 'deploy/base', 'deploy/overlays/drill', 'deploy/overlays/ceph-rgw', 'deploy/overlays/prometheus-operator']) {
+    for (const dir of NON_ROOT) {
       const rd = r(dir);
       assert.equal(podSpec(rd).automountServiceAccountToken, false, dir);
       assert.equal(podSpec(rd).serviceAccountName, 'lifeboat', dir);
@@ -399,7 +439,7 @@ describe('the backup DaemonSet', () => {
       assert.ok(request >= S3_BOUND_MIB, `${dir}: memory request ${request} MiB covers the ${S3_BOUND_MIB} MiB S3 peak`);
       assert.ok(request <= 2 * S3_BOUND_MIB, `${dir}: memory request ${request} MiB is not far above the measured peak`);
       assert.ok(limit >= 2 * MEASURED_BACKUP_PEAK_MIB && limit >= request, `${dir}: memory limit ${limit} MiB`);
-      if (dir === 'deploy/overlays/drill') assert.ok(limit >= 2048 + 512, `${dir}: room for the throwaway etcd`);
+      if (DRILL.includes(dir)) assert.ok(limit >= 2048 + 512, `${dir}: room for the throwaway etcd`);
       else assert.ok(limit <= 1024, `${dir}: the memory bound is a product claim; the limit holds it (${limit} MiB)`);
       assert.ok(res.requests!.cpu, `${dir}: a CPU request`);
       assert.ok(res.limits!.cpu, `${dir}: a CPU limit keeps a backup from taking every core from etcd`);
@@ -434,27 +474,66 @@ type DaemonConfigShape = {
   api: { listen: { port: number }; tls: { certFile: string; keyFile: string; clientCaFile?: string }; tokensFile?: string };
   encryption: { recipientsFile?: string; identityFile?: string };
   signing: { keyFile?: string; publicKeyFiles: string[] };
-  store: { fs?: { dir: string }; s3?: { accessKeyIdFile?: string; secretAccessKeyFile?: string; endpoint?: string } };
+  store: { fs?: { dir: string }; s3?: { accessKeyIdFile?: string; secretAccessKeyFile?: string; endpoint?: string; bucket?: string } };
   daemon: { stateDir: string; schedules: { drill: string } };
   drill: { scratchDir?: string };
   etcd: { tls: { caFile: string; certFile: string; keyFile: string } };
 };
+
+/** What Rook writes into the ConfigMap of an ObjectBucketClaim, as it looks on a real cluster. */
+const OBC_STAND_INS: Record<string, string> = {
+  BUCKET_HOST: 'rook-ceph-rgw-my-store.rook-ceph.svc',
+  BUCKET_PORT: '80',
+  BUCKET_NAME: 'lifeboat-backups-5f1c2a7e-9b1d-4c1e-8f3a-2d6b7c8e9f01',
+  BUCKET_REGION: 'us-east-1',
+};
+/** The names of the ObjectBucketClaims in a rendering: Rook writes a Secret and a ConfigMap of each name. */
+const claims = (rd: Rendered) => byKind(rd, 'ObjectBucketClaim').map((o) => o.metadata.name);
+
+/**
+ * The container's environment as the kubelet builds it: values from the rendered ConfigMaps, from
+ * Rook's ConfigMap of a claim (stand-ins), the field references (stand-ins), and `$(VAR)` expanded
+ * from the variables defined before it. A reference to anything else fails.
+ */
+function containerEnv(rd: Rendered): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of mainContainer(rd).env ?? []) {
+    const cmRef = e.valueFrom?.configMapKeyRef;
+    let value: string;
+    if (e.value !== undefined) {
+      value = e.value.replace(/\$\((\w+)\)/g, (whole, name: string) => {
+        assert.ok(name in env, `${rd.dir}: ${e.name} refers to $(${name}), which no earlier variable defines`);
+        return env[name]!;
+      });
+    } else if (cmRef) {
+      assert.ok(claims(rd).includes(cmRef.name!), `${rd.dir}: ${e.name} from ConfigMap ${cmRef.name}, which is no claim's`);
+      value = OBC_STAND_INS[cmRef.key]!;
+      assert.ok(value, `${rd.dir}: ${e.name}: Rook writes no key ${cmRef.key}`);
+    } else if (e.valueFrom?.fieldRef) {
+      value = { 'spec.nodeName': 'cp-1', 'status.hostIP': '10.0.0.11' }[e.valueFrom.fieldRef.fieldPath]!;
+      assert.ok(value, `${rd.dir}: ${e.name}: field ${e.valueFrom.fieldRef.fieldPath}`);
+    } else {
+      assert.fail(`${rd.dir}: ${e.name} has a source this test does not resolve`);
+    }
+    env[e.name] = value;
+  }
+  return env;
+}
 
 /** The pod's config: its ConfigMap's config.yaml, the container's LIFEBOAT_* env applied, defaults filled, validated. */
 function daemonConfig(rd: Rendered): DaemonConfigShape {
   const configVolume = volume(rd, 'config');
   const cm = one(rd, 'ConfigMap', configVolume.configMap!.name) as unknown as { data: Record<string, string> };
   const doc = parse(cm.data['config.yaml']!) as Record<string, unknown>;
-  const env: Record<string, string> = {};
-  for (const e of mainContainer(rd).env ?? []) {
-    // Values the kubelet fills in at run time get a stand-in of the right shape.
-    env[e.name] = e.value ?? (e.valueFrom?.secretKeyRef?.key === 'Endpoint' ? 'http://rook-ceph-rgw-my-store.rook-ceph.svc' : 'cp-1');
-  }
+  const env = Object.fromEntries(Object.entries(containerEnv(rd)).filter(([k]) => k.startsWith('LIFEBOAT_')));
   applyEnvOverrides(doc, env);
-  const input = Value.Default(ConfigSchema, structuredClone(doc));
+  const input = Value.Default(ConfigSchema, structuredClone(doc)) as DaemonConfigShape;
   const first = Value.Errors(ConfigSchema, input).First();
   assert.equal(first, undefined, `${rd.dir}: config ${first?.path}: ${first?.message}`);
-  return input as DaemonConfigShape;
+  assert.ok(!(input.store.fs && input.store.s3), `${rd.dir}: one store, fs or s3`);
+  // No store configured is the directory store in its default directory (src/config/load.ts).
+  if (!input.store.s3 && !input.store.fs) input.store.fs = Value.Default(FsStoreSchema, {}) as { dir: string };
+  return input;
 }
 
 /** The Secret templates by name. */
@@ -499,8 +578,8 @@ describe('config and mounts', () => {
         const rel = path.posix.relative(m.path, file);
         const key = secret.items ? secret.items.find((i) => i.path === rel)?.key : rel;
         assert.ok(key, `${dir}: ${field}: no item of ${secret.secretName} becomes ${rel}`);
-        if (secret.secretName!.startsWith('rook-ceph-object-user-')) {
-          assert.ok(['AccessKey', 'SecretKey'].includes(key), `${dir}: ${field} from Rook's key ${key}`);
+        if (claims(rd).includes(secret.secretName!)) {
+          assert.ok(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'].includes(key), `${dir}: ${field} from Rook's key ${key}`);
         } else {
           const t = templates().get(secret.secretName!);
           assert.ok(t, `${dir}: ${field}: deploy/secrets/ has no template of ${secret.secretName}`);
@@ -527,7 +606,7 @@ describe('config and mounts', () => {
     const t = templates();
     for (const dir of WORKLOADS) {
       for (const v of (podSpec(r(dir)).volumes ?? []).filter((x) => x.secret)) {
-        if (v.secret!.secretName!.startsWith('rook-ceph-object-user-')) continue;
+        if (claims(r(dir)).includes(v.secret!.secretName!)) continue;
         assert.ok(t.has(v.secret!.secretName!), `${dir}: template for ${v.secret!.secretName}`);
       }
     }
@@ -541,90 +620,111 @@ describe('config and mounts', () => {
     assert.equal(t.get('lifeboat-api-tls')?.type, 'kubernetes.io/tls');
   });
 
-  test('the Ceph RGW config is the base config with store.s3 for store.fs, and Rook\'s Secret by its name rule', () => {
+  test('the base names no store, so the directory store; the store components set store.s3, from Rook\'s claim or lifeboat-s3', () => {
     const base = parse(readFileSync(path.join(DEPLOY, 'base/config.yaml'), 'utf8')) as Record<string, unknown>;
-    const ceph = parse(readFileSync(path.join(DEPLOY, 'overlays/ceph-rgw/config.yaml'), 'utf8')) as Record<string, unknown>;
-    assert.ok((base.store as Record<string, unknown>).fs && (ceph.store as Record<string, unknown>).s3);
-    delete base.store;
-    delete ceph.store;
-    assert.deepEqual(ceph, base);
-    const rd = r('deploy/overlays/ceph-rgw');
-    const user = one(rd, 'CephObjectStoreUser');
-    const rookSecret = `rook-ceph-object-user-${(user.spec as { store: string }).store}-${user.metadata.name}`;
-    assert.equal(volume(rd, 's3-credentials').secret?.secretName, rookSecret);
-    const endpoint = mainContainer(rd).env?.find((e) => e.name === 'LIFEBOAT_STORE__S3__ENDPOINT');
-    assert.deepEqual(endpoint?.valueFrom?.secretKeyRef, { name: rookSecret, key: 'Endpoint' });
-    const config = daemonConfig(rd);
-    assert.equal(config.store.fs, undefined);
-    assert.ok(config.store.s3?.endpoint);
+    assert.equal(base.store, undefined, 'a store in the file would clash with the components\' store.s3');
+    for (const dir of WORKLOADS) {
+      const config = daemonConfig(r(dir));
+      if (!S3_STORE.includes(dir)) {
+        assert.deepEqual(config.store, { fs: { dir: '/var/lib/lifeboat/backups' } }, dir);
+        assert.equal(volumeOrUndefined(r(dir), 's3-credentials'), undefined, `${dir}: no S3 credentials without an S3 store`);
+        continue;
+      }
+      assert.equal(config.store.fs, undefined, dir);
+      assert.ok(config.store.s3?.endpoint && config.store.s3.bucket, `${dir}: endpoint and bucket`);
+      const secret = volume(r(dir), 's3-credentials').secret!;
+      if (dir.startsWith('deploy/examples/ceph-rgw-obc')) {
+        // Everything from what Rook writes for the claim, under the claim's name.
+        const [claim] = claims(r(dir));
+        assert.equal(secret.secretName, claim, dir);
+        assert.notEqual(secret.optional, true, dir);
+        assert.equal(config.store.s3.endpoint, `http://${OBC_STAND_INS.BUCKET_HOST}:${OBC_STAND_INS.BUCKET_PORT}`, dir);
+        assert.equal(config.store.s3.bucket, OBC_STAND_INS.BUCKET_NAME, dir);
+      } else {
+        assert.equal(secret.secretName, 'lifeboat-s3', dir);
+        assert.equal(config.store.s3.endpoint, 'https://rgw.example.internal', dir);
+      }
+    }
   });
 });
 
 // ---------------------------------------------------------------------------------------------
-// Overlays
+// The restore and drill components
 
-describe('the restore overlay', () => {
+describe('the restore component', () => {
   test('is root with three capabilities, no escalation, and plain node', () => {
-    const rd = r('deploy/overlays/restore');
-    const c = mainContainer(rd);
-    const sc = c.securityContext!;
-    assert.equal(sc.runAsUser, 0);
-    assert.equal(sc.runAsNonRoot, false);
-    assert.equal(podSpec(rd).securityContext?.runAsNonRoot, false);
-    assert.equal(sc.allowPrivilegeEscalation, false);
-    assert.equal(sc.privileged, false);
-    assert.equal(sc.readOnlyRootFilesystem, true);
-    assert.equal(sc.seccompProfile?.type, 'RuntimeDefault');
-    assert.deepEqual(caps(c), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] });
-    // The capped binary would not even start without DAC_READ_SEARCH in the bounding set.
-    assert.equal(c.command?.[0], 'node');
+    assert.ok(RESTORE.length >= 3, RESTORE.join(', '));
+    for (const dir of RESTORE) {
+      const rd = r(dir);
+      const c = mainContainer(rd);
+      const sc = c.securityContext!;
+      assert.equal(sc.runAsUser, 0, dir);
+      assert.equal(sc.runAsNonRoot, false, dir);
+      assert.equal(podSpec(rd).securityContext?.runAsNonRoot, false, dir);
+      assert.equal(sc.allowPrivilegeEscalation, false, dir);
+      assert.equal(sc.privileged, false, dir);
+      assert.equal(sc.readOnlyRootFilesystem, true, dir);
+      assert.equal(sc.seccompProfile?.type, 'RuntimeDefault', dir);
+      assert.deepEqual(caps(c), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] }, dir);
+      // The capped binary would not even start without DAC_READ_SEARCH in the bounding set.
+      assert.equal(c.command?.[0], 'node', dir);
+    }
   });
 
   test('mounts etcd\'s data dir and the static pod manifests read-write, the identity read-only', () => {
-    const rd = r('deploy/overlays/restore');
-    const m = mounts(rd, mainContainer(rd));
-    const writable = m.filter((x) => !x.readOnly).map((x) => [x.path, x.volume.hostPath?.path ?? 'emptyDir']).sort();
-    assert.deepEqual(writable, [
-      ['/etc/kubernetes/manifests', '/etc/kubernetes/manifests'],
-      ['/tmp', 'emptyDir'],
-      ['/var/lib/etcd', '/var/lib/etcd'],
-      ['/var/lib/lifeboat', '/var/lib/lifeboat'],
-    ]);
-    assert.equal(m.find((x) => x.path === '/etc/kubernetes')?.readOnly, true, 'the rest of /etc/kubernetes stays read-only');
-    const identity = m.find((x) => x.path === '/etc/lifeboat/identity')!;
-    assert.equal(identity.readOnly, true);
-    assert.equal(identity.volume.secret?.secretName, 'lifeboat-identity');
-    assert.equal(daemonConfig(rd).encryption.identityFile, '/etc/lifeboat/identity/identity.txt');
+    for (const dir of RESTORE) {
+      const rd = r(dir);
+      const m = mounts(rd, mainContainer(rd));
+      const writable = m.filter((x) => !x.readOnly).map((x) => [x.path, x.volume.hostPath?.path ?? 'emptyDir']).sort();
+      const drill = DRILL.includes(dir) ? [['/var/lib/lifeboat-drill', 'emptyDir']] : [];
+      assert.deepEqual(writable, [
+        ['/etc/kubernetes/manifests', '/etc/kubernetes/manifests'],
+        ['/tmp', 'emptyDir'],
+        ['/var/lib/etcd', '/var/lib/etcd'],
+        ['/var/lib/lifeboat', '/var/lib/lifeboat'],
+        ...drill,
+      ].sort(), dir);
+      assert.equal(m.find((x) => x.path === '/etc/kubernetes')?.readOnly, true, `${dir}: the rest of /etc/kubernetes stays read-only`);
+      const identity = m.find((x) => x.path === '/etc/lifeboat/identity')!;
+      assert.equal(identity.readOnly, true, dir);
+      assert.equal(identity.volume.secret?.secretName, 'lifeboat-identity', dir);
+      assert.equal(daemonConfig(rd).encryption.identityFile, '/etc/lifeboat/identity/identity.txt', dir);
+    }
   });
 
   test('grants exactly the Node reads and deletes of the stale-node cleanup, to the lifeboat ServiceAccount', () => {
-    const rd = r('deploy/overlays/restore');
-    const role = one(rd, 'ClusterRole') as unknown as { metadata: { name: string }; rules: unknown[] };
-    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'delete'] }]);
-    const binding = one(rd, 'ClusterRoleBinding') as unknown as { roleRef: { name: string }; subjects: unknown[] };
-    assert.equal(binding.roleRef.name, role.metadata.name);
-    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'lifeboat', namespace: 'lifeboat' }]);
-    assert.equal(podSpec(rd).automountServiceAccountToken, true);
-    assert.deepEqual(byKind(rd, 'Role'), []);
+    for (const dir of RESTORE) {
+      const rd = r(dir);
+      const role = one(rd, 'ClusterRole') as unknown as { metadata: { name: string }; rules: unknown[] };
+      assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'delete'] }], dir);
+      const binding = one(rd, 'ClusterRoleBinding') as unknown as { roleRef: { name: string }; subjects: unknown[] };
+      assert.equal(binding.roleRef.name, role.metadata.name, dir);
+      assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'lifeboat', namespace: 'lifeboat' }], dir);
+      assert.equal(podSpec(rd).automountServiceAccountToken, true, dir);
+      assert.deepEqual(byKind(rd, 'Role'), [], dir);
+    }
   });
 });
 
-describe('the drill overlay', () => {
+describe('the drill component', () => {
   test('adds the identity read-only, a drill schedule and scratch space, and stays non-root', () => {
-    const rd = r('deploy/overlays/drill');
-    const config = daemonConfig(rd);
-    assert.notEqual(config.daemon.schedules.drill, 'off');
-    assert.equal(config.encryption.identityFile, '/etc/lifeboat/identity/identity.txt');
-    const scratch = mountOf(rd, mainContainer(rd), config.drill.scratchDir!);
-    assert.ok(scratch?.volume.emptyDir?.sizeLimit, 'drill.scratchDir on a bounded emptyDir');
-    assert.equal(mainContainer(rd).securityContext?.runAsUser, UID);
+    assert.ok(DRILL.length >= 2, DRILL.join(', '));
+    for (const dir of DRILL) {
+      const rd = r(dir);
+      const config = daemonConfig(rd);
+      assert.notEqual(config.daemon.schedules.drill, 'off', dir);
+      assert.equal(config.encryption.identityFile, '/etc/lifeboat/identity/identity.txt', dir);
+      const scratch = mountOf(rd, mainContainer(rd), config.drill.scratchDir!);
+      assert.ok(scratch?.volume.emptyDir?.sizeLimit, `${dir}: drill.scratchDir on a bounded emptyDir`);
+      if (!RESTORE.includes(dir)) assert.equal(mainContainer(rd).securityContext?.runAsUser, UID, dir);
+    }
   });
 });
 
 describe('monitoring objects', () => {
   test('the PrometheusRule is deploy/prometheus/prometheusrule.yaml, referenced, not copied', () => {
     const file = parse(readFileSync(path.join(DEPLOY, 'prometheus/prometheusrule.yaml'), 'utf8')) as K8sObject;
-    for (const dir of [MONITORING_COMPONENT, ...MONITORED]) {
+    for (const dir of MONITORED) {
       const rule = one(r(dir), 'PrometheusRule');
       assert.equal(rule.metadata.name, file.metadata.name, dir);
       assert.deepEqual(rule.spec, file.spec, dir);
@@ -715,10 +815,38 @@ describe('monitoring objects', () => {
     }
   });
 
-  test('deploy/README.md documents every Secret, overlay and added capability', () => {
+  test('kube-prometheus-stack: its Prometheus finds both objects by the release label, its Grafana the dashboard', () => {
+    for (const dir of MONITORED) {
+      const rd = r(dir);
+      for (const kind of ['ServiceMonitor', 'PrometheusRule']) {
+        assert.equal(one(rd, kind).metadata.labels?.release, 'kube-prometheus-stack', `${dir}: ${kind} carries the label kube-prometheus-stack's Prometheus selects by`);
+      }
+      // The dashboard is generated from deploy/grafana/lifeboat.json, byte for byte.
+      const cm = one(rd, 'ConfigMap', 'lifeboat-dashboard') as K8sObject & { data: Record<string, string> };
+      assert.equal(cm.metadata.labels?.grafana_dashboard, '1', dir);
+      assert.equal(cm.metadata.namespace, 'lifeboat', dir);
+      assert.deepEqual(Object.keys(cm.data), ['lifeboat.json'], dir);
+      assert.equal(cm.data['lifeboat.json'], readFileSync(path.join(DEPLOY, 'grafana/lifeboat.json'), 'utf8'), dir);
+    }
+    // Without the example's patch the component leaves the label out: the patch is what sets it.
+    assert.equal(one(r('deploy/prometheus'), 'PrometheusRule').metadata.labels?.release, undefined);
+    // No copy of the dashboard: the JSON file is its only source.
+    const copies: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (readFileSync(p, 'utf8').includes('"uid": "lifeboat"')) copies.push(path.relative(DEPLOY, p));
+      }
+    };
+    walk(DEPLOY);
+    assert.deepEqual(copies, ['grafana/lifeboat.json']);
+  });
+
+  test('deploy/README.md documents every Secret, component, example and added capability', () => {
     const readme = readFileSync(path.join(DEPLOY, 'README.md'), 'utf8');
     for (const name of templates().keys()) assert.ok(readme.includes(name), `README names ${name}`);
-    for (const o of OVERLAYS) assert.ok(readme.includes(o.replace(/^deploy\//, '')), `README covers ${o}`);
+    for (const d of [...components(), ...EXAMPLES]) assert.ok(readme.includes(d.replace(/^deploy\//, '')), `README covers ${d}`);
     for (const dir of WORKLOADS) {
       const spec = podSpec(r(dir));
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
