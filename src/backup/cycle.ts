@@ -74,7 +74,7 @@ export async function backupCycle(deps: CycleDeps, settings: CycleSettings, sign
   }
   if (settings.retention?.afterBackup) {
     try {
-      result.retention = await prune({ catalog: deps.catalog, log: deps.log }, settings.retention, { dryRun: false, timeZone: settings.timeZone });
+      result.retention = await prune({ catalog: deps.catalog, log: deps.log, changes: { store: deps.store, cluster: settings.cluster, now: deps.now } }, settings.retention, { dryRun: false, timeZone: settings.timeZone });
       for (const failed of result.retention.failed) result.warnings.push({ step: 'retention', code: failed.code, message: `${failed.id}: ${failed.message}` });
     } catch (err) {
       warn('retention', err);

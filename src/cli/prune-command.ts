@@ -15,15 +15,17 @@ the newest backup of each of the last 'hourly' hours, 'daily' days, 'weekly' ISO
 'monthly' months that have one, on the wall clock of daemon.schedules.timezone. The newest backup
 and the newest verified one (its last 'lifeboat verify' passed) are always kept. A backup goes
 manifest first, so it stops being listed at once. An object still under Object Lock retention or
-legal hold is never deleted: it is reported as locked and goes in a later prune. Exit code 1 only
-if a delete failed; the others are still pruned.
+legal hold is never deleted: it is reported as locked and goes in a later prune. Change-log
+segments that end below the revision of the oldest backup left go too, oldest first. Exit code 1
+only if a delete failed; the others are still pruned.
 
 Examples:
   lifeboat prune --dry-run
   lifeboat prune --config /etc/lifeboat/config.yaml`)
     .action(async (options: { dryRun?: boolean; json?: boolean }, cmd: Command) => {
       const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
-      const report = await prune({ catalog: ctx.catalog, log: ctx.log }, ctx.config.retention, {
+      const changes = { store: ctx.store, cluster: ctx.config.cluster, now: () => new Date() };
+      const report = await prune({ catalog: ctx.catalog, log: ctx.log, changes }, ctx.config.retention, {
         dryRun: options.dryRun ?? false,
         timeZone: ctx.config.daemon.schedules.timezone,
       });
@@ -48,5 +50,10 @@ export function summary(report: PruneReport): string {
   }
   if (report.failed.length > 0) parts.push(`${report.failed.length} failed${ids(report.failed.map((f) => f.id))}`);
   parts.push(`kept ${report.kept.length}`);
+  const segments = report.segments;
+  if (segments && (segments.deleted.length > 0 || segments.locked || segments.failed)) {
+    const stopped = segments.locked ? `; stopped at ${segments.locked.id}, still under Object Lock` : segments.failed ? `; stopped at ${segments.failed.id}: ${segments.failed.message}` : '';
+    parts.push(`${report.dryRun ? 'would delete' : 'deleted'} ${segments.deleted.length} change segment(s) below revision ${segments.belowRevision}${stopped}`);
+  }
   return parts.join('; ');
 }

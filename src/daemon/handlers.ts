@@ -156,7 +156,7 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
     drill: async (ctx, params) => drill(ctx, typeof params.backupId === 'string' ? params.backupId : 'latest'),
     prune: async (ctx) => {
       ctx.phase('pruning');
-      const report = await prune({ catalog: deps.catalog, log: ctx.log }, config.retention, { dryRun: false, timeZone: config.daemon.schedules.timezone });
+      const report = await prune({ catalog: deps.catalog, log: ctx.log, changes: { store: deps.store, cluster: config.cluster, now: deps.now } }, config.retention, { dryRun: false, timeZone: config.daemon.schedules.timezone });
       metrics.retentionDeleted(report.deleted.length);
       return report;
     },

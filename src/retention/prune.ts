@@ -2,7 +2,9 @@ import type { Logger } from 'pino';
 import { CancelledError, LifeboatError, ObjectLockedError } from '../errors/errors.ts';
 import type { BackupLock, CatalogEntry } from '../store/catalog.ts';
 import { isVerified } from '../verify/record.ts';
+import type { BackupStore } from '../store/store.ts';
 import { planRetention, type KeepReason, type RetentionPolicy } from './policy.ts';
+import { pruneSegments, type SegmentPruneReport } from './segments.ts';
 
 /** What prune needs of the catalogue (../store/catalog.ts has it). */
 export interface PruneCatalog {
@@ -14,6 +16,8 @@ export interface PruneCatalog {
 export interface PruneDeps {
   catalog: PruneCatalog;
   log: Logger;
+  /** The change log beside the backups (the catalogue's store and cluster): its segments older than every backup left go too. */
+  changes?: { store: BackupStore; cluster: string; now: () => Date };
 }
 
 export interface PruneOptions {
@@ -35,6 +39,8 @@ export interface PruneReport {
   locked: { id: string; retainUntil?: string; legalHold?: boolean }[];
   /** Due to go, but the delete failed; the others were still pruned. */
   failed: { id: string; code: string; message: string }[];
+  /** The change-log segments that end below the oldest backup left (with deps.changes, once a backup is left). */
+  segments?: SegmentPruneReport;
 }
 
 /**
@@ -42,7 +48,9 @@ export interface PruneReport {
  * (manifest first, see Catalog.deleteBackup), unless it is still under Object Lock, which is
  * reported and skipped. One failed delete does not stop the others. Never deletes the newest
  * backup, the newest verified one, or a future-dated one (the policy always keeps them). Logs one line per deleted or
- * locked backup and a summary.
+ * locked backup and a summary. Then, with `deps.changes`, the change-log segments that end below
+ * the revision of the oldest backup left (kept, or locked or failed to delete) go too
+ * (./segments.ts): no restore can replay them.
  */
 export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: PruneOptions): Promise<PruneReport> {
   const { catalog, log } = deps;
@@ -85,6 +93,12 @@ export async function prune(deps: PruneDeps, policy: RetentionPolicy, options: P
       report.failed.push({ id, code, message });
       log.error({ phase: 'prune', backupId: id, action: 'failed', code, err: message }, 'could not delete a backup the retention policy does not keep; going on with the others');
     }
+  }
+  const left = new Set([...report.kept.map((k) => k.id), ...report.locked.map((l) => l.id), ...report.failed.map((f) => f.id)]);
+  const revisions = entries.filter((e) => left.has(e.manifest.backupId)).map((e) => BigInt(e.manifest.etcd.revision));
+  if (deps.changes && revisions.length > 0) {
+    const oldest = revisions.reduce((a, b) => (b < a ? b : a));
+    report.segments = await pruneSegments({ ...deps.changes, log }, oldest.toString(), { dryRun: options.dryRun, ...(options.signal ? { signal: options.signal } : {}) });
   }
   log.info(
     { phase: 'pruned', dryRun: options.dryRun, backups: plan.length, kept: report.kept.length, deleted: report.deleted.length, locked: report.locked.length, failed: report.failed.length, durationMs: Math.round(performance.now() - started) },

@@ -31,7 +31,7 @@ export async function takeBackup(config: Config, store: BackupStore, settings: P
 /**
  * A committed backup as `runBackup` leaves it, without etcd: a stand-in archive (random bytes,
  * its real size and sha256 in the manifest), then the manifest's signature (by the test key) and
- * the manifest, all written with `retain`.
+ * the manifest, all written with `retain`. `revision` is the id's and the manifest's etcd revision.
  */
 export async function putBackup(store: BackupStore, cluster: string, createdAt: Date, options: { revision?: string; archiveBytes?: number; retain?: boolean } = {}): Promise<StoredManifest> {
   const id = formatBackupId(createdAt, options.revision ?? String(createdAt.getTime() % 1_000_000));
@@ -45,6 +45,7 @@ export async function putBackup(store: BackupStore, cluster: string, createdAt: 
     cluster,
     createdAt: createdAt.toISOString(),
     snapshot: { ...base.snapshot, sha256: sha256('snapshot'), dbSha256: sha256('db') },
+    ...(options.revision === undefined ? {} : { etcd: { ...base.etcd, revision: options.revision } }),
     archive: { key, size: archive.length, sha256: sha256(archive), compression: { algorithm: 'none', level: 1 }, encryption: { format: 'age', recipients: ['age1test'] } },
     completedAt: createdAt.toISOString(),
   };

@@ -5,23 +5,28 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
+import { commitSegment } from '../../src/changes/commit.ts';
+import { eventLine } from '../../src/changes/format.ts';
+import { checkChain, readTrustedSegment, segmentIds, type TrustedSegment } from '../../src/changes/manifest.ts';
+import { createEncryptStream, generateIdentity } from '../../src/crypto/age.ts';
 import { CancelledError, StoreError } from '../../src/errors/errors.ts';
 import { prune } from '../../src/retention/prune.ts';
 import { summary } from '../../src/cli/prune-command.ts';
 import type { RetentionPolicy } from '../../src/retention/policy.ts';
 import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
-import { verificationKey } from '../../src/store/layout.ts';
+import { formatSegmentId, verificationKey } from '../../src/store/layout.ts';
 import type { BackupStore } from '../../src/store/store.ts';
 import { failedRecord, passedRecord } from '../../src/verify/record.ts';
 import { putBackup } from '../support/backups.ts';
-import { runCli, writeConfig } from '../support/lifeboat.ts';
+import { quietLog, runCli, writeConfig } from '../support/lifeboat.ts';
 import { MemoryStore } from '../support/memory-store.ts';
-import { SIGNING_PUBLIC_KEY_FILE, TEST_TRUST } from '../support/signing.ts';
+import { SIGNING_PUBLIC_KEY_FILE, TEST_SIGNER, TEST_TRUST } from '../support/signing.ts';
 
 const DAY = 86_400_000;
 const T0 = new Date('2026-11-01T03:00:00.000Z');
 const day = (n: number) => new Date(T0.getTime() + n * DAY);
+const ageKey = await generateIdentity();
 const LAST_TWO: RetentionPolicy = { keepLast: 2, hourly: 0, daily: 0, weekly: 0, monthly: 0 };
 
 function capturingLog(): { log: Logger; lines: Record<string, unknown>[] } {
@@ -229,4 +234,82 @@ test('the summary line names what was deleted, what is locked until when, and wh
     failed: [{ id: 'f1', code: 'STORE_FAILED', message: 'down' }],
   });
   assert.equal(line, 'deleted 2 of 7 backups (d1, d2); 3 skipped, still under Object Lock (l1 until 2026-12-01T00:00:00.000Z, l2 legal hold, l3 until 2026-12-02T00:00:00.000Z, legal hold); 1 failed (f1); kept 1');
+  const base = { dryRun: true, kept: [{ id: 'k1', reasons: ['newest' as const] }], deleted: [], locked: [], failed: [] };
+  assert.equal(summary({ ...base, segments: { belowRevision: '500', deleted: ['s1', 's2'], locked: { id: 's3' } } }), 'dry run: would delete 0 of 1 backups; kept 1; would delete 2 change segment(s) below revision 500; stopped at s3, still under Object Lock');
+  assert.equal(summary({ ...base, segments: { belowRevision: '500', deleted: [] } }), 'dry run: would delete 0 of 1 backups; kept 1', 'no segment due: not mentioned');
+});
+
+/** Six daily backups at revisions 100 to 600, and change segments between and after them. */
+async function backupsAndSegments(now: () => Date) {
+  const store = new MemoryStore({ now });
+  const ids: string[] = [];
+  for (let n = 0; n < 6; n += 1) ids.push((await putBackup(store, 'c1', day(n), { revision: String((n + 1) * 100), retain: false })).backupId);
+  const deps = { store, encrypt: createEncryptStream, signer: TEST_SIGNER, now, log: quietLog };
+  const settings = { cluster: 'c1', node: 'n', recipients: [ageKey.recipient], level: 3 };
+  let previous: TrustedSegment | undefined;
+  for (const [first, last] of [[101, 150], [151, 199], [200, 260], [261, 499], [500, 520], [521, 700]] as [number, number][]) {
+    const lines = [eventLine({ revision: String(first), op: 'put', key: Buffer.from('/a'), value: Buffer.from('1') }, now()), ...(first === last ? [] : [eventLine({ revision: String(last), op: 'delete', key: Buffer.from('/a') }, now())])];
+    const batch = { lines, plainBytes: lines.reduce((n, l) => n + l.length, 0), events: lines.length, firstRevision: String(first), lastRevision: String(last), firstTime: now(), lastTime: now() };
+    previous = await commitSegment(deps, settings, batch, { previous });
+  }
+  return { store, ids };
+}
+
+async function chainLeft(store: MemoryStore): Promise<string[]> {
+  const segments = [];
+  for (const id of await segmentIds(store, 'c1')) segments.push(await readTrustedSegment(store, 'c1', TEST_TRUST, id));
+  checkChain(segments);
+  return segments.map((s) => `${s.manifest.firstRevision}-${s.manifest.lastRevision}`);
+}
+
+test('prune deletes the change segments that end below the oldest backup kept, oldest first and manifest first; the chain left still checks', async () => {
+  const now = day(6);
+  const { store } = await backupsAndSegments(() => now);
+  const deleted: string[] = [];
+  const recording: BackupStore = Object.assign(Object.create(store) as BackupStore, {
+    delete: async (key: string) => {
+      deleted.push(key.split('/').slice(1).join('/'));
+      return store.delete(key);
+    },
+  });
+  const catalog = new Catalog(recording, 'c1', { trust: TEST_TRUST, now: () => now });
+  const changes = { store: recording, cluster: 'c1', now: () => now };
+
+  const dry = await prune({ catalog, log: quietLog, changes }, LAST_TWO, { dryRun: true, timeZone: 'UTC' });
+  assert.deepEqual(dry.segments, { belowRevision: '500', deleted: [formatSegmentId('101', '150'), formatSegmentId('151', '199'), formatSegmentId('200', '260'), formatSegmentId('261', '499')] });
+  assert.equal(deleted.length, 0, 'a dry run deletes nothing');
+
+  const report = await prune({ catalog, log: quietLog, changes }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  assert.equal(report.deleted.length, 4);
+  assert.deepEqual(report.segments?.deleted, dry.segments!.deleted);
+  assert.deepEqual(await chainLeft(store), ['500-520', '521-700'], 'the segment that reaches the oldest backup kept stays');
+  const segmentDeletes = deleted.filter((k) => k.startsWith('changes/'));
+  assert.deepEqual(segmentDeletes.slice(0, 3), [`changes/${formatSegmentId('101', '150')}/manifest.json`, `changes/${formatSegmentId('101', '150')}/manifest.json.sig`, `changes/${formatSegmentId('101', '150')}/segment.jsonl.zst.age`]);
+  assert.equal(segmentDeletes.length, 12);
+  assert.equal([...store.objects.keys()].filter((k) => k.startsWith('c1/changes/')).length, 6, 'nothing of a deleted segment is left');
+
+  // Without the change log in its deps (the CLI of an older config), prune leaves segments alone.
+  const { store: other } = await backupsAndSegments(() => now);
+  const plain = await prune({ catalog: new Catalog(other, 'c1', { trust: TEST_TRUST, now: () => now }), log: quietLog }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  assert.equal(plain.segments, undefined);
+  assert.equal((await segmentIds(other, 'c1')).length, 6);
+});
+
+test('segment pruning stops at a segment under Object Lock, and below a backup that could not be deleted', async () => {
+  const now = day(6);
+  const { store, ids } = await backupsAndSegments(() => now);
+  store.lock(`c1/changes/${formatSegmentId('200', '260')}/segment.jsonl.zst.age`, { retainUntil: day(30) });
+  const catalog = new Catalog(store, 'c1', { trust: TEST_TRUST, now: () => now });
+  const report = await prune({ catalog, log: quietLog, changes: { store, cluster: 'c1', now: () => now } }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  assert.deepEqual(report.segments, { belowRevision: '500', deleted: [formatSegmentId('101', '150'), formatSegmentId('151', '199')], locked: { id: formatSegmentId('200', '260'), retainUntil: day(30).toISOString() } });
+  assert.deepEqual(await chainLeft(store), ['200-260', '261-499', '500-520', '521-700'], 'no hole: the later due segment waits with the locked one');
+
+  // A backup still under lock is still there: the segments after it stay for it.
+  const { store: second, ids: secondIds } = await backupsAndSegments(() => now);
+  second.lock(`c1/backups/${secondIds[2]}/archive.tar.age`, { legalHold: true });
+  const kept = await prune({ catalog: new Catalog(second, 'c1', { trust: TEST_TRUST, now: () => now }), log: quietLog, changes: { store: second, cluster: 'c1', now: () => now } }, LAST_TWO, { dryRun: false, timeZone: 'UTC' });
+  assert.deepEqual(kept.locked.map((l) => l.id), [secondIds[2]]);
+  assert.equal(kept.segments?.belowRevision, '300');
+  assert.deepEqual(await chainLeft(second), ['261-499', '500-520', '521-700'], 'the segments after the locked backup stay');
+  assert.equal(ids.length, 6);
 });
