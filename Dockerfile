@@ -12,8 +12,8 @@
 #   deps    the production dependencies only (`npm ci --omit=dev`), without install scripts.
 #   runtime Node slim, dist/, production node_modules, package.json (the version comes from it).
 #
-# Runs as uid/gid 65532 (no login, no home). See deploy/README.md for the securityContext of the
-# backup DaemonSet (non-root, one read-only capability) and of the restore overlay (root).
+# Runs as uid/gid 65532 (no login, no home) by default. The DaemonSet runs it as uid 0 with every
+# capability dropped: deploy/README.md, section 4, says why.
 #
 # Versions are pinned here. Keep the etcd minor at 3.5 or later: restores use
 # `etcdutl snapshot restore --bump-revision --mark-compacted` (3.5.10+).
@@ -55,23 +55,9 @@ LABEL org.opencontainers.image.title="lifeboat" \
       io.lifeboat.etcd.version="${ETCD_VERSION}"
 
 # - A user for uid/gid 65532, so tools that look the user up find one.
-# - /usr/local/libexec/lifeboat/node: a copy of node with the file capability
-#   cap_dac_read_search=ep. The backup DaemonSet runs as uid 65532 and starts the daemon with
-#   it: the only way for a non-root process to read the root-owned 0600 files of a kubeadm node
-#   (the etcd client key, the CA keys, the static pod manifests) without any write privilege.
-#   /usr/local/bin/node stays without capabilities, so `docker run` and every other use of the
-#   image needs no added capability.
-# - No setuid/setgid programs: with the capability above the backup container allows privilege
-#   escalation through file capabilities, so nothing else in the image may grant any.
+# - No setuid/setgid programs: nothing in the image can raise a process's privileges.
 RUN groupadd --gid 65532 lifeboat \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin lifeboat \
-    && apt-get update \
-    && apt-get install -y --no-install-recommends libcap2-bin \
-    && install -d -m 0755 /usr/local/libexec/lifeboat \
-    && cp /usr/local/bin/node /usr/local/libexec/lifeboat/node \
-    && setcap cap_dac_read_search=ep /usr/local/libexec/lifeboat/node \
-    && apt-get purge -y --auto-remove libcap2-bin \
-    && rm -rf /var/lib/apt/lists/* \
     && find / -xdev -type f -perm /6000 -exec chmod a-s {} + \
     && install -d -o 65532 -g 65532 -m 0700 /var/lib/lifeboat /var/lib/lifeboat/state /var/lib/lifeboat/backups
 

@@ -185,8 +185,8 @@ describe('Pod Security admission', () => {
       assert.ok(declared, `deploy/ declares no Pod Security level (${ENFORCE}) for namespace ${name}`);
       const live = JSON.parse((await cluster.kubectl(['get', 'namespace', name, '-o', 'json'])).stdout) as K8sObject;
       assert.equal(live.metadata.labels?.[ENFORCE], declared, `namespace ${name} on the apiserver`);
-      // hostNetwork, hostPath and DAC_READ_SEARCH are each beyond baseline (the next test shows
-      // the apiserver refusing them), and there is no level between baseline and privileged.
+      // hostNetwork and hostPath are each beyond baseline (the next test shows the apiserver
+      // refusing them), and there is no level between baseline and privileged.
       assert.equal(declared, 'privileged', `namespace ${name}`);
     }
   });

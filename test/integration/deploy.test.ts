@@ -10,20 +10,20 @@
  *   the schema does not know (the same models' TypeScript types, checked by the compiler).
  * - The security-critical fields, the probes and resources, the mounts each config path needs.
  * - The Dockerfile lints clean; what it copies exists and builds; its runtime user is not root.
- * - The kernel behaviour the backup DaemonSet's securityContext relies on: uid 65532 reads the
- *   root-only kit and etcd key only through node's file capability, and only without
- *   no_new_privs (allowPrivilegeEscalation: false would set it).
+ *
+ * That the DaemonSet's securityContext (uid 0, no capability) can back up a root-only kit is
+ * shown on the real kernel by backup-no-capabilities.test.ts.
  */
-import { test, before, after, describe } from 'node:test';
+import { test, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFile, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import ts from 'typescript';
-import { parse, stringify } from 'yaml';
+import { parse } from 'yaml';
 import { Value } from '@sinclair/typebox/value';
 import { validate as validateDockerfile } from 'dockerfile-utils';
 import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
@@ -44,12 +44,10 @@ import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { ConfigSchema, FsStoreSchema } from '../../src/config/schema.ts';
 import { applyEnvOverrides } from '../../src/config/load.ts';
-import { generateIdentity } from '../../src/crypto/age.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
-import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
+import { kitSpecs } from '../../src/kit/collect.ts';
 import { COMBINATIONS, combinationName, components, DEPLOY, kustomizations, render, renderCombination, type K8sObject, type Rendered } from '../support/kustomize.ts';
-import { configDoc, NODE_FLAGS, REPO } from '../support/lifeboat.ts';
-import { SIGNING_KEY_FILE } from '../support/signing.ts';
+import { NODE_FLAGS, REPO } from '../support/lifeboat.ts';
 
 const run = promisify(execFile);
 const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
@@ -63,10 +61,8 @@ const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as
 /** Measured (README.md, shared notes): a backup peaks at about 150 MiB RSS, an S3 backup at 200 MiB. */
 const MEASURED_BACKUP_PEAK_MIB = 150;
 const S3_BOUND_MIB = 200;
-/** The non-root user of the image and the backup DaemonSet. */
+/** The image's default user (the DaemonSet runs it as uid 0). */
 const UID = 65532;
-/** node with cap_dac_read_search=ep (Dockerfile); the backup DaemonSet starts the daemon with it. */
-const CAPPED_NODE = '/usr/local/libexec/lifeboat/node';
 const IMAGE = 'ghcr.io/lifeboat-backup/lifeboat';
 
 // ---------------------------------------------------------------------------------------------
@@ -338,71 +334,74 @@ describe('the backup DaemonSet', () => {
     }
   });
 
-  test('its daemon is not root: uid 65532, no root filesystem writes, seccomp, one read-only capability', () => {
-    for (const dir of NON_ROOT) {
+  test('runs as uid 0 with no capability: none added, ALL dropped, no escalation, seccomp, read-only root filesystem, priority', () => {
+    for (const dir of WORKLOADS) {
       const rd = r(dir);
       const pod = podSpec(rd);
-      assert.equal(pod.securityContext?.runAsNonRoot, true, dir);
-      assert.equal(pod.securityContext?.runAsUser, UID, dir);
+      assert.equal(pod.securityContext?.runAsUser, 0, dir);
+      assert.equal(pod.securityContext?.runAsNonRoot, false, dir);
       assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', dir);
+      assert.equal(pod.securityContext?.fsGroup, undefined, `${dir}: root owns the Secret files; no group needed`);
+      assert.equal(pod.priorityClassName, 'system-node-critical', dir);
+      assert.deepEqual(pod.initContainers ?? [], [], `${dir}: no init container`);
       assert.equal(pod.containers.length, 1, `${dir}: one container`);
       const c = mainContainer(rd);
       const sc = c.securityContext!;
-      assert.equal(sc.runAsNonRoot, true, dir);
-      assert.equal(sc.runAsUser, UID, dir);
-      assert.notEqual(sc.runAsUser, 0, dir);
-      assert.equal(sc.runAsGroup, UID, dir);
+      assert.equal(sc.runAsUser, 0, dir);
+      assert.equal(sc.runAsGroup, 0, dir);
+      assert.equal(sc.runAsNonRoot, false, dir);
       assert.equal(sc.privileged, false, dir);
+      assert.equal(sc.allowPrivilegeEscalation, false, dir);
       assert.equal(sc.readOnlyRootFilesystem, true, dir);
       assert.equal(sc.seccompProfile?.type, 'RuntimeDefault', dir);
-      assert.deepEqual(caps(c), { add: ['DAC_READ_SEARCH'], drop: ['ALL'] }, dir);
-      // Escalation is allowed only because the kernel needs it to grant node's file capability,
-      // and only for the binary that has it (the test at the end shows both).
-      assert.equal(c.command?.[0], CAPPED_NODE, dir);
-      assert.equal(sc.allowPrivilegeEscalation, true, dir);
+      assert.deepEqual(caps(c), { add: [], drop: ['ALL'] }, dir);
+      assert.equal(sc.procMount, undefined, dir);
+      // The image's ENTRYPOINT (the Dockerfile test checks it) is what runs: plain node.
+      assert.equal(c.command, undefined, dir);
     }
   });
 
-  test('the init container is root for chown only: three capabilities, no escalation, only /var/lib/lifeboat', () => {
-    for (const dir of WORKLOADS) {
-      const rd = r(dir);
-      const inits = podSpec(rd).initContainers ?? [];
-      assert.deepEqual(inits.map((c) => c.name), ['state-dir'], dir);
-      const init = inits[0]!;
-      assert.equal(init.securityContext?.runAsUser, 0, dir);
-      assert.equal(init.securityContext?.allowPrivilegeEscalation, false, dir);
-      assert.equal(init.securityContext?.privileged, false, dir);
-      assert.equal(init.securityContext?.readOnlyRootFilesystem, true, dir);
-      assert.deepEqual(caps(init), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] }, dir);
-      const m = mounts(rd, init);
-      assert.deepEqual(m.map((x) => [x.path, x.volume.hostPath?.path]), [['/var/lib/lifeboat', '/var/lib/lifeboat']], dir);
-      assert.match(init.command!.join(' '), new RegExp(`chown -R ${UID}:${UID} /var/lib/lifeboat`), dir);
-    }
-  });
-
-  test('mounts the kit and the etcd client certificates read-only; writes only its own directory and /tmp', () => {
-    for (const dir of NON_ROOT) {
-      const rd = r(dir);
-      const m = mounts(rd, mainContainer(rd));
-      const kit = m.find((x) => x.path === '/etc/kubernetes')!;
-      assert.deepEqual(kit.volume.hostPath, { path: '/etc/kubernetes', type: 'Directory' }, dir);
-      assert.equal(kit.readOnly, true, `${dir}: /etc/kubernetes is read-only`);
-      // The etcd client certificate and key of the config live on it.
-      for (const f of ['/etc/kubernetes/pki/etcd/ca.crt', '/etc/kubernetes/pki/etcd/healthcheck-client.key']) {
-        assert.equal(mountOf(rd, mainContainer(rd), f)?.path, '/etc/kubernetes', `${dir}: ${f}`);
+  test('mounts read-only only what the kit and etcd need, never a kubeconfig; writes only its own directory and /tmp', async () => {
+    // The kit of a kubeadm node as the config names it: every file and directory a backup reads.
+    const root = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-kit-'));
+    try {
+      await makeKubeadmTree(path.join(root, 'etc/kubernetes'), { hosts: ['m1'] });
+      for (const dir of WORKLOADS) {
+        const rd = r(dir);
+        const c = mainContainer(rd);
+        const m = mounts(rd, c);
+        const config = daemonConfig(rd);
+        const specs = await kitSpecs({ ...config.kit, hostRoot: root } as Parameters<typeof kitSpecs>[0]);
+        const needed = [...specs.map((x) => x.path), '/etc/kubernetes/manifests/kube-apiserver.yaml', config.etcd.tls.caFile, config.etcd.tls.certFile, config.etcd.tls.keyFile];
+        assert.ok(needed.includes('/etc/kubernetes/enc/enc.yaml'), 'the encryption-provider config the apiserver manifest names');
+        for (const f of needed.filter((x) => x !== config.kit.clusterConfiguration)) {
+          const on = mountOf(rd, c, f);
+          assert.ok(on?.volume.hostPath, `${dir}: ${f} is on no host mount`);
+          assert.equal(path.posix.relative(on.path, f), path.posix.relative(on.volume.hostPath.path, f), `${dir}: ${f} at its host path`);
+          if (!RESTORE.includes(dir)) assert.equal(on.readOnly, true, `${dir}: ${f} read-only`);
+        }
+        // kubeadm's kubeconfigs hold cluster-admin (admin.conf, super-admin.conf) or node
+        // credentials: no mount reaches them, nor /etc/kubernetes as a whole.
+        for (const f of ['admin.conf', 'super-admin.conf', 'kubelet.conf', 'controller-manager.conf', 'scheduler.conf']) {
+          assert.equal(mountOf(rd, c, `/etc/kubernetes/${f}`), undefined, `${dir}: /etc/kubernetes/${f} is mounted`);
+        }
+        const hostPaths = (podSpec(rd).volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath!.path).sort();
+        const restorePaths = RESTORE.includes(dir) ? ['/var/lib/etcd'] : [];
+        assert.deepEqual(hostPaths, ['/etc/kubernetes/enc', '/etc/kubernetes/manifests', '/etc/kubernetes/pki', ...restorePaths, '/var/lib/lifeboat'].sort(), `${dir}: hostPath volumes`);
+        const writable = m.filter((x) => !x.readOnly).map((x) => x.path).sort();
+        const expected = ['/tmp', '/var/lib/lifeboat'];
+        if (DRILL.includes(dir)) expected.push('/var/lib/lifeboat-drill');
+        if (RESTORE.includes(dir)) expected.push('/etc/kubernetes/manifests', '/var/lib/etcd');
+        assert.deepEqual(writable, expected.sort(), `${dir}: writable mounts`);
+        for (const x of m.filter((y) => y.volume.secret)) assert.equal(x.readOnly, true, `${dir}: Secret at ${x.path} read-only`);
+        for (const x of m.filter((y) => !y.readOnly)) {
+          if (x.volume.emptyDir) assert.ok(x.volume.emptyDir.sizeLimit, `${dir}: emptyDir ${x.path} has a sizeLimit`);
+        }
+        // Secret files: root's, 0400.
+        for (const v of (podSpec(rd).volumes ?? []).filter((y) => y.secret)) assert.equal(v.secret!.defaultMode, 0o400, `${dir}: ${v.name} mode`);
       }
-      const writable = m.filter((x) => !x.readOnly).map((x) => x.path).sort();
-      const expected = DRILL.includes(dir) ? ['/tmp', '/var/lib/lifeboat', '/var/lib/lifeboat-drill'] : ['/tmp', '/var/lib/lifeboat'];
-      assert.deepEqual(writable, expected, `${dir}: writable mounts`);
-      const hostPaths = (podSpec(rd).volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath!.path).sort();
-      assert.deepEqual(hostPaths, ['/etc/kubernetes', '/var/lib/lifeboat'], `${dir}: hostPath volumes`);
-      for (const x of m.filter((y) => y.volume.secret)) assert.equal(x.readOnly, true, `${dir}: Secret at ${x.path} read-only`);
-      for (const x of m.filter((y) => !y.readOnly)) {
-        if (x.volume.emptyDir) assert.ok(x.volume.emptyDir.sizeLimit, `${dir}: emptyDir ${x.path} has a sizeLimit`);
-      }
-      // Secret files: group 65532 (fsGroup), 0440.
-      assert.equal(podSpec(rd).securityContext?.fsGroup, UID, dir);
-      for (const v of (podSpec(rd).volumes ?? []).filter((y) => y.secret)) assert.equal(v.secret!.defaultMode, 0o440, `${dir}: ${v.name} mode`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 
@@ -452,7 +451,6 @@ describe('the backup DaemonSet', () => {
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) assert.equal(c.image, `${IMAGE}:${PKG.version}`, `${dir}: ${c.name}`);
       const c = mainContainer(r(dir));
       assert.deepEqual(c.args, ['serve', '--config', '/etc/lifeboat/config.yaml'], dir);
-      assert.deepEqual(c.command?.slice(1), ['--max-semi-space-size=1', '/app/dist/cli/main.js'], `${dir}: the bin's Node flags`);
       assert.ok(c.env?.some((e) => e.name === 'LIFEBOAT_NODE' && e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName'), `${dir}: node name`);
     }
   });
@@ -478,6 +476,7 @@ type DaemonConfigShape = {
   daemon: { stateDir: string; schedules: { drill: string } };
   drill: { scratchDir?: string };
   etcd: { tls: { caFile: string; certFile: string; keyFile: string } };
+  kit: { hostRoot: string; kubernetesDir: string; clusterConfiguration: string; encryptionProviderConfig: string; extraFiles: { path: string; required: boolean }[] };
 };
 
 /** What Rook writes into the ConfigMap of an ObjectBucketClaim, as it looks on a real cluster. */
@@ -569,7 +568,7 @@ describe('config and mounts', () => {
         assert.ok(m, `${dir}: ${field} ${file} is on no mount`);
         assert.equal(m.readOnly, true, `${dir}: ${field} is on a read-only mount`);
         if (m.volume.hostPath) {
-          assert.equal(m.volume.hostPath.path, '/etc/kubernetes', `${dir}: ${field}`);
+          assert.ok(m.volume.hostPath.path.startsWith('/etc/kubernetes/'), `${dir}: ${field}`);
           continue;
         }
         const secret = m.volume.secret;
@@ -652,43 +651,30 @@ describe('config and mounts', () => {
 // The restore and drill components
 
 describe('the restore component', () => {
-  test('is root with three capabilities, no escalation, and plain node', () => {
+  test('adds write mounts of etcd\'s data dir and the static pod manifests, the identity read-only, and no capability', () => {
     assert.ok(RESTORE.length >= 3, RESTORE.join(', '));
     for (const dir of RESTORE) {
       const rd = r(dir);
-      const c = mainContainer(rd);
-      const sc = c.securityContext!;
-      assert.equal(sc.runAsUser, 0, dir);
-      assert.equal(sc.runAsNonRoot, false, dir);
-      assert.equal(podSpec(rd).securityContext?.runAsNonRoot, false, dir);
-      assert.equal(sc.allowPrivilegeEscalation, false, dir);
-      assert.equal(sc.privileged, false, dir);
-      assert.equal(sc.readOnlyRootFilesystem, true, dir);
-      assert.equal(sc.seccompProfile?.type, 'RuntimeDefault', dir);
-      assert.deepEqual(caps(c), { add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'], drop: ['ALL'] }, dir);
-      // The capped binary would not even start without DAC_READ_SEARCH in the bounding set.
-      assert.equal(c.command?.[0], 'node', dir);
-    }
-  });
-
-  test('mounts etcd\'s data dir and the static pod manifests read-write, the identity read-only', () => {
-    for (const dir of RESTORE) {
-      const rd = r(dir);
       const m = mounts(rd, mainContainer(rd));
-      const writable = m.filter((x) => !x.readOnly).map((x) => [x.path, x.volume.hostPath?.path ?? 'emptyDir']).sort();
-      const drill = DRILL.includes(dir) ? [['/var/lib/lifeboat-drill', 'emptyDir']] : [];
-      assert.deepEqual(writable, [
+      const hostWritable = m.filter((x) => !x.readOnly && x.volume.hostPath).map((x) => [x.path, x.volume.hostPath!.path]).sort();
+      assert.deepEqual(hostWritable, [
         ['/etc/kubernetes/manifests', '/etc/kubernetes/manifests'],
-        ['/tmp', 'emptyDir'],
         ['/var/lib/etcd', '/var/lib/etcd'],
         ['/var/lib/lifeboat', '/var/lib/lifeboat'],
-        ...drill,
-      ].sort(), dir);
-      assert.equal(m.find((x) => x.path === '/etc/kubernetes')?.readOnly, true, `${dir}: the rest of /etc/kubernetes stays read-only`);
+      ], dir);
+      assert.equal(m.find((x) => x.path === '/etc/kubernetes/pki')?.readOnly, true, `${dir}: the PKI stays read-only`);
       const identity = m.find((x) => x.path === '/etc/lifeboat/identity')!;
       assert.equal(identity.readOnly, true, dir);
       assert.equal(identity.volume.secret?.secretName, 'lifeboat-identity', dir);
       assert.equal(daemonConfig(rd).encryption.identityFile, '/etc/lifeboat/identity/identity.txt', dir);
+      // Root owns everything a restore writes, so the base's securityContext is all it needs.
+      assert.deepEqual(mainContainer(rd).securityContext, mainContainer(r(COMBINATIONS.find((c) => combinationName(c) === dir)!.base)).securityContext, dir);
+    }
+    // Only the restore component writes to the host outside Lifeboat's own directory.
+    for (const dir of NON_ROOT) {
+      const rd = r(dir);
+      const hostWritable = mounts(rd, mainContainer(rd)).filter((x) => !x.readOnly && x.volume.hostPath).map((x) => x.path);
+      assert.deepEqual(hostWritable, ['/var/lib/lifeboat'], dir);
     }
   });
 
@@ -707,7 +693,7 @@ describe('the restore component', () => {
 });
 
 describe('the drill component', () => {
-  test('adds the identity read-only, a drill schedule and scratch space, and stays non-root', () => {
+  test('adds the identity read-only, a drill schedule and scratch space on an emptyDir', () => {
     assert.ok(DRILL.length >= 2, DRILL.join(', '));
     for (const dir of DRILL) {
       const rd = r(dir);
@@ -716,7 +702,6 @@ describe('the drill component', () => {
       assert.equal(config.encryption.identityFile, '/etc/lifeboat/identity/identity.txt', dir);
       const scratch = mountOf(rd, mainContainer(rd), config.drill.scratchDir!);
       assert.ok(scratch?.volume.emptyDir?.sizeLimit, `${dir}: drill.scratchDir on a bounded emptyDir`);
-      if (!RESTORE.includes(dir)) assert.equal(mainContainer(rd).securityContext?.runAsUser, UID, dir);
     }
   });
 });
@@ -852,9 +837,12 @@ describe('monitoring objects', () => {
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
         for (const cap of c.securityContext?.capabilities?.add ?? []) assert.ok(readme.includes(cap), `README explains ${cap}`);
       }
+      // Every mount, explained: its path is in the README.
+      for (const m of mounts(r(dir), mainContainer(r(dir)))) assert.ok(readme.includes(`\`${m.path}\``), `README explains the mount ${m.path} (${dir})`);
     }
-    assert.match(readme, /allowPrivilegeEscalation: true/);
+    assert.match(readme, /allowPrivilegeEscalation: false/);
     assert.match(readme, /runAsUser: 0/);
+    assert.doesNotMatch(readme, /setcap|cap_[a-z_]+=|capabilities: \{[^}]*add:/, 'no file capability, no added capability');
   });
 });
 
@@ -954,13 +942,10 @@ describe('Dockerfile', () => {
     assert.deepEqual(exposed, ['8443', '9464']);
   });
 
-  test('gives exactly the DaemonSet\'s node binary the read-search capability, and leaves no setuid program', () => {
+  test('grants no privilege: no file capability, no setuid or setgid program', () => {
     const run = finalStage.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent()).join('\n');
-    const setcaps = [...run.matchAll(/setcap (\S+) (\S+)/g)].map((m) => [m[1], m[2]]);
-    assert.deepEqual(setcaps, [['cap_dac_read_search=ep', CAPPED_NODE]]);
-    assert.match(run, new RegExp(`cp /usr/local/bin/node ${CAPPED_NODE}`), 'a copy: /usr/local/bin/node itself stays without capabilities');
+    assert.doesNotMatch(DOCKERFILE, /setcap|libcap|cap_[a-z_]+=/, 'the DaemonSet runs plain node as root with no capability');
     assert.match(run, /find \/ -xdev -type f -perm \/6000 -exec chmod a-s \{\} \+/);
-    assert.match(run, /apt-get purge -y --auto-remove libcap2-bin/);
   });
 
   test('copies only what exists: sources in the context, and what the build stages make', async () => {
@@ -1046,102 +1031,3 @@ function dockerignore(): (rel: string) => boolean {
     return ignored;
   };
 }
-
-// ---------------------------------------------------------------------------------------------
-// The kernel behaviour behind the backup DaemonSet's securityContext
-
-describe('non-root backups through the file capability', { skip: process.getuid?.() !== 0 ? 'needs root, to set a file capability and to switch users' : false }, () => {
-  let work: string;
-  let cluster: EtcdCluster | undefined;
-  let configFile: string;
-  let storeDir: string;
-  let cappedNode: string;
-
-  before(async () => {
-    work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-caps-'));
-    await chmod(work, 0o755);
-    const hostRoot = path.join(work, 'host');
-    const tree = await makeKubeadmTree(path.join(hostRoot, 'etc/kubernetes'), { hosts: ['m1'] });
-    cluster = await startEtcd({ tree, members: 1, dataRoot: path.join(work, 'etcd') });
-    // As kubeadm leaves them: keys root-only.
-    assert.equal(statSync(tree.etcd.clientKey).mode & 0o777, 0o600);
-    assert.equal(statSync(path.join(tree.pki, 'ca.key')).mode & 0o777, 0o600);
-    // The store and state are the DaemonSet's hostPath, which the init container gives to uid 65532.
-    storeDir = path.join(work, 'store');
-    await mkdir(storeDir, { mode: 0o700 });
-    await chown(storeDir, UID, UID);
-    const { recipient } = await generateIdentity();
-    // The signing key as the Secret lifeboat-signing is mounted: mode 0440, group 65532.
-    const signingKey = path.join(work, 'signing.key');
-    await copyFile(SIGNING_KEY_FILE, signingKey);
-    await chown(signingKey, 0, UID);
-    await chmod(signingKey, 0o440);
-    const doc = { ...configDoc(cluster, hostRoot, storeDir, [recipient]), signing: { keyFile: signingKey } };
-    configFile = path.join(work, 'config.yaml');
-    await writeFile(configFile, stringify(doc), { mode: 0o644 });
-    await mkdir(path.join(work, 'bin'));
-    cappedNode = path.join(work, 'bin/node');
-    await copyFile(process.execPath, cappedNode);
-    await chmod(cappedNode, 0o755);
-    execFileSync('setcap', ['cap_dac_read_search=ep', cappedNode]);
-  });
-
-  after(async () => {
-    await cluster?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
-
-  /**
-   * `lifeboat backup` as uid 65532 with DAC_READ_SEARCH as the only capability in the bounding
-   * set, as the DaemonSet runs it. The shell in between starts with an empty permitted set, as a
-   * container runtime starts a non-root process; it then execs `node`.
-   */
-  async function backupAsNonRoot(node: string, noNewPrivs: boolean) {
-    const argv = [
-      `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all,+dac_read_search',
-      ...(noNewPrivs ? ['--no-new-privs'] : []),
-      '/bin/sh', '-c', 'exec "$@"', 'sh', node, ...NODE_FLAGS, path.join(REPO, 'src/cli/main.ts'), 'backup', '--config', configFile,
-    ];
-    try {
-      const { stdout, stderr } = await run('setpriv', argv, { env: { PATH: process.env.PATH, HOME: '/nonexistent' } });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  }
-
-  async function committed(): Promise<string[]> {
-    const out: string[] = [];
-    for (const e of await readdir(storeDir, { recursive: true, withFileTypes: true })) {
-      if (e.isFile() && e.name === 'manifest.json') out.push(path.join(e.parentPath, e.name));
-    }
-    return out;
-  }
-
-  test('plain node as uid 65532 cannot read the etcd client key: the backup fails and names the file', async () => {
-    const res = await backupAsNonRoot(process.execPath, false);
-    assert.notEqual(res.code, 0, res.stderr);
-    assert.match(res.stderr, /healthcheck-client\.key: EACCES/);
-    assert.deepEqual(await committed(), []);
-  });
-
-  test('with no_new_privs (allowPrivilegeEscalation: false) the kernel does not grant the capability', async () => {
-    const res = await backupAsNonRoot(cappedNode, true);
-    assert.notEqual(res.code, 0, res.stderr);
-    assert.match(res.stderr, /healthcheck-client\.key: EACCES/);
-    assert.deepEqual(await committed(), []);
-  });
-
-  test('the capped node as uid 65532 backs up the root-only kit and etcd, and its files are uid 65532\'s', async () => {
-    const res = await backupAsNonRoot(cappedNode, false);
-    assert.equal(res.code, 0, res.stderr);
-    const manifests = await committed();
-    assert.equal(manifests.length, 1);
-    const manifest = JSON.parse(await readFile(manifests[0]!, 'utf8')) as { kit: { files: { path: string; mode: number }[] } };
-    const caKey = manifest.kit.files.find((f) => f.path === '/etc/kubernetes/pki/ca.key');
-    assert.ok(caKey, 'the root-only CA key is in the kit');
-    assert.equal(caKey.mode, 0o600, 'with the mode it has on the host');
-    assert.equal(statSync(manifests[0]!).uid, UID);
-  });
-});
