@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { KitRole, StoredManifest } from '../archive/manifest.ts';
+import type { ChangeLog, ChangeLogFilter } from '../changes/log.ts';
 import type { Config } from '../config/schema.ts';
 import type { Job, JobKind, JobRequest, JobState, Submitted } from '../jobs/job.ts';
 import type { RestoreView } from '../restore/engine.ts';
@@ -60,6 +61,10 @@ export interface ApiDeps {
     list(options: { limit: number; kind?: JobKind; state?: JobState }): Job[];
   };
   restores: RestoreApi;
+  changes: {
+    /** The committed change log, oldest first, at most `limit` events a page; ConfigError when no identity is configured, IntegrityError when the chain is broken. */
+    log(filter: ChangeLogFilter, limit: number): Promise<ChangeLog>;
+  };
   /** leaderApiUrl: where the leader's API is (from the election), for forwarding leader-only requests to it; absent or undefined: nothing is forwarded. */
   leadership: { isLeader(): boolean; leader(): string | undefined; leaderApiUrl?(): string | undefined };
   health: { ready(): { ready: boolean; reasons: string[] } };

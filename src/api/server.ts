@@ -10,6 +10,7 @@ import type { ApiDeps } from './deps.ts';
 import { errorResponse, noRouteError, ProblemSchema, rawProblemResponse } from './errors.ts';
 import { FORWARDED_BY, forwardToLeader, NODE_HEADER, peerTrust, routeToLeader, type LeaderRoute } from './forward.ts';
 import { registerBackupRoutes } from './routes/backups.ts';
+import { registerChangeRoutes } from './routes/changes.ts';
 import type { App, RouteContext, TypeBoxProvider } from './routes/context.ts';
 import { registerHealthRoutes, registerStatusRoute } from './routes/health.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
@@ -231,6 +232,7 @@ export async function createServers(deps: ApiDeps, options: ServerOptions = {}):
   registerBackupRoutes(api, ctx);
   registerJobRoutes(api, ctx);
   registerRestoreRoutes(api, ctx);
+  registerChangeRoutes(api, ctx);
   api.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => api.swagger());
 
   const metrics = Fastify({ ...common(frameworkLog), bodyLimit: 1024 }).withTypeProvider<TypeBoxProvider>();

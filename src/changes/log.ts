@@ -14,6 +14,8 @@ export interface ChangeLogFilter {
   until?: Date;
   /** Only deletes. */
   deletedOnly?: boolean;
+  /** Only revisions after this one (a page's `next`). */
+  afterRevision?: string;
 }
 
 export interface ChangeLogEntry {
@@ -34,6 +36,8 @@ export interface ChangeLog {
   /** Segments read (decrypted) and segments in the store. */
   segmentsRead: number;
   segments: number;
+  /** With a limit, when more events match: the last revision shown, to pass as afterRevision for the next page. */
+  next?: string;
 }
 
 export interface ChangeLogDeps {
@@ -47,23 +51,32 @@ export interface ChangeLogDeps {
  * read through the signature check and the whole chain is checked (IntegrityError on a missing
  * or replaced segment) before an event is shown; only segments whose time span meets the
  * filter's are decrypted, each checked against its manifest's size and sha256.
+ *
+ * With `limit`, at most that many events, except that a revision (a transaction) is never split:
+ * its last events are added past the limit. Reading stops there, and `next` is set when another
+ * event matches.
  */
-export async function readChangeLog(deps: ChangeLogDeps, cluster: string, identities: readonly string[], filter: ChangeLogFilter = {}): Promise<ChangeLog> {
+export async function readChangeLog(deps: ChangeLogDeps, cluster: string, identities: readonly string[], filter: ChangeLogFilter = {}, limit?: number): Promise<ChangeLog> {
   const ids = await segmentIds(deps.store, cluster);
   const segments = [];
   for (const id of ids) segments.push(await readTrustedSegment(deps.store, cluster, deps.trust, id));
   const { gaps } = checkChain(segments);
   const entries: ChangeLogEntry[] = [];
   let segmentsRead = 0;
+  const after = filter.afterRevision === undefined ? undefined : BigInt(filter.afterRevision);
   for (const { manifest } of segments) {
     if ((filter.since && Date.parse(manifest.lastTime) < filter.since.getTime()) || (filter.until && Date.parse(manifest.firstTime) >= filter.until.getTime())) continue;
+    if (after !== undefined && BigInt(manifest.lastRevision) <= after) continue;
     segmentsRead++;
     for (const e of await readSegmentEvents(deps, manifest, identities)) {
       const key = keyOf(e);
       const at = Date.parse(e.time);
+      if (after !== undefined && BigInt(e.rev) <= after) continue;
       if (filter.prefix !== undefined && !key.startsWith(filter.prefix)) continue;
       if (filter.deletedOnly && e.op !== 'delete') continue;
       if ((filter.since && at < filter.since.getTime()) || (filter.until && at >= filter.until.getTime())) continue;
+      const last = entries.at(-1);
+      if (limit !== undefined && entries.length >= limit && last && last.revision !== e.rev) return { entries, gaps, segmentsRead, segments: segments.length, next: last.revision };
       entries.push({ time: e.time, revision: e.rev, op: e.op, key, ...(e.value === undefined ? {} : { valueBytes: Buffer.from(e.value, 'base64').length }), ...(e.lease ? { lease: e.lease } : {}), segmentId: manifest.segmentId });
     }
   }

@@ -2,8 +2,9 @@ import type { Logger } from 'pino';
 import type { ApiDeps, BackupEntry } from '../api/deps.ts';
 import { missingKitRoles } from '../archive/manifest.ts';
 import { BUILD_INFO } from '../build-info.ts';
+import { readChangeLog, type ChangeLogDeps } from '../changes/log.ts';
 import type { Config } from '../config/schema.ts';
-import { BackupProtectedError, NotFoundError } from '../errors/errors.ts';
+import { BackupProtectedError, ConfigError, NotFoundError } from '../errors/errors.ts';
 import type { JobRunner } from '../jobs/runner.ts';
 import type { Leadership } from '../leader/election.ts';
 import type { RestoreEngine } from '../restore/engine.ts';
@@ -21,6 +22,8 @@ export interface DaemonApiParts {
   restores: { engine: Pick<RestoreEngine, 'plan' | 'get' | 'list'>; identities: () => Promise<string[] | undefined> };
   metrics: ApiDeps['metrics'];
   ready: ApiDeps['health']['ready'];
+  /** Where the change log is read from: the primary store, the trusted signing keys, age. */
+  changes: ChangeLogDeps;
 }
 
 /** The API's view of the daemon: the catalogue, the one job runner, this node's restores, leadership and health. */
@@ -58,8 +61,24 @@ export function daemonApiDeps(parts: DaemonApiParts): ApiDeps {
     },
     jobs,
     restores: daemonRestores({ engine: parts.restores.engine, identities: parts.restores.identities, jobs, catalog, log: parts.log }),
+    changes: changesApi(parts.changes, config.cluster, parts.restores.identities),
     leadership: parts.leadership,
     health: { ready: parts.ready },
     metrics: parts.metrics,
+  };
+}
+
+/** GET /v1/changes: the change log read with this node's identity (encryption.identityFile). */
+export function changesApi(deps: ChangeLogDeps, cluster: string, identities: () => Promise<string[] | undefined>): ApiDeps['changes'] {
+  return {
+    log: async (filter, limit) => {
+      const ids = await identities();
+      if (!ids) {
+        throw new ConfigError('/encryption/identityFile', 'reading the change log decrypts its segments, but no identity is configured on this node', {
+          hint: 'mount the age identity and set encryption.identityFile, or read it with `lifeboat changes log --identity key.txt`',
+        });
+      }
+      return readChangeLog(deps, cluster, ids, filter, limit);
+    },
   };
 }

@@ -173,6 +173,7 @@ export class Daemon {
       jobs: runner,
       leadership: election,
       restores: { engine: restores, identities: real.identities },
+      changes: { store, trust: signing.trust, decrypt: real.decrypt },
       metrics,
       ready: () => (parts.ready ? { ready: true, reasons: [] } : { ready: false, reasons: ['starting or stopping'] }),
     });

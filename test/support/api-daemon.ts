@@ -46,6 +46,7 @@ export function apiRig(parts: ApiParts): ApiRig {
     jobs: runner,
     leadership: parts.leadership ?? { isLeader: () => true, leader: () => config.node },
     restores: { engine: realParts.restores, identities: realParts.identities },
+    changes: { store, trust: TEST_SIGNING.trust, decrypt: realParts.decrypt },
     metrics,
     ready: () => ({ ready: true, reasons: [] }),
   });

@@ -261,6 +261,7 @@ export function fakeDeps(api: Config['api'], log: Logger): Fakes {
         if (identity.error) throw identity.error;
         return identity.identities;
       }, log }),
+      changes: { log: async () => ({ entries: [], gaps: [], segmentsRead: 0, segments: 0 }) },
       leadership: { isLeader: () => leadership.leader, leader: () => leadership.name },
       health: { ready: () => ({ ready: health.ready, reasons: health.reasons }) },
       metrics: { render: async () => '# HELP lifeboat_up 1 when up\n# TYPE lifeboat_up gauge\nlifeboat_up 1\n', contentType: 'text/plain; version=0.0.4; charset=utf-8' },
