@@ -213,7 +213,11 @@ export const BackupSchema = Type.Object(
 /** The change log (../changes/): the leader's watch over etcd, committed in segments between full backups. */
 export const ChangesSchema = Type.Object(
   {
-    /** Off by default: a config without this section changes nothing. */
+    /**
+     * Off by default. On: the elected leader, and only it, captures every etcd change into
+     * segments in the primary store (../daemon/change-log.ts); retention prunes them with the
+     * backups, and GET /v1/changes and `lifeboat changes log` read them.
+     */
     enabled: Type.Boolean({ default: false }),
     /** A segment is committed this long after its first event (the most a leader crash loses from the log, which etcd still holds). */
     segmentSeconds: Type.Number({ minimum: 0.1, maximum: 3600, default: 5 }),
