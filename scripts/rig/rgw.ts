@@ -8,7 +8,7 @@ import { acceptsConnections } from '../../src/exec/ports.ts';
 import { freePortRange, freePorts } from './ports.ts';
 import { hasExited, spawnLogged, stopChild, tail } from './process.ts';
 
-const run = promisify(execFile);
+const runFile = promisify(execFile);
 
 /**
  * A real single-node Ceph RGW (S3) from Debian's Pacific packages, on 127.0.0.1: one mon, one
@@ -44,15 +44,27 @@ export interface RgwOptions {
   detached?: boolean;
   /** Also serve HTTPS, with a certificate from a private CA made in `dir/tls`. */
   https?: boolean;
+  /**
+   * Run on a lab host (scripts/lab/hosts.ts): every command runs under `prefix` (the host's
+   * namespaces), the mon and OSD on the host's own loopback, the gateway on `address`, where
+   * every host of the lab reaches it over the bridge.
+   */
+  host?: { prefix: string[]; address: string };
 }
 
 export async function startRgw(options: RgwOptions): Promise<Rgw> {
   const dir = path.resolve(options.dir);
   for (const d of ['mon', 'osd', 'rgw', 'run', 'log', 'crash']) await mkdir(path.join(dir, d), { recursive: true });
   const [monPort, rgwPort, httpsPort] = await freePorts(options.https ? 3 : 2);
-  const tls = options.https ? await makeServingCertificate(path.join(dir, 'tls')) : undefined;
-  const frontends = [`beast endpoint=127.0.0.1:${rgwPort}`];
-  if (tls) frontends.push(`ssl_endpoint=127.0.0.1:${httpsPort} ssl_certificate=${tls.certFile} ssl_private_key=${tls.keyFile}`);
+  const gatewayAddress = options.host?.address ?? '127.0.0.1';
+  const prefix = options.host?.prefix ?? [];
+  const run = (command: string, args: string[], o: { timeout?: number } = {}) => {
+    const argv = [...prefix, command, ...args];
+    return runFile(argv[0]!, argv.slice(1), o);
+  };
+  const tls = options.https ? await makeServingCertificate(path.join(dir, 'tls'), gatewayAddress) : undefined;
+  const frontends = [`beast endpoint=${gatewayAddress}:${rgwPort}`];
+  if (tls) frontends.push(`ssl_endpoint=${gatewayAddress}:${httpsPort} ssl_certificate=${tls.certFile} ssl_private_key=${tls.keyFile}`);
   const monV1 = await freePortRange(1);
   const osdMin = await freePortRange(16);
   const conf = path.join(dir, 'ceph.conf');
@@ -111,8 +123,10 @@ admin socket =
   await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort},v1:127.0.0.1:${monV1}]`, monmap]);
   await run('ceph-mon', [...c, '--mkfs', '-i', 'a', '--monmap', monmap, '--keyring', keyring]);
 
-  const daemon = (name: string, args: string[]) =>
-    spawnLogged(args[0]!, [...c, ...args.slice(1)], path.join(dir, 'log', `${name}.stdout`), { env: DAEMON_ENV, detached: options.detached });
+  const daemon = (name: string, args: string[]) => {
+    const argv = [...prefix, args[0]!, ...c, ...args.slice(1)];
+    return spawnLogged(argv[0]!, argv.slice(1), path.join(dir, 'log', `${name}.stdout`), { env: DAEMON_ENV, detached: options.detached });
+  };
   const mon = daemon('mon', ['ceph-mon', '-f', '-i', 'a']);
   const osdUuid = randomUUID();
   const { stdout: osdId } = await run('ceph', [...c, '--connect-timeout', '20', 'osd', 'new', osdUuid]);
@@ -125,11 +139,11 @@ admin socket =
   const accessKeyId = `LB${randomBytes(9).toString('hex').toUpperCase()}`;
   const secretAccessKey = randomBytes(24).toString('base64url');
   await run('radosgw-admin', [...c, 'user', 'create', '--uid=lifeboat', '--display-name=lifeboat', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`], { timeout: 60_000 });
-  const endpoint = `http://127.0.0.1:${rgwPort}`;
+  const endpoint = `http://${gatewayAddress}:${rgwPort}`;
   const gatewayPorts = tls ? [rgwPort!, httpsPort!] : [rgwPort!];
   const waitGateway = async () => {
     const deadline = Date.now() + 60_000;
-    while (!(await Promise.all(gatewayPorts.map((port) => acceptsConnections('127.0.0.1', port)))).every(Boolean)) {
+    while (!(await Promise.all(gatewayPorts.map((port) => acceptsConnections(gatewayAddress, port)))).every(Boolean)) {
       if (hasExited(rgw)) throw new Error(`radosgw exited ${rgw.exitCode ?? rgw.signalCode}: see ${dir}/log`);
       if (Date.now() > deadline) throw new Error(`radosgw did not listen within 60 s: see ${dir}/log\n${tail(path.join(dir, 'log', 'client.rgw.a.log'), 8)}`);
       await sleep(50);
@@ -139,7 +153,7 @@ admin socket =
 
   return {
     endpoint,
-    httpsEndpoint: tls ? `https://127.0.0.1:${httpsPort}` : undefined,
+    httpsEndpoint: tls ? `https://${gatewayAddress}:${httpsPort}` : undefined,
     caFile: tls?.caFile,
     region: 'default',
     accessKeyId,
@@ -163,10 +177,10 @@ admin socket =
 }
 
 /**
- * A private CA and a serving certificate for 127.0.0.1 and localhost signed by it (P-256, ten
+ * A private CA and a serving certificate for `address`, 127.0.0.1 and localhost signed by it (P-256, ten
  * years), with openssl. The CA's key stays in `dir`; nothing here is trusted by the system.
  */
-async function makeServingCertificate(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
+async function makeServingCertificate(dir: string, address: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = (name: string) => path.join(dir, name);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -184,13 +198,13 @@ subjectKeyIdentifier = hash
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectAltName = IP:${address},IP:127.0.0.1,DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 `,
   );
   const common = ['-config', file('openssl.cnf'), '-days', '3650'];
-  await run('openssl', ['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.crt'), '-subj', '/CN=lifeboat-rig-rgw-ca', ...common, '-extensions', 'ca']);
-  await run('openssl', ['req', '-x509', ...ec, '-keyout', file('rgw.key'), '-out', file('rgw.crt'), '-subj', '/CN=127.0.0.1', '-CA', file('ca.crt'), '-CAkey', file('ca.key'), ...common, '-extensions', 'server']);
+  await runFile('openssl', ['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.crt'), '-subj', '/CN=lifeboat-rig-rgw-ca', ...common, '-extensions', 'ca']);
+  await runFile('openssl', ['req', '-x509', ...ec, '-keyout', file('rgw.key'), '-out', file('rgw.crt'), '-subj', `/CN=${address}`, '-CA', file('ca.crt'), '-CAkey', file('ca.key'), ...common, '-extensions', 'server']);
   return { caFile: file('ca.crt'), certFile: file('rgw.crt'), keyFile: file('rgw.key') };
 }
