@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { etcdBinaries, kubernetesBinaries } from '../rig/binaries.ts';
-import { addHost, createLab, destroyLab, execOnHost, hostsFile, spawnOnHost, type HostRun, type Lab, type LabHost } from './hosts.ts';
+import { addHost, createLab, destroyLab, execOnHost, spawnOnHost, writeHostsFiles, type HostRun, type Lab, type LabHost } from './hosts.ts';
 
 /** The name of the control-plane endpoint; every host resolves it through its /etc/hosts. */
 export const ENDPOINT_NAME = 'cluster-endpoint.lab';
@@ -112,8 +112,8 @@ export function startKubelet(host: LabHost, detached = false): void {
  */
 export async function addBareHost(lab: Lab, name: string, octet: number, endpoint?: string): Promise<LabHost> {
   const host = await addHost(lab, name, octet);
-  // addHost rewrites every host's /etc/hosts: give them all the endpoint again.
-  for (const h of lab.hosts.values()) await writeFile(path.join(h.dir, 'etc/hosts'), hostsFile(lab, { [ENDPOINT_NAME]: endpoint ?? host.address }));
+  lab.aliases.set(ENDPOINT_NAME, endpoint ?? host.address);
+  await writeHostsFiles(lab);
   startKubelet(host);
   return host;
 }
@@ -151,7 +151,8 @@ export async function startKubeCluster(options: ClusterOptions): Promise<KubeClu
     for (const [i, name] of names.entries()) hosts.push(await addHost(lab, name, 11 + i));
     const first = hosts[0]!;
     // Every host resolves the endpoint name to the first host (no load balancer in the lab).
-    for (const h of hosts) await writeFile(path.join(h.dir, 'etc/hosts'), hostsFile(lab, { [ENDPOINT_NAME]: first.address }));
+    lab.aliases.set(ENDPOINT_NAME, first.address);
+    await writeHostsFiles(lab);
     const encryption = encryptionConfig();
     for (const h of hosts) {
       await placeEncryptionConfig(h, encryption);

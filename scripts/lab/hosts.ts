@@ -1,7 +1,8 @@
 /**
  * Lab hosts: each one a network namespace with its own address on a bridge, plus its own mount
  * and UTS namespaces in which `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet`,
- * `/var/lib/lifeboat` and `/etc/hosts` are bind-mounted from the host's own folder. Inside a
+ * `/var/lib/lifeboat`, `/etc/lifeboat`, `/opt/lifeboat` and `/etc/hosts` are bind-mounted from
+ * the host's own folder. Inside a
  * host, programs use their real fixed paths and ports, with no mapping.
  *
  * A host's namespaces are held by one "holder" process (`sleep infinity` under `unshare`);
@@ -26,7 +27,7 @@ const run = promisify(execFile);
 const STATE_DIR = '/run/lifeboat-lab';
 
 /** The host paths bound from each lab host's own folder. */
-export const BOUND_DIRS = ['/etc/kubernetes', '/var/lib/etcd', '/var/lib/kubelet', '/var/lib/lifeboat'] as const;
+export const BOUND_DIRS = ['/etc/kubernetes', '/var/lib/etcd', '/var/lib/kubelet', '/var/lib/lifeboat', '/etc/lifeboat', '/opt/lifeboat'] as const;
 
 export interface LabHost {
   /** The host name (also its UTS host name and its Kubernetes node name). */
@@ -56,6 +57,8 @@ export interface Lab {
   bridge: string;
   gateway: string;
   hosts: Map<string, LabHost>;
+  /** Names every host resolves besides the hosts' own (the control-plane endpoint), to an address. */
+  aliases: Map<string, string>;
 }
 
 /** Fails with one line when the lab cannot run here. */
@@ -92,7 +95,7 @@ export async function createLab(net: number, dir: string): Promise<Lab> {
   if (!Number.isInteger(net) || net < 1 || net > 250) throw new Error(`lab net ${net} must be 1..250`);
   await checkLabPrerequisites();
   await destroyLab(net);
-  const lab: Lab = { net, dir, bridge: `${prefix(net)}-br`, gateway: `10.249.${net}.1`, hosts: new Map() };
+  const lab: Lab = { net, dir, bridge: `${prefix(net)}-br`, gateway: `10.249.${net}.1`, hosts: new Map(), aliases: new Map() };
   const state: LabState = { net, netnses: [] };
   await mkdir(STATE_DIR, { recursive: true });
   for (const d of BOUND_DIRS) {
@@ -109,12 +112,17 @@ export async function createLab(net: number, dir: string): Promise<Lab> {
   return lab;
 }
 
-/** The lab's `/etc/hosts`: every host by name, plus `extra` (name → address). */
+/** The lab's `/etc/hosts`: every host by name, the lab's aliases, plus `extra` (name → address). */
 export function hostsFile(lab: Lab, extra: Record<string, string> = {}): string {
   const lines = ['127.0.0.1 localhost', '::1 localhost ip6-localhost ip6-loopback'];
   for (const h of lab.hosts.values()) lines.push(`${h.address} ${h.name}`);
-  for (const [name, address] of Object.entries(extra)) lines.push(`${address} ${name}`);
+  for (const [name, address] of [...lab.aliases, ...Object.entries(extra)]) lines.push(`${address} ${name}`);
   return lines.join('\n') + '\n';
+}
+
+/** Writes the lab's `/etc/hosts` on every host: after a host or an alias came or went. */
+export async function writeHostsFiles(lab: Lab): Promise<void> {
+  for (const h of lab.hosts.values()) await writeFile(path.join(h.dir, 'etc/hosts'), hostsFile(lab));
 }
 
 /** Adds host `name` with address 10.249.<net>.<octet>. */
@@ -169,8 +177,27 @@ export async function addHost(lab: Lab, name: string, octet: number): Promise<La
   const host: LabHost = { name, address, dir, logDir, netns, holder: holder.pid! };
   lab.hosts.set(name, host);
   // Every host learns every other host's name.
-  for (const h of lab.hosts.values()) await writeFile(path.join(h.dir, 'etc/hosts'), hostsFile(lab));
+  await writeHostsFiles(lab);
   return host;
+}
+
+/**
+ * Destroys one host as a lost machine is lost: every process in its namespaces is killed, its
+ * namespaces and veth go, and its folder (its /etc/kubernetes, data dirs, logs) is removed. The
+ * other hosts stop resolving its name.
+ */
+export async function removeHost(lab: Lab, host: LabHost): Promise<void> {
+  await killProcessesIn([host.netns]);
+  await run('ip', ['netns', 'delete', host.netns]).catch(() => undefined);
+  await run('ip', ['link', 'delete', host.netns]).catch(() => undefined);
+  const state = JSON.parse(await readFile(stateFile(lab.net), 'utf8')) as LabState;
+  state.netnses = state.netnses.filter((n) => n !== host.netns);
+  const { [host.name]: _gone, ...hosts } = state.hosts ?? {};
+  state.hosts = hosts;
+  await saveState(state);
+  lab.hosts.delete(host.name);
+  await rm(host.dir, { recursive: true, force: true });
+  await writeHostsFiles(lab);
 }
 
 /** The argv prefix that runs a command on `host` (nsenter execs it: the PID stays the command's). */
@@ -190,8 +217,9 @@ export interface HostRun {
 }
 
 /** Runs `command args` on `host` to completion; rejects with its output unless `allowFailure`. */
-export async function execOnHost(host: LabHost, command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string; allowFailure?: boolean } = {}): Promise<HostRun> {
-  const [bin, ...rest] = onHost(host, command, args);
+export async function execOnHost(host: LabHost, command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string; allowFailure?: boolean; cwd?: string } = {}): Promise<HostRun> {
+  // nsenter enters the mount namespace at its root: a working directory is set after entering it.
+  const [bin, ...rest] = options.cwd ? [...hostPrefix(host).slice(0, -1), `--wd=${options.cwd}`, '--', command, ...args] : onHost(host, command, args);
   return new Promise((resolve, reject) => {
     const child = spawn(bin!, rest, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     killOnExit(child);
@@ -247,6 +275,24 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Stops every process inside the network namespaces `netnses` (SIGTERM, SIGKILL after 10 s): each
+ * one the lab started runs there. A recorded PID alone is not trusted: after a crash it may belong
+ * to another process by now.
+ */
+async function killProcessesIn(netnses: readonly string[]): Promise<void> {
+  const pids = new Set<number>();
+  for (const ns of netnses) {
+    const out = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
+    for (const p of out.stdout.split(/\s+/).filter(Boolean)) pids.add(Number(p));
+  }
+  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGTERM');
+  const until = Date.now() + 10_000;
+  while ([...pids].some(alive) && Date.now() < until) await sleep(100);
+  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  while ([...pids].some(alive)) await sleep(50);
+}
+
 /** Removes every process, namespace, veth, bridge and mount point that lab `net` made. */
 export async function destroyLab(net: number): Promise<void> {
   let state: LabState | undefined;
@@ -261,18 +307,7 @@ export async function destroyLab(net: number): Promise<void> {
     const name = line.split(' ')[0];
     if (name?.startsWith(`${prefix(net)}-`)) netnses.add(name);
   }
-  // Every process inside the lab's network namespaces: each one the lab started runs there. A
-  // recorded PID alone is not trusted: after a crash it may belong to another process by now.
-  const pids = new Set<number>();
-  for (const ns of netnses) {
-    const out = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
-    for (const p of out.stdout.split(/\s+/).filter(Boolean)) pids.add(Number(p));
-  }
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGTERM');
-  const until = Date.now() + 10_000;
-  while ([...pids].some(alive) && Date.now() < until) await sleep(100);
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  while ([...pids].some(alive)) await sleep(50);
+  await killProcessesIn([...netnses]);
   for (const ns of netnses) await run('ip', ['netns', 'delete', ns]).catch(() => undefined);
   const links = await run('ip', ['-o', 'link', 'show']).catch(() => ({ stdout: '' }));
   for (const m of links.stdout.matchAll(new RegExp(`^\\d+: (${prefix(net)}-[^:@]+)`, 'gm'))) {
