@@ -11,27 +11,72 @@ import { REPO } from './lifeboat.ts';
 
 export const RUNBOOK = path.join(REPO, 'docs/runbook.md');
 
+const ASSIGNMENT = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s;
+
 /** One line of a shell block: a variable set (`NAME=value`) or a command's argv, after expansion. */
 export type RunbookLine = { assign: string; value: string; text: string } | { argv: string[]; text: string };
 
-/** The text of the first fenced code block of section `heading` (e.g. `## A namespace deleted by mistake`). */
-export function sectionBlock(markdown: string, heading: string): string {
+/**
+ * The text of the first fenced code block of section `heading` (e.g. `## A namespace deleted by
+ * mistake`), or the first one whose info string is `lang` (`sh`, `yaml`).
+ */
+export function sectionBlock(markdown: string, heading: string, lang?: string): string {
   const lines = markdown.split('\n');
   const start = lines.findIndex((l) => l.trim() === heading);
   if (start < 0) throw new Error(`the runbook has no section "${heading}"`);
   const level = /^#+/.exec(heading)?.[0].length ?? 2;
   const end = lines.findIndex((l, i) => i > start && new RegExp(`^#{1,${level}} `).test(l));
   const body = lines.slice(start + 1, end < 0 ? undefined : end);
-  const open = body.findIndex((l) => /^\s*```/.test(l));
-  if (open < 0) throw new Error(`section "${heading}" has no fenced code block`);
-  const close = body.findIndex((l, i) => i > open && /^\s*```\s*$/.test(l));
-  if (close < 0) throw new Error(`section "${heading}": its code block is not closed`);
-  return body.slice(open + 1, close).join('\n');
+  let from = 0;
+  for (;;) {
+    const open = body.findIndex((l, i) => i >= from && /^\s*```/.test(l));
+    if (open < 0) throw new Error(`section "${heading}" has no fenced code block${lang ? ` of ${lang}` : ''}`);
+    const close = body.findIndex((l, i) => i > open && /^\s*```\s*$/.test(l));
+    if (close < 0) throw new Error(`section "${heading}": its code block is not closed`);
+    if (lang === undefined || body[open]!.trim() === `\`\`\`${lang}`) return body.slice(open + 1, close).join('\n');
+    from = close + 1;
+  }
 }
 
-/** The block of `heading` in docs/runbook.md. */
-export async function runbookBlock(heading: string): Promise<string> {
-  return sectionBlock(await readFile(RUNBOOK, 'utf8'), heading);
+/** The block of `heading` in docs/runbook.md (the first of `lang`, if given). */
+export async function runbookBlock(heading: string, lang?: string): Promise<string> {
+  return sectionBlock(await readFile(RUNBOOK, 'utf8'), heading, lang);
+}
+
+/**
+ * A shell block run one line at a time, as an operator types it: a line's variables are expanded
+ * when it is reached, so a later line may use what an earlier command printed (`set(TOKEN, ...)`).
+ * `fixed` variables win over the block's own assignments.
+ */
+export class ShellSession {
+  readonly #env: Record<string, string>;
+  readonly #fixed: ReadonlySet<string>;
+  readonly #lines: string[];
+  #next = 0;
+
+  constructor(block: string, fixed: Record<string, string> = {}) {
+    this.#env = { ...fixed };
+    this.#fixed = new Set(Object.keys(fixed));
+    this.#lines = block.replace(/\\\n/g, ' ').split('\n');
+  }
+
+  /** Sets a variable from what a command printed. */
+  set(name: string, value: string): void {
+    this.#env[name] = value;
+  }
+
+  /** The next command, its assignments before it applied; undefined at the end of the block. */
+  next(): { argv: string[]; text: string } | undefined {
+    while (this.#next < this.#lines.length) {
+      const text = this.#lines[this.#next++]!.trim();
+      const words = shellWords(text, this.#env);
+      if (words.length === 0) continue;
+      const assign = words.length === 1 ? ASSIGNMENT.exec(words[0]!) : null;
+      if (!assign) return { argv: words, text };
+      if (!this.#fixed.has(assign[1]!)) this.#env[assign[1]!] = assign[2]!;
+    }
+    return undefined;
+  }
 }
 
 /**
@@ -47,7 +92,7 @@ export function shellLines(block: string, vars: Record<string, string> = {}): Ru
     const words = shellWords(raw, env);
     if (words.length === 0) continue;
     const text = raw.trim();
-    const assign = words.length === 1 ? /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(words[0]!) : null;
+    const assign = words.length === 1 ? ASSIGNMENT.exec(words[0]!) : null;
     if (assign) {
       const [, name, value] = assign as unknown as [string, string, string];
       if (!(name in vars)) env[name] = value;
