@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { KitRole } from '../archive/manifest.ts';
+import type { KitRole, StoredManifest } from '../archive/manifest.ts';
 import { backupCycle, cycleSettings } from '../backup/cycle.ts';
 import { generateIdentity, identityFileText } from '../crypto/age.ts';
 import { ConfigError, DestinationNotEmptyError } from '../errors/errors.ts';
@@ -12,24 +12,19 @@ import { describeProvenance, provenanceOf } from '../verify/provenance.ts';
 import { checkAndRecord, type VerificationRecord } from '../verify/record.ts';
 import { verifyBackup } from '../verify/verify.ts';
 import { createContext, loadIdentities, requireIdentities, snapshotSource, type Context, type GlobalOptions } from './context.ts';
+import { addOutputOption, formatBytes, output, type Output } from './output.ts';
 
 function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();
 }
 
-function print(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
-
-function printJson(value: unknown): void {
-  print(JSON.stringify(value, null, 2));
-}
-
 export function registerBackupCommands(program: Command): void {
-  program
-    .command('backup')
-    .description('Take a backup now: snapshot etcd, pack it with the recovery kit, compress, encrypt for the configured age recipients, store it, then commit it by writing its manifest.')
-    .option('--json', 'print the committed manifest as JSON instead of a summary')
+  addOutputOption(
+    program
+      .command('backup')
+      .description('Take a backup now: snapshot etcd, pack it with the recovery kit, compress, encrypt for the configured age recipients, store it, then commit it by writing its manifest.'),
+    'the committed manifest',
+  )
     .addHelpText('after', `
 The backup is streamed end to end: no temp file holds the snapshot, and memory does not grow with
 the database. It exists (shows in 'lifeboat list') only once its manifest is written, after the
@@ -39,9 +34,11 @@ configured, and retention runs if retention.afterBackup is true (see 'lifeboat p
 either fails, the backup stays committed and the failure is printed. Progress is logged as JSON
 lines on stderr.
 
-Example:
-  lifeboat backup --config /etc/lifeboat/config.yaml`)
-    .action(async (options: { json?: boolean }, cmd: Command) => {
+Examples:
+  lifeboat backup --config /etc/lifeboat/config.yaml
+  lifeboat backup -o json      # the committed manifest`)
+    .action(async (_options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(globals(cmd));
       const { config } = ctx;
       if (config.encryption.recipients.length === 0) {
@@ -58,24 +55,26 @@ Example:
           cycleSettings(config),
         );
         const { manifest } = result;
-        if (options.json) printJson(manifest);
-        else {
-          print(`backup ${manifest.backupId} committed: revision ${manifest.etcd.revision}, ${formatBytes(manifest.etcd.dbSize)} database, ${formatBytes(manifest.archive.size)} stored at ${ctx.store.description}/${manifest.archive.key}`);
-          if (result.replica) print(`second copy: ${result.replica.status} at ${ctx.secondary?.description ?? ''}`);
-          if (result.retention) print(`retention: kept ${result.retention.kept.length}, deleted ${result.retention.deleted.length}${result.retention.locked.length > 0 ? `, ${result.retention.locked.length} still locked` : ''}`);
-        }
+        out.data(manifest, () => {
+          out.line(`backup ${manifest.backupId} committed: revision ${manifest.etcd.revision}, ${formatBytes(manifest.etcd.dbSize)} database, ${formatBytes(manifest.archive.size)} stored at ${ctx.store.description}/${manifest.archive.key}`);
+          if (result.replica) out.line(`second copy: ${result.replica.status} at ${ctx.secondary?.description ?? ''}`);
+          if (result.retention) out.line(`retention: kept ${result.retention.kept.length}, deleted ${result.retention.deleted.length}${result.retention.locked.length > 0 ? `, ${result.retention.locked.length} still locked` : ''}`);
+        });
         for (const w of result.warnings) process.stderr.write(`lifeboat: warning: ${w.step} failed after the commit (${w.code}): ${w.message}\n`);
       } finally {
         await etcd.close();
       }
     });
 
-  program
-    .command('list')
-    .description('List the committed backups of this cluster, newest first, with the last check of each (VERIFIED: its level and time, FAILED when it failed, - if never checked) and whether its recovery kit is complete (KIT: complete, or the parts it lacks; a backup that lacks the cluster-configuration cannot be restored into a fresh control plane).')
-    .option('--json', 'print the stored manifests as a JSON array, each with its last check as "verification" (null if never checked) and the kit roles it lacks as "kitMissing"')
-    .addHelpText('after', '\nExample:\n  lifeboat list --config /etc/lifeboat/config.yaml')
-    .action(async (options: { json?: boolean }, cmd: Command) => {
+  addOutputOption(
+    program
+      .command('list')
+      .description('List the committed backups of this cluster, newest first, with the last check of each (VERIFIED: its level and time, FAILED when it failed, - if never checked) and whether its recovery kit is complete (KIT: complete, or the parts it lacks; a backup that lacks the cluster-configuration cannot be restored into a fresh control plane).'),
+    'the stored manifests, each with its last check as "verification" (null if never checked) and the kit roles it lacks as "kitMissing"',
+  )
+    .addHelpText('after', '\nExamples:\n  lifeboat list --config /etc/lifeboat/config.yaml\n  lifeboat list -o json | jq -r \'.[0].backupId\'')
+    .action(async (_options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(globals(cmd));
       const { store } = ctx.config;
       // An empty list must mean "no backups", never "looked in the wrong place".
@@ -85,30 +84,39 @@ Example:
         });
       }
       const entries = await ctx.catalog.entries();
-      if (options.json) return printJson(entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, kitMissing: e.kitMissing, ...(e.futureDated ? { futureDated: true } : {}) })));
-      if (entries.length === 0) return print(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
-      const rows = entries.map(({ manifest: b, verification, futureDated, kitMissing }) => [b.backupId, futureDated ? `${b.createdAt} (FUTURE: not trusted)` : b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), formatKit(kitMissing), b.node, b.etcd.memberName]);
-      printTable(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'KIT', 'NODE', 'MEMBER'], rows);
+      const data = entries.map((e) => ({ ...e.manifest, verification: e.verification ?? null, kitMissing: e.kitMissing, ...(e.futureDated ? { futureDated: true } : {}) }));
+      out.data(data, () => {
+        if (entries.length === 0) return out.line(`no backups of cluster ${ctx.config.cluster} in ${ctx.store.description}`);
+        const rows = entries.map(({ manifest: b, verification, futureDated, kitMissing }) => [b.backupId, futureDated ? `${b.createdAt} (FUTURE: not trusted)` : b.createdAt, b.etcd.revision, formatBytes(b.etcd.dbSize), formatBytes(b.archive.size), formatVerified(verification), formatKit(kitMissing), b.node, b.etcd.memberName]);
+        out.table(['ID', 'CREATED', 'REVISION', 'DB', 'STORED', 'VERIFIED', 'KIT', 'NODE', 'MEMBER'], rows);
+      });
     });
 
-  program
-    .command('show')
-    .argument('<id>', 'a backup id, or "latest"')
-    .description('Print a backup\'s stored manifest (JSON): etcd facts, members, every kit file with its sha256, and the archive\'s size and sha256.')
-    .addHelpText('after', '\nExample:\n  lifeboat show latest')
+  addOutputOption(
+    program
+      .command('show')
+      .argument('<id>', 'a backup id, or "latest"')
+      .description('Print a backup\'s stored manifest: etcd facts, members, every kit file with its sha256, and the archive\'s size and sha256. JSON unless -o says otherwise (the manifest is the data), -o table for a summary.'),
+    'the stored manifest',
+    'json',
+  )
+    .addHelpText('after', '\nExamples:\n  lifeboat show latest\n  lifeboat show latest -o table\n  lifeboat show 20261124T033000.123Z-r12345 -o yaml')
     .action(async (id: string, _options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(globals(cmd));
-      printJson(await ctx.catalog.resolve(id));
+      const manifest = await ctx.catalog.resolve(id);
+      out.data(manifest, () => printManifest(out, manifest));
     });
 
-  program
+  const verify = program
     .command('verify')
     .argument('<id>', 'a backup id, or "latest"')
     .description('Check a backup. Without an identity: the stored archive\'s size and sha256 against the manifest. With one: decrypt it and check every kit file, the snapshot\'s sha256 trailer, and run `etcdutl snapshot status`. The result, passed or failed, is recorded beside the backup (see `lifeboat list`); retention always keeps the newest backup whose last check passed.')
-    .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile); enables the deep check')
-    .option('--json', 'print the report as JSON')
-    .addHelpText('after', '\nExamples:\n  lifeboat verify latest\n  lifeboat verify 20261124T033000.123Z-r12345 --identity /root/lifeboat-key.txt')
-    .action(async (id: string, options: { identity?: string; json?: boolean }, cmd: Command) => {
+    .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile); enables the deep check');
+  addOutputOption(verify, 'the report, with the recorded check as "verification"')
+    .addHelpText('after', '\nExamples:\n  lifeboat verify latest\n  lifeboat verify 20261124T033000.123Z-r12345 --identity /root/lifeboat-key.txt\n  lifeboat verify latest -o json')
+    .action(async (id: string, options: { identity?: string }, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(globals(cmd));
       const identities = await loadIdentities(ctx, options.identity);
       const stored = await ctx.catalog.resolve(id);
@@ -121,38 +129,46 @@ Example:
         );
         return { ...checked, provenance };
       }, ctx.log);
-      if (options.json) return printJson({ ...report, verification: record });
-      if (report.level === 'ciphertext') {
-        print(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
-      } else {
-        const s = report.snapshot!;
-        print(`backup ${report.backupId}: OK (decrypted; ${report.kitFiles} kit files and the snapshot match; trailer good; etcdutl: revision ${s.status.revision}, ${s.status.totalKey} keys)`);
-      }
-      print(`  ${describeProvenance(report.provenance)}`);
+      out.data({ ...report, verification: record }, () => {
+        if (report.level === 'ciphertext') {
+          out.line(`backup ${report.backupId}: OK (archive size and sha256 match the manifest; pass --identity for the deep check)`);
+        } else {
+          const s = report.snapshot!;
+          out.line(`backup ${report.backupId}: OK (decrypted; ${report.kitFiles} kit files and the snapshot match; trailer good; etcdutl: revision ${s.status.revision}, ${s.status.totalKey} keys)`);
+        }
+        out.line(`  ${describeProvenance(report.provenance)}`);
+      });
     });
 
-  program
+  const extract = program
     .command('extract')
     .argument('<id>', 'a backup id, or "latest"')
     .requiredOption('--to <dir>', 'a new or empty directory to unpack into')
     .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile)')
-    .description('Decrypt and unpack a backup into a directory (manifest.json, kit/..., etcd/snapshot.db), checking every hash on the way. Refuses unsafe paths, links and a non-empty directory.')
+    .description('Decrypt and unpack a backup into a directory (manifest.json, kit/..., etcd/snapshot.db), checking every hash on the way. Refuses unsafe paths, links and a non-empty directory.');
+  addOutputOption(extract, 'the backup id, the directory and what was unpacked')
     .addHelpText('after', '\nExample:\n  lifeboat extract latest --to /root/restore --identity /root/lifeboat-key.txt\n  etcdutl snapshot restore /root/restore/etcd/snapshot.db --data-dir /var/lib/etcd-restored ...')
     .action(async (id: string, options: { to: string; identity?: string }, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(globals(cmd));
       const identities = requireIdentities(await loadIdentities(ctx, options.identity), 'extract');
       const stored = await ctx.catalog.resolve(id);
       const report = await extractBackup({ store: ctx.store, decrypt: ctx.decrypt, log: ctx.log }, stored, identities, options.to);
-      print(`backup ${stored.backupId} extracted to ${options.to}: manifest.json, ${report.kitFiles} kit files, etcd/snapshot.db (${formatBytes(report.snapshot.size)}, trailer good)`);
+      out.data({ backupId: stored.backupId, to: options.to, ...report }, () =>
+        out.line(`backup ${stored.backupId} extracted to ${options.to}: manifest.json, ${report.kitFiles} kit files, etcd/snapshot.db (${formatBytes(report.snapshot.size)}, trailer good)`));
     });
 
-  program
-    .command('cleanup')
-    .description('Remove what failed backups left behind: archives without a manifest and incomplete writes older than backup.orphanMinAgeSeconds.')
+  addOutputOption(
+    program
+      .command('cleanup')
+      .description('Remove what failed backups left behind: archives without a manifest and incomplete writes older than backup.orphanMinAgeSeconds.'),
+    'the archives removed ("orphans") and the number of incomplete writes',
+  )
     .addHelpText('after', '\nExample:\n  lifeboat cleanup --config /etc/lifeboat/config.yaml')
     .action(async (_options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const result = await removeLeftovers(createContext(globals(cmd)));
-      print(`removed ${result.orphans.length} uncommitted archives and ${result.incomplete} incomplete writes`);
+      out.data(result, () => out.line(`removed ${result.orphans.length} uncommitted archives and ${result.incomplete} incomplete writes`));
     });
 
   program
@@ -178,13 +194,13 @@ Example:
         await writeKey(options.output, pair.privatePem, 0o600);
         await writeKey(`${options.output}.pub`, pair.publicPem, 0o644);
         process.stderr.write(`lifeboat: wrote the signing key to ${options.output} (mode 0600) and its public key to ${options.output}.pub; key id ${pair.keyId}:\n`);
-        print(pair.publicPem.trimEnd());
+        process.stdout.write(`${pair.publicPem.trimEnd()}\n`);
         return;
       }
       const { identity, recipient } = await generateIdentity();
       await writeKey(options.output, identityFileText(identity, recipient, new Date()), 0o600);
       process.stderr.write(`lifeboat: wrote identity to ${options.output} (mode 0600); its recipient is:\n`);
-      print(recipient);
+      process.stdout.write(`${recipient}\n`);
     });
 }
 
@@ -208,6 +224,17 @@ async function removeLeftovers(ctx: Context) {
   return result;
 }
 
+/** `show -o table`: the manifest's facts for a person, one per line, and every kit file. */
+function printManifest(out: Output, m: StoredManifest): void {
+  out.line(`backup     ${m.backupId} of cluster ${m.cluster}, made ${m.createdAt} on ${m.node} (lifeboat ${m.tool.version}), committed ${m.completedAt}`);
+  out.line(`etcd       ${m.etcd.version}, member ${m.etcd.memberName} (${m.etcd.endpoint}), revision ${m.etcd.revision}, ${formatBytes(m.etcd.dbSize)} database${m.etcd.keyCount === undefined ? '' : `, ${m.etcd.keyCount} keys`}`);
+  out.line(`members    ${m.etcd.members.map((x) => `${x.name}=${x.peerURLs.join(',')}`).join(' ')}`);
+  out.line(`archive    ${m.archive.key}: ${formatBytes(m.archive.size)}, sha256 ${m.archive.sha256}, ${m.archive.compression.algorithm}, age for ${m.archive.encryption.recipients.length} recipient(s)`);
+  out.line(`previous   ${m.previous ? m.previous.backupId : '-'}`);
+  out.table(['KIT FILE', 'ROLE', 'SIZE', 'SHA256'], m.kit.files.map((f) => [f.path, f.role, formatBytes(f.size), f.sha256]));
+  for (const missing of m.kit.missing) out.line(`missing    ${missing.path} (${missing.role}): ${missing.reason}`);
+}
+
 /** The VERIFIED column: `deep 2026-11-24T03:00Z`, `FAILED deep 2026-11-24T03:00Z`, or `-`. */
 export function formatVerified(record: VerificationRecord | undefined): string {
   if (!record) return '-';
@@ -220,18 +247,3 @@ export function formatKit(missing: readonly KitRole[]): string {
   return missing.length === 0 ? 'complete' : `lacks ${missing.join(',')}`;
 }
 
-export function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  for (const row of [header, ...rows]) print(row.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd());
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u += 1;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
-}

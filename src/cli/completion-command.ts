@@ -21,7 +21,7 @@ interface Words {
 function words(program: Command): Words[] {
   const out: Words[] = [];
   const walk = (cmd: Command, path: string[]) => {
-    const options = cmd.options.map((o) => o.long).filter((l): l is string => l !== undefined);
+    const options = cmd.options.filter((o) => !o.hidden).map((o) => o.long).filter((l): l is string => l !== undefined);
     out.push({ path, subcommands: cmd.commands.map((c) => c.name()), options: [...options, '--help'] });
     for (const sub of cmd.commands) walk(sub, [...path, sub.name()]);
   };

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { runDrill, type DrillReport } from '../verify/drill.ts';
 import { checkAndRecord } from '../verify/record.ts';
 import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
+import { addOutputOption, output } from './output.ts';
 
 const HELP = `
 A drill proves that a backup restores, before anyone needs it:
@@ -17,18 +18,19 @@ Ctrl-C stops the drill and still cleans up. Progress is logged as JSON lines on 
 
 Examples:
   lifeboat drill latest --identity /root/lifeboat-key.txt
-  lifeboat drill 20261124T033000.123Z-r12345 --json`;
+  lifeboat drill 20261124T033000.123Z-r12345 -o json`;
 
 export function registerDrillCommand(program: Command): void {
-  program
+  const command = program
     .command('drill')
     .argument('<id>', 'a backup id, or "latest"')
     .description('Restore drill: restore a backup into a throwaway etcd and check its revision and key counts against the manifest.')
     .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile)')
-    .option('--scratch-dir <dir>', 'where the scratch dir is made (default: drill.scratchDir, else the OS temp dir)')
-    .option('--json', 'print the drill report as JSON')
+    .option('--scratch-dir <dir>', 'where the scratch dir is made (default: drill.scratchDir, else the OS temp dir)');
+  addOutputOption(command, 'the drill report, with the recorded check as "verification"')
     .addHelpText('after', HELP)
-    .action(async (id: string, options: { identity?: string; scratchDir?: string; json?: boolean }, cmd: Command) => {
+    .action(async (id: string, options: { identity?: string; scratchDir?: string }, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
       const identities = requireIdentities(await loadIdentities(ctx, options.identity), 'a drill');
       const stored = await ctx.catalog.resolve(id);
@@ -52,7 +54,7 @@ export function registerDrillCommand(program: Command): void {
             },
           ),
         ctx.log);
-        process.stdout.write(options.json ? `${JSON.stringify({ ...report, verification: record }, null, 2)}\n` : `${drillSummary(report)}\n`);
+        out.data({ ...report, verification: record }, () => out.line(drillSummary(report)));
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

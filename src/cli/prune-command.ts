@@ -2,13 +2,14 @@ import type { Command } from 'commander';
 import { StoreError } from '../errors/errors.ts';
 import { prune, type PruneReport } from '../retention/prune.ts';
 import { createContext, type GlobalOptions } from './context.ts';
+import { addOutputOption, output } from './output.ts';
 
 export function registerPruneCommand(program: Command): void {
-  program
+  const command = program
     .command('prune')
     .description('Apply the retention policy: delete the backups it does not keep. Backups still under S3 Object Lock are skipped and reported.')
-    .option('--dry-run', 'decide and report what would be deleted, delete nothing')
-    .option('--json', 'print the report as JSON: kept (with reasons), deleted, locked, failed')
+    .option('--dry-run', 'decide and report what would be deleted, delete nothing');
+  addOutputOption(command, 'the report: kept (with reasons), deleted, locked, failed')
     .addHelpText('after', `
 The policy (config retention) works like restic's forget: keep the newest keepLast backups, plus
 the newest backup of each of the last 'hourly' hours, 'daily' days, 'weekly' ISO weeks and
@@ -21,15 +22,17 @@ only if a delete failed; the others are still pruned.
 
 Examples:
   lifeboat prune --dry-run
+  lifeboat prune --dry-run -o yaml
   lifeboat prune --config /etc/lifeboat/config.yaml`)
-    .action(async (options: { dryRun?: boolean; json?: boolean }, cmd: Command) => {
+    .action(async (options: { dryRun?: boolean }, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
       const changes = { store: ctx.store, cluster: ctx.config.cluster, now: () => new Date() };
       const report = await prune({ catalog: ctx.catalog, log: ctx.log, changes }, ctx.config.retention, {
         dryRun: options.dryRun ?? false,
         timeZone: ctx.config.daemon.schedules.timezone,
       });
-      process.stdout.write(`${options.json ? JSON.stringify(report, null, 2) : summary(report)}\n`);
+      out.data(report, () => out.line(summary(report)));
       if (report.failed.length > 0) {
         const [first] = report.failed;
         throw new StoreError(`prune could not delete ${report.failed.length} backup(s), first ${first!.id}: ${first!.message}`, {

@@ -3,8 +3,8 @@ import { ConfigError, LifeboatError } from '../errors/errors.ts';
 import { replicate } from '../replicate/replicate.ts';
 import { Catalog } from '../store/catalog.ts';
 import { createStore } from '../store/create-store.ts';
-import { formatBytes } from './commands.ts';
 import { createContext, type GlobalOptions } from './context.ts';
+import { addOutputOption, formatBytes, output } from './output.ts';
 
 const HELP = `
 The copy goes to secondaryStore in the config: s3 (another bucket, zone or endpoint, with the
@@ -23,16 +23,18 @@ To verify or restore from the copy, use a config whose store is the secondary st
 
 Examples:
   lifeboat replicate --config /etc/lifeboat/config.yaml
-  lifeboat replicate 20261124T033000.123Z-r12345 --json`;
+  lifeboat replicate 20261124T033000.123Z-r12345 -o json`;
 
 export function registerReplicateCommand(program: Command): void {
-  program
+  const command = program
     .command('replicate')
     .argument('[ids...]', 'backup ids to copy (default: every committed backup the secondary store lacks)')
     .description('Copy the committed backups that the secondary store (secondaryStore) lacks: archive first, checked against its manifest, manifest last.')
-    .option('--json', 'print the report (copied, present, failed) as JSON')
+;
+  addOutputOption(command, 'the report: source, target, copied, present, failed')
     .addHelpText('after', HELP)
-    .action(async (ids: string[], options: { json?: boolean }, cmd: Command) => {
+    .action(async (ids: string[], _options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
       const { config, log } = ctx;
       if (!config.secondaryStore) {
@@ -47,16 +49,11 @@ export function registerReplicateCommand(program: Command): void {
 
       const report = await replicate({ source: ctx.store, target, trust: ctx.signing.trust, log }, config.cluster, ids.length > 0 ? { ids } : {});
       const bytes = report.copied.reduce((n, c) => n + c.bytes, 0);
-      if (options.json) {
-        process.stdout.write(`${JSON.stringify({ source: ctx.store.description, target: target.description, ...report }, null, 2)}\n`);
-      } else {
-        const lines = [
-          ...report.copied.map((c) => `copied  ${c.id}  ${formatBytes(c.bytes)} in ${c.seconds} s`),
-          ...report.failed.map((f) => `FAILED  ${f.id}  ${f.message}`),
-          `${report.copied.length} copied (${formatBytes(bytes)}), ${report.present.length} already there, ${report.failed.length} failed: ${ctx.store.description} -> ${target.description}`,
-        ];
-        process.stdout.write(`${lines.join('\n')}\n`);
-      }
+      out.data({ source: ctx.store.description, target: target.description, ...report }, () => {
+        for (const c of report.copied) out.line(`copied  ${c.id}  ${formatBytes(c.bytes)} in ${c.seconds} s`);
+        for (const f of report.failed) out.line(`FAILED  ${f.id}  ${f.message}`);
+        out.line(`${report.copied.length} copied (${formatBytes(bytes)}), ${report.present.length} already there, ${report.failed.length} failed: ${ctx.store.description} -> ${target.description}`);
+      });
       const [first] = report.failed;
       if (first) {
         const total = report.copied.length + report.present.length + report.failed.length;

@@ -4,9 +4,9 @@ import { describeError, LifeboatError, type ErrorCode } from '../errors/errors.t
 import { findStarted, memberUrl, planMembers, planOn, resolveBackupId, rollbackTargets, type FleetNode } from '../restore/fleet.ts';
 import { APPLY_ALL_PHASES, applyAll, checkPlans, rollbackAll, type ApplyAllReport, type NodeDriver } from '../restore/orchestrate.ts';
 import { STEP_NAMES, type InPlaceStep, type MemberRef, type StepName } from '../restore/plan.ts';
-import { formatBytes, printTable } from './commands.ts';
 import { backupRef, client, members, pairs, usage, type ApplyOptions, type RollbackOptions } from './restore-args.ts';
-import { print, quote } from './restore-print.ts';
+import { formatBytes, type Output } from './output.ts';
+import { quote } from './restore-print.ts';
 
 /**
  * `lifeboat restore apply --all` and `rollback --all`: every member's daemon, driven in the safe
@@ -31,18 +31,18 @@ function daemonUrls(cmd: Command, base: ApiClient, given: readonly string[]): { 
 }
 
 /** What both --all commands start from: how to talk to each member's daemon, and which backup. */
-async function allMembers(cmd: Command, options: ApplyOptions | RollbackOptions) {
+async function allMembers(cmd: Command, out: Output, options: ApplyOptions | RollbackOptions) {
   const ref = backupRef(cmd, options);
-  const say = options.json ? () => undefined : (line: string) => print(line);
+  const say = (line: string) => out.line(line);
   const base = client(cmd);
   const urls = daemonUrls(cmd, base, options.daemon);
   const firstApi = base.withUrl(urls.first);
   return { say, urls, firstApi, backupId: await resolveBackupId(firstApi, ref) };
 }
 
-export async function applyAllCommand(cmd: Command, options: ApplyOptions): Promise<void> {
+export async function applyAllCommand(cmd: Command, out: Output, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const { say, urls, firstApi, backupId } = await allMembers(cmd, options);
+  const { say, urls, firstApi, backupId } = await allMembers(cmd, out, options);
 
   let first: Node;
   const found = options.again ? undefined : await findStarted(firstApi, backupId);
@@ -59,7 +59,7 @@ export async function applyAllCommand(cmd: Command, options: ApplyOptions): Prom
   const views = await Promise.all(nodes.map((n) => n.api.restore(n.plan.id)));
   if (views.every((v) => v.state === 'done')) {
     say(`restore of ${backupId} is already done on every member (${nodes.map((n) => n.plan.id).join(', ')}); --again restores it once more`);
-    await report(nodes, { ok: true, phases: [] }, performance.now() - started, undefined, options.json === true);
+    await report(out, nodes, { ok: true, phases: [] }, performance.now() - started, undefined);
     return;
   }
   const p = first.plan;
@@ -101,7 +101,7 @@ export async function applyAllCommand(cmd: Command, options: ApplyOptions): Prom
       for (const o of outcome.nodes) say(`      ${o.node}  ${o.ok ? 'ok' : 'FAILED'} (${seconds(o.durationMs)} s)${o.error ? `: ${o.error.code}: ${o.error.message}${o.error.hint ? ` (${o.error.hint})` : ''}` : ''}`);
     },
   });
-  await report(nodes, result, performance.now() - started, quorumAt, options.json === true);
+  await report(out, nodes, result, performance.now() - started, quorumAt);
   if (!result.ok) {
     const failed = result.phases.at(-1)?.nodes.filter((o) => !o.ok) ?? [];
     const what = failed.map((o) => `${o.node}: ${o.error?.message ?? 'failed'}`).join('; ');
@@ -116,7 +116,7 @@ function seconds(ms: number): string {
   return (ms / 1000).toFixed(1);
 }
 
-async function report(nodes: Node[], result: ApplyAllReport, elapsedMs: number, quorumMs: number | undefined, json: boolean): Promise<void> {
+async function report(out: Output, nodes: Node[], result: ApplyAllReport, elapsedMs: number, quorumMs: number | undefined): Promise<void> {
   const views = await Promise.all(nodes.map((n) => n.api.restore(n.plan.id).catch((err: unknown) => err as Error)));
   const rows = nodes.map((n, i) => {
     const v = views[i]!;
@@ -124,17 +124,16 @@ async function report(nodes: Node[], result: ApplyAllReport, elapsedMs: number, 
     const { quorum } = v.journal.result;
     return { node: n.name, restoreId: n.plan.id, state: v.state, setAside: v.plan.setAside.map((s) => s.to), revision: quorum?.revision, leader: quorum?.leader };
   });
-  if (json) {
-    print(JSON.stringify({ ok: result.ok, ...(result.failedPhase ? { failedPhase: result.failedPhase } : {}), elapsedSeconds: elapsedMs / 1000, ...(quorumMs === undefined ? {} : { healthyQuorumAfterSeconds: quorumMs / 1000 }), phases: result.phases, nodes: rows }, null, 2));
-    return;
-  }
-  print('');
-  print(result.ok ? `restore done on every member in ${seconds(elapsedMs)} s${quorumMs === undefined ? '' : ` (a healthy quorum after ${seconds(quorumMs)} s)`}` : `restore stopped in phase ${result.failedPhase} after ${seconds(elapsedMs)} s`);
-  printTable(['NODE', 'RESTORE', 'STATE', 'REVISION', 'OLD DATA SET ASIDE AT'], rows.map((r) => [r.node, r.restoreId, r.state, r.revision ?? '', 'setAside' in r ? (r.setAside ?? []).join(', ') : (r.error ?? '')]));
+  const data = { ok: result.ok, ...(result.failedPhase ? { failedPhase: result.failedPhase } : {}), elapsedSeconds: elapsedMs / 1000, ...(quorumMs === undefined ? {} : { healthyQuorumAfterSeconds: quorumMs / 1000 }), phases: result.phases, nodes: rows };
+  out.data(data, () => {
+    out.line('');
+    out.line(result.ok ? `restore done on every member in ${seconds(elapsedMs)} s${quorumMs === undefined ? '' : ` (a healthy quorum after ${seconds(quorumMs)} s)`}` : `restore stopped in phase ${result.failedPhase} after ${seconds(elapsedMs)} s`);
+    out.table(['NODE', 'RESTORE', 'STATE', 'REVISION', 'OLD DATA SET ASIDE AT'], rows.map((r) => [r.node, r.restoreId, r.state, r.revision ?? '', 'setAside' in r ? (r.setAside ?? []).join(', ') : (r.error ?? '')]));
+  });
 }
 
-export async function rollbackAllCommand(cmd: Command, options: RollbackOptions): Promise<void> {
-  const { say, urls, firstApi, backupId } = await allMembers(cmd, options);
+export async function rollbackAllCommand(cmd: Command, out: Output, options: RollbackOptions): Promise<void> {
+  const { say, urls, firstApi, backupId } = await allMembers(cmd, out, options);
   const nodes = await rollbackTargets(firstApi, backupId, urls.forMember, say, urls.check);
   say(`rolling back ${nodes.map((n) => `${n.name} (${n.plan.id})`).join(', ')}`);
   const result = await rollbackAll(nodes.map((n) => ({
@@ -148,12 +147,11 @@ export async function rollbackAllCommand(cmd: Command, options: RollbackOptions)
     },
   })));
   const views = await Promise.all(nodes.map((n) => n.api.restore(n.plan.id).catch(() => undefined)));
-  if (options.json) print(JSON.stringify({ ...result, restores: views }, null, 2));
-  else {
+  out.data({ ...result, restores: views }, () => {
     for (const [i, o] of result.nodes.entries()) {
       say(`${o.node}: ${o.ok ? 'rolled back' : `FAILED: ${o.error?.message ?? ''}`}`);
       for (const a of views[i]?.journal.rollback?.actions ?? []) say(`  - ${a}`);
     }
-  }
+  });
   if (!result.ok) throw new LifeboatError('INTERNAL', `the rollback failed on ${result.nodes.filter((o) => !o.ok).map((o) => o.node).join(', ')}`, { hint: 'fix what it says, then run the same command again' });
 }

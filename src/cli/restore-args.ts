@@ -56,7 +56,6 @@ export interface PlanOptions {
   dryRun?: boolean;
   wait?: boolean;
   pollInterval: number;
-  json?: boolean;
 }
 
 export interface ApplyOptions {
@@ -71,7 +70,6 @@ export interface ApplyOptions {
   member: string[];
   daemon: string[];
   pollInterval: number;
-  json?: boolean;
 }
 
 export interface RollbackOptions {
@@ -82,5 +80,4 @@ export interface RollbackOptions {
   before?: string;
   daemon: string[];
   pollInterval: number;
-  json?: boolean;
 }

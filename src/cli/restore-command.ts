@@ -3,11 +3,11 @@ import { followJob, jobError, type ApiClient } from '../api/client.ts';
 import { LifeboatError } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
 import { RESTORE_MODES, STEP_NAMES, type RestoreRequest } from '../restore/plan.ts';
-import { printTable } from './commands.ts';
 import { applyAllCommand, rollbackAllCommand } from './restore-all.ts';
 import { backupRef, client, collect, members, positiveInt, usage, type ApplyOptions, type PlanOptions, type RollbackOptions } from './restore-args.ts';
 import { APPLY_HELP, LIST_HELP, PLAN_HELP, RESTORE_HELP, ROLLBACK_HELP, SHOW_HELP } from './restore-help.ts';
-import { jobLine, lastStep, print, printDryRun, printPlan, printProgress } from './restore-print.ts';
+import { addOutputOption, output, type Output } from './output.ts';
+import { jobLine, lastStep, printDryRun, printPlan, printProgress } from './restore-print.ts';
 
 /**
  * `lifeboat restore ...`: restores through the daemons' API (role restorer). A plan is per
@@ -21,7 +21,7 @@ export function registerRestoreCommand(program: Command): void {
     .description('Restore etcd (and the recovery kit) from a backup, through the daemons\' API: plan, dry-run, apply, roll back. Needs role restorer.')
     .addHelpText('after', RESTORE_HELP);
 
-  restore
+  const plan = restore
     .command('plan')
     .description('Plan a restore of the daemon\'s node and print it: the exact etcdutl command, files, manifests, data dirs set aside, revision bump, expected downtime, and the confirmation token that apply needs. Changes nothing; --dry-run also runs every step into temp dirs on the node (the snapshot is restored for real) and touches nothing live.')
     .option('--backup <id>', 'a backup id, or latest')
@@ -30,56 +30,65 @@ export function registerRestoreCommand(program: Command): void {
     .option('--member <name=peerURL>', 'a member of the restored cluster (repeat for each); default: the backup\'s members', collect, [])
     .option('--dry-run', 'also start the dry run (a job on the daemon)')
     .option('--wait', 'with --dry-run: follow the dry run until it ends and print what it found')
-    .addOption(new Option('--poll-interval <ms>', 'how often --wait asks for the job').default(500).argParser(positiveInt(60_000)))
-    .option('--json', 'print the plan (and the job) as JSON')
+    .addOption(new Option('--poll-interval <ms>', 'how often --wait asks for the job').default(500).argParser(positiveInt(60_000)));
+  addOutputOption(plan, '{plan, job?}; with --wait, {plan, job, restore} once the dry run ended')
     .addHelpText('after', PLAN_HELP)
     .action(async (options: PlanOptions, cmd: Command) => {
+      const out = output(cmd);
       if (options.wait && !options.dryRun) usage(cmd, '--wait follows a dry run: add --dry-run (apply --wait follows an apply)');
       const body: RestoreRequest = { backup: backupRef(cmd, options), mode: options.mode, ...(options.dryRun ? { dryRun: true } : {}) };
       const m = members(cmd, options.member);
       if (m) body.members = m;
       const api = client(cmd);
       const planned = await api.planRestore(body);
-      if (options.json && !options.wait) return print(JSON.stringify(planned, null, 2));
-      if (!options.json) printPlan(planned.plan, api.url);
-      if (!planned.job) return;
-      if (!options.json) print(`\ndry run started: job ${planned.job.id}${options.wait ? '' : ` (follow it: lifeboat jobs ${planned.job.id}, or lifeboat restore show ${planned.plan.id})`}`);
-      if (!options.wait) return;
-      const job = await followJob(api, planned.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
+      const dryRun = planned.job;
+      if (!options.wait || !dryRun) {
+        return out.data(planned, () => {
+          printPlan(out, planned.plan, api.url);
+          if (dryRun) out.line(`\ndry run started: job ${dryRun.id} (follow it: lifeboat jobs ${dryRun.id}, or lifeboat restore show ${planned.plan.id})`);
+        });
+      }
+      printPlan(out, planned.plan, api.url);
+      out.line(`\ndry run started: job ${dryRun.id}`);
+      const job = await followJob(api, dryRun, options.pollInterval, (j) => out.line(jobLine(j)));
       const view = await api.restore(planned.plan.id);
-      if (options.json) return print(JSON.stringify({ plan: planned.plan, job, restore: view }, null, 2));
-      printDryRun(view);
+      out.data({ plan: planned.plan, job, restore: view }, () => printDryRun(out, view));
       if (job.state === 'failed') throw jobError(job);
     });
 
-  restore
-    .command('list')
-    .description('List the restores of the daemon\'s node, oldest first: state, backup, mode.')
-    .option('--json', 'print JSON (plans include their confirmation tokens)')
+  addOutputOption(
+    restore.command('list').description('List the restores of the daemon\'s node, oldest first: state, backup, mode.'),
+    'the restores: plan (with its confirmation token), journal, state',
+  )
     .addHelpText('after', LIST_HELP)
-    .action(async (options: { json?: boolean }, cmd: Command) => {
+    .action(async (_options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const views = await client(cmd).restores();
-      if (options.json) return print(JSON.stringify(views, null, 2));
-      if (views.length === 0) return print('no restores on this node');
-      const rows = views.map((v) => [v.plan.id, v.state, v.plan.mode + (v.plan.dryRun ? ' (dry run)' : ''), v.plan.backupId, v.plan.node, lastStep(v)]);
-      printTable(['ID', 'STATE', 'MODE', 'BACKUP', 'NODE', 'LAST STEP'], rows);
+      out.data(views, () => {
+        if (views.length === 0) return out.line('no restores on this node');
+        const rows = views.map((v) => [v.plan.id, v.state, v.plan.mode + (v.plan.dryRun ? ' (dry run)' : ''), v.plan.backupId, v.plan.node, lastStep(v)]);
+        out.table(['ID', 'STATE', 'MODE', 'BACKUP', 'NODE', 'LAST STEP'], rows);
+      });
     });
 
-  restore
+  const show = restore
     .command('show')
     .argument('<id>', 'a restore id, like restore-20261124T033000.123Z-1a2b3c')
     .description('Show one restore of the daemon\'s node: its plan (with the confirmation token), each step\'s state and what it did, and the result (quorum, lease cleanup, dry-run findings, join command of a fresh control plane).')
-    .option('--json', 'print the plan, journal and state as JSON')
+;
+  addOutputOption(show, 'the plan, journal and state')
     .addHelpText('after', SHOW_HELP)
-    .action(async (id: string, options: { json?: boolean }, cmd: Command) => {
+    .action(async (id: string, _options: unknown, cmd: Command) => {
+      const out = output(cmd);
       const api = client(cmd);
       const view = await api.restore(id);
-      if (options.json) return print(JSON.stringify(view, null, 2));
-      printPlan(view.plan, api.url, { next: view.state !== 'done' && view.state !== 'rolled-back' });
-      printProgress(view);
+      out.data(view, () => {
+        printPlan(out, view.plan, api.url, { next: view.state !== 'done' && view.state !== 'rolled-back' });
+        printProgress(out, view);
+      });
     });
 
-  restore
+  const apply = restore
     .command('apply')
     .argument('[id]', 'the restore to apply (from restore plan); not with --all')
     .description('Apply a plan on the daemon\'s node with its confirmation token (applying again resumes it), or with --all restore every member in place in the safe order: stop the apiservers everywhere, stop etcd everywhere, restore every member, start etcd and wait for a healthy quorum, start the apiservers, report.')
@@ -93,15 +102,15 @@ export function registerRestoreCommand(program: Command): void {
     .addOption(new Option('--mode <mode>', 'with --all: only in-place').choices([...RESTORE_MODES]).default('in-place'))
     .option('--member <name=peerURL>', 'with --all: a member of the restored cluster (repeat); default: the backup\'s members', collect, [])
     .option('--daemon <name=url>', 'with --all: the API of a member\'s daemon (repeat); the first one is asked first; default: https://<host of its peer URL>:<port of client.url>', collect, [])
-    .addOption(new Option('--poll-interval <ms>', 'how often to ask for the jobs').default(250).argParser(positiveInt(60_000)))
-    .option('--json', 'print the result as JSON')
+    .addOption(new Option('--poll-interval <ms>', 'how often to ask for the jobs').default(250).argParser(positiveInt(60_000)));
+  addOutputOption(apply, '{job, created} as submitted; with --wait, {job, restore}; with --all, the report: ok, phases, nodes')
     .addHelpText('after', APPLY_HELP)
     .action(async (id: string | undefined, options: ApplyOptions, cmd: Command) => {
       if (options.all) {
         if (id !== undefined) usage(cmd, '--all finds or makes the plans itself: give --backup (or --before), not a restore id');
         if (options.token !== undefined || options.through !== undefined) usage(cmd, '--all takes no --token or --through: it plans every member and drives each step itself');
         if (options.mode !== 'in-place') usage(cmd, '--all restores in place; a fresh control plane is one host: plan it there and apply it by id');
-        return applyAllCommand(cmd, options);
+        return applyAllCommand(cmd, output(cmd), options);
       }
       if (id === undefined) usage(cmd, 'which restore? give its id (from lifeboat restore plan), or --all');
       if (options.token === undefined) usage(cmd, 'give the plan\'s confirmation token: --token (lifeboat restore show ID prints it)');
@@ -109,10 +118,10 @@ export function registerRestoreCommand(program: Command): void {
       if (options.daemon.length > 0 || options.member.length > 0) usage(cmd, '--daemon and --member go with --all');
       const api = client(cmd);
       const submitted = await api.applyRestore(id, { confirmationToken: options.token, ...(options.through ? { through: options.through } : {}) });
-      await followSubmitted(api, id, submitted, options);
+      await followSubmitted(output(cmd), api, id, submitted, options);
     });
 
-  restore
+  const rollback = restore
     .command('rollback')
     .argument('[id]', 'the restore to roll back; not with --all')
     .description('Roll a restore back on the daemon\'s node: stop what runs on the restored data, set it aside, put the old data dir and manifests back. Never deletes a data dir. With --all, every member of the unfinished (or finished) restore of a backup, at once.')
@@ -122,36 +131,35 @@ export function registerRestoreCommand(program: Command): void {
     .option('--backup <id>', 'with --all: a backup id, or latest')
     .option('--before <time>', 'with --all: the newest backup made at or before this RFC 3339 time')
     .option('--daemon <name=url>', 'with --all: the API of a member\'s daemon (repeat), as for apply --all', collect, [])
-    .addOption(new Option('--poll-interval <ms>', 'how often to ask for the jobs').default(500).argParser(positiveInt(60_000)))
-    .option('--json', 'print the result as JSON')
+    .addOption(new Option('--poll-interval <ms>', 'how often to ask for the jobs').default(500).argParser(positiveInt(60_000)));
+  addOutputOption(rollback, '{job, created} as submitted; with --wait, {job, restore}; with --all, every node\'s outcome and restore')
     .addHelpText('after', ROLLBACK_HELP)
     .action(async (id: string | undefined, options: RollbackOptions, cmd: Command) => {
       if (options.all) {
         if (id !== undefined || options.token !== undefined) usage(cmd, '--all finds the restores itself: give --backup (or --before), not an id or a token');
-        return rollbackAllCommand(cmd, options);
+        return rollbackAllCommand(cmd, output(cmd), options);
       }
       if (id === undefined) usage(cmd, 'which restore? give its id, or --all');
       if (options.token === undefined) usage(cmd, 'give the plan\'s confirmation token: --token');
       if (options.backup !== undefined || options.before !== undefined || options.daemon.length > 0) usage(cmd, '--backup, --before and --daemon go with --all');
       const api = client(cmd);
       const submitted = await api.rollbackRestore(id, { confirmationToken: options.token });
-      await followSubmitted(api, id, submitted, options);
+      await followSubmitted(output(cmd), api, id, submitted, options);
     });
 }
 
 // ---- one node ---------------------------------------------------------------------------------
 
-async function followSubmitted(api: ApiClient, id: string, submitted: { job: Job; created: boolean }, options: { wait?: boolean; json?: boolean; pollInterval: number }): Promise<void> {
+async function followSubmitted(out: Output, api: ApiClient, id: string, submitted: { job: Job; created: boolean }, options: { wait?: boolean; pollInterval: number }): Promise<void> {
   if (!options.wait) {
-    if (options.json) return print(JSON.stringify(submitted, null, 2));
-    print(`${submitted.created ? 'started' : 'already running:'} restore job ${submitted.job.id} on ${api.url}`);
-    print(`follow it: lifeboat restore show ${id}   (or lifeboat jobs ${submitted.job.id})`);
-    return;
+    return out.data(submitted, () => {
+      out.line(`${submitted.created ? 'started' : 'already running:'} restore job ${submitted.job.id} on ${api.url}`);
+      out.line(`follow it: lifeboat restore show ${id}   (or lifeboat jobs ${submitted.job.id})`);
+    });
   }
-  const job = await followJob(api, submitted.job, options.pollInterval, options.json ? () => undefined : (j) => print(jobLine(j)));
+  const job = await followJob(api, submitted.job, options.pollInterval, (j) => out.line(jobLine(j)));
   const view = await api.restore(id);
-  if (options.json) print(JSON.stringify({ job, restore: view }, null, 2));
-  else printProgress(view);
+  out.data({ job, restore: view }, () => printProgress(out, view));
   if (job.state === 'failed') {
     const err = jobError(job);
     throw new LifeboatError(err.code, err.message, { hint: `${err.hint ? `${err.hint}; ` : ''}apply it again to resume (every step is idempotent), or roll it back: lifeboat restore rollback ${id} --token <token>` });
