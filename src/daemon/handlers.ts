@@ -15,6 +15,7 @@ import type { LifeboatMetrics } from '../metrics/metrics.ts';
 import { replicate } from '../replicate/replicate.ts';
 import { RestoreEngine } from '../restore/engine.ts';
 import { prune } from '../retention/prune.ts';
+import { cleanupSegments } from '../retention/segments.ts';
 import { Catalog } from '../store/catalog.ts';
 import { backupSigner, type Signing } from '../signing/trust.ts';
 import { provenanceOf } from '../verify/provenance.ts';
@@ -165,11 +166,14 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
       const olderThan = new Date(deps.now().getTime() - config.backup.orphanMinAgeSeconds * 1000);
       const primary = await deps.catalog.cleanup(olderThan);
       metrics.orphansCleaned(primary.orphans.length + primary.incomplete);
-      if (!deps.secondary) return { primary };
+      // What uncommitted change-log segments left (a leader killed or fenced mid-commit).
+      const changes = await cleanupSegments(deps.store, config.cluster, olderThan);
+      metrics.orphansCleaned(changes.orphans.length + changes.incomplete);
+      if (!deps.secondary) return { primary, changes };
       // What interrupted second copies left behind.
       const secondary = await new Catalog(deps.secondary, config.cluster, { trust: deps.signing.trust }).cleanup(olderThan);
       metrics.orphansCleaned(secondary.orphans.length + secondary.incomplete);
-      return { primary, secondary };
+      return { primary, changes, secondary };
     },
     replicate: async (ctx) => {
       if (!deps.secondary) throw new ConfigError('/secondaryStore', 'no second store is configured, so there is nothing to copy to');

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { segmentIds } from '../changes/manifest.ts';
 import { LifeboatError, ObjectLockedError } from '../errors/errors.ts';
-import { parseSegmentId, segmentDataKey, segmentManifestKey, segmentSignatureKey } from '../store/layout.ts';
+import { changesPrefix, committedSegmentIds, parseSegmentId, parseSegmentKey, segmentDataKey, segmentManifestKey, segmentSignatureKey } from '../store/layout.ts';
 import { isLocked, type BackupStore } from '../store/store.ts';
 
 /** Where the change log lives: the primary store and the cluster. */
@@ -69,4 +69,40 @@ export async function pruneSegments(deps: SegmentRetentionDeps, belowRevision: s
     log.info({ phase: 'pruned-changes', dryRun: options.dryRun, belowRevision, deleted: report.deleted.length, first: report.deleted[0], last: report.deleted.at(-1) }, options.dryRun ? 'change log: segments that would be deleted' : 'change log: segments older than every backup kept deleted');
   }
   return report;
+}
+
+export interface SegmentCleanupResult {
+  /** Data and signature objects of segments that were never committed (no manifest), removed. */
+  orphans: string[];
+  /** Under Object Lock: left until their retention ends. */
+  locked?: string[];
+  /** Writes under the change log that never completed (temp files, multipart uploads), removed. */
+  incomplete: number;
+}
+
+/**
+ * Removes what uncommitted segments left, older than `olderThan`: the data (and signature) of a
+ * segment whose manifest was never written (a leader killed or fenced mid-commit, a failed store
+ * write whose own clean-up failed), and incomplete writes. A segment being committed now is
+ * younger than the threshold and is left alone.
+ */
+export async function cleanupSegments(store: BackupStore, cluster: string, olderThan: Date): Promise<SegmentCleanupResult> {
+  const prefix = changesPrefix(cluster);
+  const incomplete = await store.removeIncomplete(prefix, olderThan);
+  const objects = await store.list(prefix);
+  const committed = new Set(committedSegmentIds(objects));
+  const orphans: string[] = [];
+  const locked: string[] = [];
+  for (const o of objects) {
+    const parsed = parseSegmentKey(o.key);
+    if (!parsed || committed.has(parsed.segmentId) || o.modified >= olderThan) continue;
+    try {
+      await store.delete(o.key);
+      orphans.push(o.key);
+    } catch (err) {
+      if (!(err instanceof ObjectLockedError)) throw err;
+      locked.push(o.key);
+    }
+  }
+  return { orphans, ...(locked.length > 0 ? { locked } : {}), incomplete };
 }
