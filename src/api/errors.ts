@@ -9,6 +9,7 @@ import {
   NotLeaderError,
   publicErrorInfo,
   RateLimitedError,
+  ShuttingDownError,
   type ErrorCode,
 } from '../errors/errors.ts';
 
@@ -50,6 +51,7 @@ export const PROBLEMS: Readonly<Record<ErrorCode, { status: number; title: strin
   DAEMON_UNREACHABLE: { status: 502, title: 'Another daemon cannot be reached' },
   STORE_FAILED: { status: 502, title: 'The backup store failed' },
   ETCD_UNAVAILABLE: { status: 503, title: 'etcd is unavailable' },
+  SHUTTING_DOWN: { status: 503, title: 'The daemon is shutting down' },
 };
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
@@ -114,6 +116,7 @@ export function errorResponse(err: unknown): ErrorResponse {
     if (err.code === 'UNAUTHENTICATED') headers['www-authenticate'] = 'Bearer realm="lifeboat"';
     if (err instanceof RateLimitedError) headers['retry-after'] = String(err.retryAfterSeconds);
     if (err instanceof MethodNotAllowedError) headers.allow = err.allowed.join(', ');
+    if (err instanceof ShuttingDownError) headers.connection = 'close';
     return { status, body: problem(err.code, err.message, extensions), headers, serverSide: status >= 500, unexpected: false };
   }
   const framework = frameworkClientError(err);

@@ -4,7 +4,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { readField } from '../config/load.ts';
-import { ConfigError, NotLeaderError, UnauthenticatedError } from '../errors/errors.ts';
+import { ConfigError, NotLeaderError, ShuttingDownError, UnauthenticatedError } from '../errors/errors.ts';
 import { allows, Authenticator, FailureLimiter, forbidden, type Access, type Principal } from './auth.ts';
 import type { ApiDeps } from './deps.ts';
 import { errorResponse, noRouteError, ProblemSchema, rawProblemResponse } from './errors.ts';
@@ -276,14 +276,23 @@ function common(logger: FastifyBaseLogger) {
     bodyLimit: BODY_LIMIT,
     // A request (headers and body) must arrive within this, so slow clients cannot hold sockets.
     requestTimeout: 30_000,
-    return503OnClosing: true,
+    // Fastify's own 503 while closing is not problem details: prepare() answers it instead.
+    return503OnClosing: false,
     clientErrorHandler,
   };
 }
 
-/** Validation, the error handler and the not-found handler; the same on both listeners. */
+/** Validation, the error handler, the not-found handler and the 503 while closing; the same on both listeners. */
 function prepare(app: App, log: Logger, factsOf: (request: FastifyRequest) => RequestFacts): void {
   const routes = new Map<string, Set<string>>();
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  // The first hook: a request that arrives (say, on a kept-alive connection) while the server closes.
+  app.addHook('onRequest', async () => {
+    if (closing) throw new ShuttingDownError('the daemon is shutting down', { hint: 'retry; another instance behind the Service answers' });
+  });
   // Every route's error responses refer to it (schemas.ts), and /openapi.json names it Problem.
   app.addSchema(ProblemSchema);
   app.setValidatorCompiler(validatorCompiler);

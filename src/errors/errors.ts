@@ -35,6 +35,7 @@ export const ERROR_CODES = [
   'METHOD_NOT_ALLOWED',
   'PAYLOAD_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
+  'SHUTTING_DOWN',
   'INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -282,6 +283,13 @@ export class RateLimitedError extends LifeboatError {
 export class DaemonUnreachableError extends LifeboatError {
   constructor(message: string, options: LifeboatErrorOptions = {}) {
     super('DAEMON_UNREACHABLE', message, options);
+  }
+}
+
+/** The daemon is stopping and takes no more requests; another instance, or this one once restarted, will. */
+export class ShuttingDownError extends LifeboatError {
+  constructor(message: string, options: LifeboatErrorOptions = {}) {
+    super('SHUTTING_DOWN', message, options);
   }
 }
 

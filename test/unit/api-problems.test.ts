@@ -1,5 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { connect } from 'node:tls';
+import { setImmediate as tick } from 'node:timers/promises';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { PROBLEMS, problemType, rawProblemResponse } from '../../src/api/errors.ts';
 import { ERROR_CODES } from '../../src/errors/errors.ts';
@@ -122,6 +126,46 @@ test('a request the HTTP parser rejects is answered with problem details on the 
     code: 'BAD_REQUEST',
     message: 'the request headers are too large',
   });
+});
+
+test('a request that arrives while the server closes is answered 503 SHUTTING_DOWN as problem details', async () => {
+  const { servers, fakes } = await bed!.start();
+  await servers.api.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = servers.api.server.address() as { port: number };
+  // The first request waits in its handler, so its connection stays busy while the server closes.
+  let entered!: () => void;
+  let release!: () => void;
+  const inHandler = new Promise<void>((resolve) => (entered = resolve));
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const list = fakes.restores.list;
+  fakes.restores.list = async () => {
+    entered();
+    await gate;
+    return list();
+  };
+  const socket = connect({ host: '127.0.0.1', port, ca: await readFile(bed!.pki.ca.cert), servername: 'localhost' });
+  let text = '';
+  socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  socket.on('error', () => undefined);
+  const ended = new Promise((resolve) => socket.on('close', resolve));
+  const auth = `Authorization: ${bearer('restorer').authorization}\r\n`;
+  socket.write(`GET /v1/restores HTTP/1.1\r\nHost: localhost\r\n${auth}\r\n`);
+  await inHandler;
+  const closed = servers.api.close();
+  // Fastify stops listening after its preClose hooks ran.
+  while (servers.api.server.listening) await tick();
+  servers.api.server.on('request', (req: IncomingMessage) => {
+    if (req.url === '/v1/status') release();
+  });
+  socket.write(`GET /v1/status HTTP/1.1\r\nHost: localhost\r\n${auth}\r\n`);
+  await closed;
+  await ended;
+  const [, second] = text.split(/(?=HTTP\/1\.1 )/);
+  assert.ok(text.startsWith('HTTP/1.1 200 OK'), text);
+  assert.match(second ?? '', /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+  assert.match(second ?? '', /\r\ncontent-type: application\/problem\+json; charset=utf-8\r\n/i);
+  const body = JSON.parse(second!.slice(second!.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+  assert.deepEqual([body.status, body.code, body.type], [503, 'SHUTTING_DOWN', 'https://lifeboat.dev/problems/shutting-down']);
 });
 
 test('OpenAPI: every operation has its own operationId', async () => {
