@@ -35,12 +35,14 @@ export const LIST_HELP = `${CONNECT_HELP}
 
 Examples:
   lifeboat restore list
+  lifeboat restore list -o json        # with each plan's confirmation token
   ${CURL} https://cp-1:8443/v1/restores`;
 
 export const SHOW_HELP = `${CONNECT_HELP}
 
 Examples:
   lifeboat restore show restore-20261124T033000.123Z-1a2b3c
+  lifeboat restore show restore-20261124T033000.123Z-1a2b3c -o yaml
   ${CURL} https://cp-1:8443/v1/restores/restore-20261124T033000.123Z-1a2b3c`;
 
 export const APPLY_HELP = `${CONNECT_HELP}
