@@ -2,26 +2,36 @@
 #
 # Lifeboat: etcd backup and disaster recovery for kubeadm clusters.
 #
-#   docker build -t ghcr.io/lifeboat-backup/lifeboat:0.1.0 .
+#   docker build -t ghcr.io/lifeboat-backup/lifeboat:0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" \
+#     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
 #
-# Three build stages and one runtime stage:
-#   etcd    the official etcd release image, only to copy etcdutl (snapshot status and restore)
-#           and etcd (restore drills start a throwaway member on loopback). Both are static Go
-#           binaries, so they run on any Linux base.
-#   build   `npm ci` with the dev dependencies, then tsc (`npm run build`) into dist/.
-#   deps    the production dependencies only (`npm ci --omit=dev`), without install scripts.
-#   runtime Node slim, dist/, production node_modules, package.json (the version comes from it).
+# From registry images only: no apt-get and nothing fetched but the lock file's packages (npm ci).
+# Four build stages and one runtime stage:
+#   etcd36, etcd35  the official etcd release images, only to copy etcdutl of each minor
+#                   (snapshot status and restore: use the one that matches the cluster's etcd,
+#                   tools.etcdutl) and etcd 3.6 (restore drills start a throwaway member). Static
+#                   Go binaries, so they run on any Linux base.
+#   build           `npm ci` with the dev dependencies, then tsc (`npm run build`) into dist/.
+#   deps            the production dependencies only (`npm ci --omit=dev`), without install scripts.
+#   runtime         Node slim (its node is the image's only one), dist/, production node_modules,
+#                   package.json (`lifeboat --version` reads it).
 #
 # Runs as uid/gid 65532 (no login, no home) by default. The DaemonSet runs it as uid 0 with every
 # capability dropped: deploy/README.md, section 4, says why.
 #
-# Versions are pinned here. Keep the etcd minor at 3.5 or later: restores use
-# `etcdutl snapshot restore --bump-revision --mark-compacted` (3.5.10+).
+# Versions. NODE_VERSION is the node dev dependency's (package.json); ETCD_36 and ETCD_35 are
+# scripts/versions.env's, which the tests' etcd binaries come from; VERSION is package.json's.
+# The tests check all four. Restores need etcd 3.5.10 or later
+# (`etcdutl snapshot restore --bump-revision --mark-compacted`).
 ARG NODE_VERSION=24.21.0
 ARG DEBIAN_RELEASE=bookworm
-ARG ETCD_VERSION=3.5.21
+ARG ETCD_36=3.6.17
+ARG ETCD_35=3.5.36
 
-FROM gcr.io/etcd-development/etcd:v${ETCD_VERSION} AS etcd
+FROM gcr.io/etcd-development/etcd:v${ETCD_36} AS etcd36
+
+FROM gcr.io/etcd-development/etcd:v${ETCD_35} AS etcd35
 
 FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS build
 WORKDIR /src
@@ -42,30 +52,41 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim
 ARG NODE_VERSION
 ARG DEBIAN_RELEASE
-ARG ETCD_VERSION
+ARG ETCD_36
+ARG ETCD_35
+# package.json's version; the tests check that they are the same.
+ARG VERSION=0.1.0
+# The commit and the build time (RFC 3339), given by the build command above.
+ARG REVISION=""
+ARG CREATED=""
 LABEL org.opencontainers.image.title="lifeboat" \
       org.opencontainers.image.description="etcd backup and disaster recovery for kubeadm clusters: verified, encrypted, streaming backups to a local directory or S3/Ceph RGW" \
-      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/lifeboat-backup/lifeboat" \
       org.opencontainers.image.url="https://github.com/lifeboat-backup/lifeboat" \
       org.opencontainers.image.documentation="https://github.com/lifeboat-backup/lifeboat/blob/main/deploy/README.md" \
       org.opencontainers.image.vendor="Lifeboat" \
       org.opencontainers.image.base.name="docker.io/library/node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim" \
-      io.lifeboat.etcd.version="${ETCD_VERSION}"
+      io.lifeboat.etcdutl.versions="${ETCD_36} ${ETCD_35}"
 
 # - A user for uid/gid 65532, so tools that look the user up find one.
 # - No setuid/setgid programs: nothing in the image can raise a process's privileges.
+# - /usr/local/bin/lifeboat, the CLI on PATH.
 RUN groupadd --gid 65532 lifeboat \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin lifeboat \
     && find / -xdev -type f -perm /6000 -exec chmod a-s {} + \
-    && install -d -o 65532 -g 65532 -m 0700 /var/lib/lifeboat /var/lib/lifeboat/state /var/lib/lifeboat/backups
+    && install -d -o 65532 -g 65532 -m 0700 /var/lib/lifeboat /var/lib/lifeboat/state /var/lib/lifeboat/backups \
+    && ln -s /app/dist/cli/main.js /usr/local/bin/lifeboat
 
-COPY --from=etcd /usr/local/bin/etcdutl /usr/local/bin/etcd /usr/local/bin/
+# etcdutl is 3.6's, the default of tools.etcdutl; etcdutl-3.5 is for clusters on etcd 3.5.
+COPY --from=etcd36 /usr/local/bin/etcdutl /usr/local/bin/etcd /usr/local/bin/
+COPY --from=etcd35 /usr/local/bin/etcdutl /usr/local/bin/etcdutl-3.5
 COPY --from=deps /src/node_modules /app/node_modules
 COPY --from=build /src/dist /app/dist
 COPY package.json /app/package.json
-RUN ln -s /app/dist/cli/main.js /usr/local/bin/lifeboat
 
 ENV NODE_ENV=production
 WORKDIR /app

@@ -1,6 +1,7 @@
 /**
- * The shipping artefacts: deploy/ (the Kustomize base, the components, the examples that combine
- * them, the Secret templates) and the Dockerfile. The apiserver's view of deploy/ is deploy-server.test.ts.
+ * The shipping artefacts in deploy/: the Kustomize base, the components, the examples that combine
+ * them, the Secret templates. The apiserver's view of deploy/ is deploy-server.test.ts; the image's
+ * is image.test.ts.
  *
  * - Every kustomization, and each combination of an example with the restore and drill
  *   components, renders with the real `kubectl kustomize` (the pinned build,
@@ -9,24 +10,19 @@
  *   @kubernetes-models/prometheus-operator: types, formats, required fields), and has no field
  *   the schema does not know (the same models' TypeScript types, checked by the compiler).
  * - The security-critical fields, the probes and resources, the mounts each config path needs.
- * - The Dockerfile lints clean; what it copies exists and builds; its runtime user is not root.
  *
  * That the DaemonSet's securityContext (uid 0, no capability) can back up a root-only kit is
  * shown on the real kernel by backup-no-capabilities.test.ts.
  */
 import { test, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import ts from 'typescript';
 import { parse } from 'yaml';
 import { Value } from '@sinclair/typebox/value';
-import { validate as validateDockerfile } from 'dockerfile-utils';
-import { DockerfileParser, type Dockerfile, type Instruction } from 'dockerfile-ast';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Secret } from 'kubernetes-models/v1/Secret';
@@ -47,22 +43,13 @@ import { applyEnvOverrides } from '../../src/config/load.ts';
 import { makeKubeadmTree } from '../../scripts/rig/pki.ts';
 import { kitSpecs } from '../../src/kit/collect.ts';
 import { COMBINATIONS, combinationName, components, DEPLOY, kustomizations, render, renderCombination, type K8sObject, type Rendered } from '../support/kustomize.ts';
-import { NODE_FLAGS, REPO } from '../support/lifeboat.ts';
+import { REPO } from '../support/lifeboat.ts';
 
-const run = promisify(execFile);
-const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
-  version: string;
-  scripts: Record<string, string>;
-  license: string;
-  bin: Record<string, string>;
-  dependencies: Record<string, string>;
-};
+const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
 
 /** Measured (README.md, shared notes): a backup peaks at about 150 MiB RSS, an S3 backup at 200 MiB. */
 const MEASURED_BACKUP_PEAK_MIB = 150;
 const S3_BOUND_MIB = 200;
-/** The image's default user (the DaemonSet runs it as uid 0). */
-const UID = 65532;
 const IMAGE = 'ghcr.io/lifeboat-backup/lifeboat';
 
 // ---------------------------------------------------------------------------------------------
@@ -845,189 +832,3 @@ describe('monitoring objects', () => {
     assert.doesNotMatch(readme, /setcap|cap_[a-z_]+=|capabilities: \{[^}]*add:/, 'no file capability, no added capability');
   });
 });
-
-// ---------------------------------------------------------------------------------------------
-// The Dockerfile
-
-const DOCKERFILE = readFileSync(path.join(REPO, 'Dockerfile'), 'utf8');
-const dockerfile: Dockerfile = DockerfileParser.parse(DOCKERFILE);
-/** ARG defaults declared before the first FROM. */
-const globalArgs = new Map<string, string>();
-for (const a of dockerfile.getInitialARGs()) {
-  const p = a.getProperty();
-  if (p?.getValue()) globalArgs.set(p.getName(), p.getValue()!);
-}
-const expand = (s: string) => s.replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a: string | undefined, b: string | undefined) => globalArgs.get((a ?? b)!) ?? `\${${a ?? b}}`);
-const stages = dockerfile.getFROMs().map((f, i) => ({
-  index: i,
-  // registry/name and tag, with the ARG defaults filled in
-  image: expand(f.getImage() ?? '').replace(/:[^:/]+$/, ''),
-  tag: expand(f.getImage() ?? '').match(/:([^:/]+)$/)?.[1] ?? '',
-  name: f.getBuildStage(),
-  instructions: dockerfile.getInstructions().filter((ins) => {
-    const next = dockerfile.getFROMs()[i + 1];
-    return ins.getRange().start.line > f.getRange().start.line && (!next || ins.getRange().start.line < next.getRange().start.line);
-  }),
-}));
-const finalStage = stages.at(-1)!;
-const args = (ins: Instruction) => ins.getArguments().map((a) => a.getValue());
-const flagValue = (ins: Instruction, name: string) => (ins as unknown as { getFlags(): { getName(): string; getValue(): string | null }[] }).getFlags().find((f) => f.getName() === name)?.getValue() ?? undefined;
-/** The JSON (exec form) array of CMD, ENTRYPOINT or HEALTHCHECK CMD. */
-const execForm = (ins: Instruction) => {
-  const text = ins.getTextContent();
-  const json = text.slice(text.indexOf('['));
-  return JSON.parse(json.replace(/\\\n/g, '')) as string[];
-};
-
-describe('Dockerfile', () => {
-  test('lints clean (dockerfile-utils) and keeps the usual rules', () => {
-    const diagnostics = validateDockerfile(DOCKERFILE);
-    assert.deepEqual(diagnostics.map((d) => `line ${d.range.start.line + 1}: ${d.message}`), []);
-    for (const ins of dockerfile.getInstructions()) {
-      const kw = ins.getKeyword();
-      const line = ins.getRange().start.line + 1;
-      assert.equal(ins.getInstruction(), kw, `line ${line}: upper-case instructions`);
-      assert.notEqual(kw, 'ADD', `line ${line}: COPY, not ADD`);
-      assert.notEqual(kw, 'MAINTAINER', `line ${line}: a LABEL, not MAINTAINER`);
-      if (kw === 'RUN') {
-        const text = ins.getTextContent();
-        if (/apt-get install/.test(text)) {
-          assert.match(text, /apt-get install -y --no-install-recommends/, `line ${line}: apt-get install -y --no-install-recommends`);
-          assert.match(text, /apt-get update/, `line ${line}: apt-get update in the same RUN`);
-          assert.match(text, /rm -rf \/var\/lib\/apt\/lists\/\*/, `line ${line}: apt lists removed in the same RUN`);
-        }
-        assert.doesNotMatch(text, /\|/, `line ${line}: no pipes (their failures would pass)`);
-        assert.doesNotMatch(text, /\bsudo\b|curl|wget/, `line ${line}: no sudo, nothing fetched outside the package managers`);
-      }
-      if (kw === 'WORKDIR') assert.ok(path.posix.isAbsolute(args(ins)[0]!), `line ${line}: absolute WORKDIR`);
-    }
-    for (const kw of ['CMD', 'ENTRYPOINT', 'HEALTHCHECK', 'USER']) {
-      assert.equal(finalStage.instructions.filter((i) => i.getKeyword() === kw).length, 1, `one ${kw} in the runtime stage`);
-    }
-  });
-
-  test('pins every base image: Node 24 slim, etcd 3.5.10 or later', () => {
-    for (const s of stages) {
-      assert.ok(s.tag && s.tag !== 'latest' && !s.tag.includes('${'), `stage ${s.index}: ${s.image} has a pinned tag (${s.tag})`);
-    }
-    const node = stages.filter((s) => s.image === 'node');
-    assert.equal(node.length, 3, 'build, deps and runtime on the same Node image');
-    for (const s of node) assert.match(s.tag, /^24\.\d+\.\d+-bookworm-slim$/);
-    assert.equal(new Set(node.map((s) => s.tag)).size, 1);
-    assert.equal(finalStage.image, 'node');
-    const etcd = stages.find((s) => s.name === 'etcd')!;
-    assert.equal(etcd.image, 'gcr.io/etcd-development/etcd');
-    const [major, minor, patch] = etcd.tag.replace(/^v/, '').split('.').map(Number);
-    assert.ok(major === 3 && (minor! > 5 || (minor === 5 && patch! >= 10)), `etcd ${etcd.tag}: restores need --bump-revision and --mark-compacted (3.5.10+)`);
-  });
-
-  test('runs as uid 65532, labels by OCI conventions, checks /healthz, and starts the daemon', () => {
-    const user = finalStage.instructions.find((i) => i.getKeyword() === 'USER')!;
-    assert.equal(args(user)[0], `${UID}:${UID}`, 'the runtime user is not root');
-    const labels = new Map<string, string>();
-    for (const l of finalStage.instructions.filter((i) => i.getKeyword() === 'LABEL')) {
-      for (const p of (l as unknown as { getProperties(): { getName(): string; getValue(): string }[] }).getProperties()) labels.set(p.getName(), p.getValue());
-    }
-    for (const k of ['title', 'description', 'version', 'licenses', 'source', 'url', 'documentation', 'vendor', 'base.name']) {
-      assert.ok(labels.get(`org.opencontainers.image.${k}`), `label org.opencontainers.image.${k}`);
-    }
-    assert.equal(labels.get('org.opencontainers.image.version'), PKG.version);
-    assert.equal(labels.get('org.opencontainers.image.licenses'), PKG.license);
-    const health = execForm(finalStage.instructions.find((i) => i.getKeyword() === 'HEALTHCHECK')!);
-    assert.equal(health[0], 'node');
-    assert.match(health.join(' '), /http:\/\/127\.0\.0\.1:9464\/healthz/);
-    assert.deepEqual(execForm(finalStage.instructions.find((i) => i.getKeyword() === 'ENTRYPOINT')!), ['node', ...NODE_FLAGS, `/app/${PKG.bin.lifeboat}`]);
-    assert.deepEqual(execForm(finalStage.instructions.find((i) => i.getKeyword() === 'CMD')!), ['serve', '--config', '/etc/lifeboat/config.yaml']);
-    const exposed = finalStage.instructions.filter((i) => i.getKeyword() === 'EXPOSE').flatMap(args).sort();
-    assert.deepEqual(exposed, ['8443', '9464']);
-  });
-
-  test('grants no privilege: no file capability, no setuid or setgid program', () => {
-    const run = finalStage.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent()).join('\n');
-    assert.doesNotMatch(DOCKERFILE, /setcap|libcap|cap_[a-z_]+=/, 'the DaemonSet runs plain node as root with no capability');
-    assert.match(run, /find \/ -xdev -type f -perm \/6000 -exec chmod a-s \{\} \+/);
-  });
-
-  test('copies only what exists: sources in the context, and what the build stages make', async () => {
-    const copies = dockerfile.getInstructions().filter((i) => i.getKeyword() === 'COPY');
-    const ignore = dockerignore();
-    for (const c of copies.filter((i) => flagValue(i, 'from') === undefined)) {
-      const a = args(c);
-      for (const src of a.slice(0, -1)) {
-        const rel = src.replace(/\/$/, '');
-        assert.ok(existsSync(path.join(REPO, rel)), `COPY ${src}: not in the repository`);
-        assert.equal(ignore(rel), false, `COPY ${src}: excluded by .dockerignore`);
-      }
-    }
-    for (const p of ['node_modules', 'dist', '.cache', '.git', 'test', 'deploy', 'Dockerfile']) assert.equal(ignore(p), true, `.dockerignore keeps ${p} out of the context`);
-    // From the etcd image: the two tools, under the names tools.etcdutl and tools.etcd default to.
-    const fromEtcd = copies.filter((i) => flagValue(i, 'from') === 'etcd').flatMap((i) => args(i));
-    assert.deepEqual(fromEtcd, ['/usr/local/bin/etcdutl', '/usr/local/bin/etcd', '/usr/local/bin/']);
-    // The build stage compiles as `npm run build` does.
-    const buildRun = stages.find((s) => s.name === 'build')!.instructions.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getTextContent());
-    const script = PKG.scripts.build!;
-    assert.match(script, /^tsc /);
-    assert.ok(buildRun.some((t) => t.includes(`node node_modules/typescript/bin/${script}`)), `the build stage runs ${script}`);
-    const fromBuild = copies.filter((i) => flagValue(i, 'from') === 'build').map(args);
-    assert.deepEqual(fromBuild, [['/src/dist', '/app/dist']]);
-    const fromDeps = copies.filter((i) => flagValue(i, 'from') === 'deps').map(args);
-    assert.deepEqual(fromDeps, [['/src/node_modules', '/app/node_modules']]);
-    // The build stage's output, made the way the build stage makes it, laid out as in /app.
-    const app = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-image-'));
-    try {
-      await buildLikeTheImage(app);
-      const version = execFileSync(process.execPath, [...NODE_FLAGS, path.join(app, PKG.bin.lifeboat!), '--version'], { encoding: 'utf8' });
-      assert.equal(version.trim(), PKG.version);
-      // The runtime has the production dependencies only: every package the build imports is one.
-      const missing = [...(await bareImports(path.join(app, 'dist')))].filter((p) => !(p in PKG.dependencies));
-      assert.deepEqual(missing, [], 'imported by dist/ but not a production dependency');
-    } finally {
-      await rm(app, { recursive: true, force: true });
-    }
-  });
-});
-
-/** `npm run build` (tsc -p tsconfig.build.json) into `<app>/dist`, with package.json and node_modules beside it. */
-async function buildLikeTheImage(app: string): Promise<void> {
-  const tsc = path.join(REPO, 'node_modules/typescript/bin/tsc');
-  try {
-    await run(process.execPath, [tsc, '-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(app, 'dist')], { cwd: REPO });
-  } catch (err) {
-    throw new Error(`the image's build step fails: ${(err as { stdout?: string }).stdout ?? (err as Error).message}`, { cause: err });
-  }
-  await copyFile(path.join(REPO, 'package.json'), path.join(app, 'package.json'));
-  await symlink(path.join(REPO, 'node_modules'), path.join(app, 'node_modules'));
-}
-
-async function bareImports(dir: string): Promise<Set<string>> {
-  const found = new Set<string>();
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!e.isFile() || !e.name.endsWith('.js')) continue;
-    const text = await readFile(path.join(e.parentPath, e.name), 'utf8');
-    for (const m of text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g)) {
-      const spec = (m[1] ?? m[2])!;
-      if (spec.startsWith('.') || spec.startsWith('node:')) continue;
-      found.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
-    }
-  }
-  return found;
-}
-
-/**
- * A .dockerignore of the forms this repository uses: `*`, `name`, `dir/` and `!name`, last match
- * wins. Any other form fails the test rather than being misread.
- */
-function dockerignore(): (rel: string) => boolean {
-  const rules = readFileSync(path.join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-  for (const rule of rules) assert.match(rule, /^!?(\*|[\w.-]+(\/[\w.-]+)*\/?)$/, `.dockerignore rule "${rule}" is of a form this check does not read`);
-  return (rel) => {
-    let ignored = false;
-    for (const rule of rules) {
-      const negate = rule.startsWith('!');
-      const pattern = (negate ? rule.slice(1) : rule).replace(/\/$/, '');
-      const hit = pattern === '*' ? true : rel === pattern || rel.startsWith(`${pattern}/`);
-      if (hit) ignored = !negate;
-    }
-    return ignored;
-  };
-}
