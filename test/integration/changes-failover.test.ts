@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { checkChain, readTrustedSegment, segmentIds } from '../../src/changes/manifest.ts';
+import { Catalog } from '../../src/store/catalog.ts';
 import { FsStore } from '../../src/store/fs-store.ts';
 import { sample, scrape, until, type DaemonProcess } from '../support/daemon.ts';
 import { startDaemonTrio, type DaemonTrio } from '../support/daemon-trio.ts';
@@ -111,4 +112,50 @@ test('the leader captures; SIGKILLed mid-capture, the next leader continues from
   const follower = survivors.find((d) => d !== second)!;
   assert.equal(sample(await scrape(follower.ports.metrics), 'lifeboat_changes_lag_seconds'), 0, 'a follower reports no lag');
   process.stdout.write(`# change log failover: ${load.puts()} puts, ${segments.length} segments, ${second!.name} led ${(Date.now() - killedAt) / 1000} s after the SIGKILL of ${first!.name}\n`);
+});
+
+test('a leader paused (SIGSTOP) while etcd compacts what it had not committed: the next leader records the gap, takes a full backup at once, and the paused one commits nothing when it wakes', async () => {
+  const { daemons, storeDir } = trio!;
+  const store = new FsStore(storeDir);
+  const alive = daemons.filter((d) => d.child.exitCode === null && d.child.signalCode === null);
+  const [paused] = await leaders(alive);
+  const next = alive.find((d) => d !== paused)!;
+  const caughtUp = await revisionNow(client!);
+  await until('the log is caught up', async () => BigInt((await chain(store)).segments.at(-1)!.manifest.lastRevision) >= caughtUp, 30_000);
+  const lastBefore = BigInt((await chain(store)).segments.at(-1)!.manifest.lastRevision);
+
+  let mark = 0;
+  paused!.child.kill('SIGSTOP');
+  try {
+    for (let i = 0; i < 20; i++) await client!.put(`/registry/configmaps/lost/cm-${i}`).value('gone before it was captured');
+    const compacted = await revisionNow(client!);
+    await client!.kv.compact({ revision: compacted.toString(), physical: true });
+    await until(`${next.name} leads`, async () => (await leaders([next])).length === 1, (TTL_SECONDS + 10) * 1000);
+    await until('the gap is seen and a backup queued', () => next.logs.some((l) => l.phase === 'changes-gap-backup' && typeof l.jobId === 'string'), 30_000);
+    const catalog = new Catalog(store, 'it', { trust: TEST_TRUST });
+    await until(`a full backup by ${next.name}`, async () => (await catalog.list()).some((m) => m.node === next.name && BigInt(m.etcd.revision) >= compacted), 60_000);
+    await client!.put('/registry/configmaps/after/cm').value('captured');
+    const end = await revisionNow(client!);
+    await until(`the log reaches revision ${end}`, async () => BigInt((await chain(store)).segments.at(-1)!.manifest.lastRevision) >= end, 30_000);
+
+    const { segments, report } = await chain(store);
+    const after = segments.findIndex((s) => s.manifest.gap !== undefined);
+    assert.deepEqual(report.gaps.map((g) => [g.from, g.to]), [[(lastBefore + 1n).toString(), (compacted - 1n).toString()]], 'one gap: what the paused leader had not committed');
+    assert.equal(segments[after]!.manifest.firstRevision, compacted.toString(), 'the compact revision itself is captured');
+    assert.equal(sample(await scrape(next.ports.metrics), 'lifeboat_changes_gaps_total'), 1);
+  } finally {
+    mark = paused!.logs.length;
+    paused!.child.kill('SIGCONT');
+  }
+  // The woken leader's term has long ended: its capture stops, and whatever it held is refused by the fence.
+  await until(`${paused!.name}'s capture stops`, () => paused!.logs.slice(mark).some((l) => l.phase === 'changes-stop'), 30_000);
+  const segmentsBefore = (await chain(store)).segments.length;
+  await client!.put('/registry/configmaps/after/cm2').value('captured by the leader');
+  const end = await revisionNow(client!);
+  await until(`the log reaches revision ${end}`, async () => BigInt((await chain(store)).segments.at(-1)!.manifest.lastRevision) >= end, 30_000);
+  const { segments } = await chain(store);
+  assert.ok(segments.length > segmentsBefore);
+  const gapAt = segments.findIndex((s) => s.manifest.gap !== undefined);
+  assert.deepEqual([...new Set(segments.slice(gapAt).map((s) => s.manifest.node))], [next.name], `only ${next.name} committed after the gap`);
+  assert.equal((await leaders([paused!])).length, 0, `${paused!.name} follows`);
 });
