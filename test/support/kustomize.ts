@@ -2,7 +2,7 @@
  * deploy/ as Kustomize builds it: every kustomization under deploy/, and the combinations of
  * examples and components in COMBINATIONS, rendered with the real
  * `kubectl kustomize` of the pinned Kubernetes build (scripts/rig/binaries.ts). Shared by the
- * schema checks (test/integration/deploy.test.ts) and the apiserver's dry run
+ * checks (test/integration/deploy.test.ts, deploy-daemonset.test.ts) and the apiserver's dry run
  * (test/integration/deploy-server.test.ts).
  */
 import { execFile } from 'node:child_process';
