@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { createServers, type Servers } from '../api/server.ts';
 import { BUILD_INFO } from '../build-info.ts';
@@ -210,8 +211,9 @@ export class Daemon {
     this.#parts.ready = false;
     log.info({ phase: 'stopping', reason, graceSeconds: config.daemon.shutdownGraceSeconds }, 'stopping');
     await scheduler.stop();
-    // While this instance still leads, so that what the change log holds is committed.
-    await changeLog?.stop();
+    // While this instance still leads, so that what the change log holds is committed; no
+    // longer than the grace period (a store that hangs: the next leader captures it again).
+    if (changeLog) await Promise.race([changeLog.stop(), sleep(config.daemon.shutdownGraceSeconds * 1000, undefined, { ref: false })]);
     this.#parts.closeWatcher();
     const job = await runner.drain(config.daemon.shutdownGraceSeconds * 1000);
     await election.stop();

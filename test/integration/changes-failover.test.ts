@@ -159,3 +159,26 @@ test('a leader paused (SIGSTOP) while etcd compacts what it had not committed: t
   assert.deepEqual([...new Set(segments.slice(gapAt).map((s) => s.manifest.node))], [next.name], `only ${next.name} committed after the gap`);
   assert.equal((await leaders([paused!])).length, 0, `${paused!.name} follows`);
 });
+
+test('SIGTERM of the leader: it commits what it holds before it resigns and exits 0; the next leader continues the chain', async () => {
+  const { daemons, storeDir } = trio!;
+  const store = new FsStore(storeDir);
+  const alive = daemons.filter((d) => d.child.exitCode === null && d.child.signalCode === null);
+  const [leader] = await leaders(alive);
+  const other = alive.find((d) => d !== leader)!;
+  for (let i = 0; i < 10; i++) await client!.put(`/registry/configmaps/term/cm-${i}`).value('held at SIGTERM');
+  const held = await revisionNow(client!);
+  leader!.child.kill('SIGTERM');
+  assert.equal(await leader!.exited, 0);
+  const { segments: atExit } = await chain(store);
+  assert.ok(BigInt(atExit.at(-1)!.manifest.lastRevision) >= held, `the stopping leader committed through ${held}`);
+  assert.equal(atExit.at(-1)!.manifest.node, leader!.name);
+
+  await until(`${other.name} leads`, async () => (await leaders([other])).length === 1, (TTL_SECONDS + 10) * 1000);
+  await client!.put('/registry/configmaps/term/after').value('next');
+  const end = await revisionNow(client!);
+  await until(`the log reaches revision ${end}`, async () => BigInt((await chain(store)).segments.at(-1)!.manifest.lastRevision) >= end, 30_000);
+  const { segments, report } = await chain(store);
+  assert.equal(report.gaps.length, 1, 'no gap but the one compaction made');
+  assert.equal(segments.at(-1)!.manifest.node, other.name);
+});
