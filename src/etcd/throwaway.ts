@@ -58,6 +58,8 @@ export interface ThrowawayEtcd<C> {
 
 export interface ThrowawayOptions<C extends { close(): void }> {
   exec: Executor;
+  /** More etcd flags (a replay's `--unsafe-no-fsync`, `--max-txn-ops`). */
+  extraArgs?: readonly string[];
   /** The etcd server binary (tools.etcd). */
   etcd: string;
   name: string;
@@ -101,6 +103,7 @@ export async function startThrowawayEtcd<C extends { close(): void }>(o: Throwaw
     `--advertise-client-urls=${ADVERTISED_CLIENT_URL}`,
     `--listen-peer-urls=${THROWAWAY_PEER_URL}`,
     ...(o.forceNewCluster ? ['--force-new-cluster'] : []),
+    ...(o.extraArgs ?? []),
     '--logger=zap',
     '--log-outputs=stderr',
   ];

@@ -70,9 +70,16 @@ export interface DrillOptions {
   /** How long the throwaway etcd may take to have a leader. */
   startTimeoutSeconds: number;
   signal?: AbortSignal;
+  /** More flags for the throwaway etcd. */
+  etcdArgs?: readonly string[];
+  /**
+   * Work on the restored, checked etcd before it is stopped (a replay of the change log), with
+   * the throwaway etcd's unix-socket endpoint: the drill's `replay` step.
+   */
+  replay?: (endpoint: string) => Promise<void>;
 }
 
-export type DrillStep = 'archive' | 'restore' | 'start' | 'check' | 'cleanup';
+export type DrillStep = 'archive' | 'restore' | 'start' | 'check' | 'replay' | 'cleanup';
 
 export interface DrillReport {
   backupId: string;
@@ -103,7 +110,7 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
   const { log } = deps;
   const backupId = stored.backupId;
   const started = performance.now();
-  const timings: Record<DrillStep, number> = { archive: 0, restore: 0, start: 0, check: 0, cleanup: 0 };
+  const timings: Record<DrillStep, number> = { archive: 0, restore: 0, start: 0, check: 0, replay: 0, cleanup: 0 };
   const connect = deps.connect ?? etcd3Probe;
   const expected = expectedOf(stored);
   const signal = options.signal;
@@ -169,6 +176,7 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
           logFile: files.log,
           socketDir: files.sockets,
           socketSetting: '/drill/scratchDir',
+          ...(options.etcdArgs ? { extraArgs: options.etcdArgs } : {}),
           timeoutSeconds: options.startTimeoutSeconds,
           timeoutSetting: 'drill.startTimeoutSeconds',
           ...(signal ? { signal } : {}),
@@ -190,6 +198,8 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
       (f) => ({ revision: f.revision, keyCount: f.keyCount, registryKeyCount: f.registryKeyCount, expected }),
       'restored etcd matches the manifest',
     );
+    const replay = options.replay;
+    if (replay) await step('replay', () => replay(etcd!.endpoint), () => ({}), 'the change log replayed');
 
     report = {
       backupId,
