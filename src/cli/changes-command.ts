@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { readChangeLog, formatChangeLog, type ChangeLogFilter } from '../changes/log.ts';
 import { ConfigError } from '../errors/errors.ts';
 import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
+import { registerChangesReplayCommand } from './changes-replay-command.ts';
 import { addOutputOption, output } from './output.ts';
 
 interface LogOptions {
@@ -45,6 +46,7 @@ Examples:
       const read = await readChangeLog({ store: ctx.store, trust: ctx.signing.trust, decrypt: ctx.decrypt }, ctx.config.cluster, identities, filter);
       out.data({ events: read.entries, gaps: read.gaps }, () => out.line(formatChangeLog(read).trimEnd()));
     });
+  registerChangesReplayCommand(changes);
 }
 
 function timeOption(value: string, flag: string): Date {

@@ -1,0 +1,125 @@
+import type { Etcd3 } from 'etcd3';
+import { throwawayClient } from '../etcd/throwaway.ts';
+import type { ManifestTrust } from '../signing/trust.ts';
+import type { Catalog } from '../store/catalog.ts';
+import { runDrill, type DrillDeps, type DrillOptions, type DrillReport } from '../verify/drill.ts';
+import { readSegmentEvents } from './commit.ts';
+import type { ChangeEvent } from './format.ts';
+import { checkChain, readTrustedSegment, segmentIds, type SegmentManifest } from './manifest.ts';
+import { planReplay, type ReplayPlan, type ReplayTarget } from './replay-plan.ts';
+import { etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './replay.ts';
+
+/** Operations per replay transaction; the throwaway etcd is started to accept them. */
+export const REPLAY_MAX_OPS = 1024;
+
+export interface ReplayRunDeps extends DrillDeps {
+  trust: ManifestTrust;
+  catalog: Catalog;
+}
+
+export interface ReplayRunOptions extends Omit<DrillOptions, 'replay' | 'etcdArgs'> {
+  cluster: string;
+  target: ReplayTarget;
+  /** Write the replayed etcd's snapshot here (mode 0600; the file must not exist). */
+  output?: string;
+  /** Compares the replayed keys with another etcd (the live cluster) at the target revision. */
+  compare?: (replayed: Etcd3, targetRevision: string) => Promise<Comparison>;
+  leaseTtlSeconds: number;
+}
+
+export interface Comparison {
+  keys: number;
+  /** The first key whose value differs or that only one side holds; absent when all are equal. */
+  difference?: { key: string; replayed: string; live: string };
+}
+
+export interface ReplayReport {
+  plan: ReplayPlan;
+  stats: ReplayStats;
+  drill: DrillReport;
+  snapshotBytes?: number;
+  comparison?: Comparison;
+}
+
+/**
+ * A replay to a point: the plan (./replay-plan.ts) over the signed, chained segments and the
+ * trusted backups; then a drill of the chosen backup (download, every hash, etcdutl restore, a
+ * throwaway etcd on unix sockets, its revision and key counts checked) whose etcd gets the
+ * change log's events up to the target revision (./replay.ts); then, on that etcd, the snapshot
+ * is saved and the comparison made, before the drill stops it and removes its scratch dir.
+ *
+ * The throwaway etcd runs with `--unsafe-no-fsync`: it is scratch, and only its final snapshot
+ * is kept. Memory here: one segment's events, one transaction.
+ */
+export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions): Promise<ReplayReport> {
+  const trusted = [];
+  for (const id of await segmentIds(deps.store, options.cluster)) trusted.push(await readTrustedSegment(deps.store, options.cluster, deps.trust, id));
+  checkChain(trusted);
+  const segments = trusted.map((t) => t.manifest);
+  let cached: { id: string; events: ChangeEvent[] } | undefined;
+  const readEvents = async (m: SegmentManifest): Promise<ChangeEvent[]> => {
+    if (cached?.id !== m.segmentId) cached = { id: m.segmentId, events: await readSegmentEvents(deps, m, options.identities) };
+    return cached.events;
+  };
+  const plan = await planReplay(options.target, segments, await deps.catalog.list(), readEvents);
+  const stored = await deps.catalog.get(plan.backupId);
+  const wanted = new Set(plan.segments.map((s) => s.segmentId));
+  let stats: ReplayStats | undefined;
+  let snapshotBytes: number | undefined;
+  let comparison: Comparison | undefined;
+  const drill = await runDrill(deps, stored, {
+    ...options,
+    etcdArgs: ['--unsafe-no-fsync', `--max-txn-ops=${REPLAY_MAX_OPS}`],
+    replay: async (endpoint) => {
+      const client = throwawayClient(endpoint);
+      try {
+        async function* events(): AsyncGenerator<readonly ChangeEvent[]> {
+          for (const m of segments) if (wanted.has(m.segmentId)) yield await readEvents(m);
+        }
+        stats = await replayEvents(etcd3Replay(client), events(), { from: plan.backupRevision, to: plan.targetRevision, maxOps: REPLAY_MAX_OPS, leaseTtlSeconds: options.leaseTtlSeconds });
+        deps.log.info({ phase: 'replay', backupId: plan.backupId, targetRevision: plan.targetRevision, ...stats }, 'change log replayed to the target revision');
+        if (options.compare) comparison = await options.compare(client, plan.targetRevision);
+        if (options.output) snapshotBytes = await saveSnapshot(client, options.output);
+      } finally {
+        client.close();
+      }
+    },
+  });
+  return { plan, stats: stats!, drill, ...(snapshotBytes === undefined ? {} : { snapshotBytes }), ...(comparison ? { comparison } : {}) };
+}
+
+/**
+ * Compares every key and value of `replayed` (now) with `live` at `revision`, in key order, a
+ * page at a time (memory: two pages). Revisions and leases are not compared: a replay has its
+ * own. `live` must still hold that revision (it is not compacted yet).
+ */
+export async function compareKeys(replayed: Etcd3, live: Etcd3, revision: string, pageSize = 1000): Promise<Comparison> {
+  const a = pages(replayed, undefined, pageSize);
+  const b = pages(live, revision, pageSize);
+  let keys = 0;
+  let left = await a.next();
+  let right = await b.next();
+  for (;;) {
+    if (left.done && right.done) return { keys };
+    const l = left.done ? undefined : left.value;
+    const r = right.done ? undefined : right.value;
+    if (!l || !r || !l.key.equals(r.key) || !l.value.equals(r.value)) {
+      const key = (l && r ? (Buffer.compare(l.key, r.key) <= 0 ? l.key : r.key) : (l ?? r)!.key).toString();
+      const show = (kv: { key: Buffer; value: Buffer } | undefined) => (kv && kv.key.toString() === key ? `${kv.value.length} bytes` : 'absent');
+      return { keys, difference: { key, replayed: show(l), live: show(r) } };
+    }
+    keys++;
+    left = await a.next();
+    right = await b.next();
+  }
+}
+
+async function* pages(client: Etcd3, revision: string | undefined, limit: number): AsyncGenerator<{ key: Buffer; value: Buffer }> {
+  let from = Buffer.from([0]);
+  for (;;) {
+    const res = await client.kv.range({ key: from, range_end: Buffer.from([0]), limit, ...(revision ? { revision } : {}) });
+    for (const kv of res.kvs) yield { key: kv.key, value: kv.value };
+    if (!res.more || res.kvs.length === 0) return;
+    from = Buffer.concat([res.kvs.at(-1)!.key, Buffer.from([0])]);
+  }
+}

@@ -1,0 +1,145 @@
+import { createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Etcd3 } from 'etcd3';
+import { EtcdUnavailableError } from '../errors/errors.ts';
+import type { ChangeEvent } from './format.ts';
+
+/**
+ * Replay: the change log's events applied, in revision order, to an etcd that holds a full
+ * backup, up to a target revision, so that it then holds exactly the keys and values the cluster
+ * held at that revision. Its own revisions differ (a restore bumps them anyway).
+ *
+ * - **Batches.** Events are applied in transactions of up to `maxOps` operations. Within one
+ *   batch only the last operation on a key is kept (a put then a delete of the same key is the
+ *   delete): etcd refuses a transaction that names a key twice, and only the end state matters.
+ * - **Leases.** An event's lease is a lease of the live cluster, which the restored etcd does not
+ *   hold past the backup. Each lease id met gets one new lease of `leaseTtlSeconds`, and the keys
+ *   put with it are attached to that: a key that had a TTL (Kubernetes Events, master leases)
+ *   expires after the restore instead of living forever. Keys the backup held with a lease keep
+ *   the backup's lease, as in any restore.
+ * - **Memory:** one segment's events (at most changes.maxSegmentBytes of lines) and one batch.
+ */
+export interface ReplayOp {
+  op: 'put' | 'delete';
+  key: Buffer;
+  value?: Buffer;
+  /** A lease of the etcd replayed into. */
+  lease?: string;
+}
+
+/** What replay asks of the etcd it writes to. The etcd3 implementation is below. */
+export interface ReplayEtcd {
+  /** One transaction with these operations. */
+  apply(ops: readonly ReplayOp[]): Promise<void>;
+  grantLease(ttlSeconds: number): Promise<string>;
+}
+
+export interface ReplayOptions {
+  /** Events with a revision above `from` and at most `to` are applied. */
+  from: string;
+  to: string;
+  /** Operations per transaction (etcd's --max-txn-ops, 128 by default). */
+  maxOps: number;
+  leaseTtlSeconds: number;
+}
+
+export interface ReplayStats {
+  /** Events applied (the target's revision and all before it, after `from`). */
+  events: number;
+  revisions: number;
+  transactions: number;
+  /** Leases granted for the leases the events named. */
+  leases: number;
+  /** The last revision applied (`from` when none was). */
+  lastRevision: string;
+  seconds: number;
+  eventsPerSecond: number;
+}
+
+/** Applies the events of `segments` (each a segment's events, oldest first) from `options.from` (exclusive) to `options.to`. */
+export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<readonly ChangeEvent[]> | Iterable<readonly ChangeEvent[]>, options: ReplayOptions): Promise<ReplayStats> {
+  const started = performance.now();
+  const from = BigInt(options.from);
+  const to = BigInt(options.to);
+  const leases = new Map<string, string>();
+  const batch = new Map<string, ReplayOp>();
+  let events = 0;
+  let revisions = 0;
+  let transactions = 0;
+  let lastRevision = options.from;
+  const flush = async () => {
+    if (batch.size === 0) return;
+    await etcd.apply([...batch.values()]);
+    transactions++;
+    batch.clear();
+  };
+  outer: for await (const segment of segments) {
+    for (const e of segment) {
+      const rev = BigInt(e.rev);
+      if (rev <= from) continue;
+      if (rev > to) break outer;
+      if (e.rev !== lastRevision) revisions++;
+      lastRevision = e.rev;
+      events++;
+      const key = Buffer.from(e.key, 'base64');
+      const id = key.toString('base64');
+      if (!batch.has(id) && batch.size >= options.maxOps) await flush();
+      batch.delete(id); // re-inserted last: the order of the batch stays the order of the events
+      if (e.op === 'delete') {
+        batch.set(id, { op: 'delete', key });
+        continue;
+      }
+      let lease: string | undefined;
+      if (e.lease !== undefined) {
+        lease = leases.get(e.lease);
+        if (lease === undefined) {
+          lease = await etcd.grantLease(options.leaseTtlSeconds);
+          leases.set(e.lease, lease);
+        }
+      }
+      batch.set(id, { op: 'put', key, value: Buffer.from(e.value ?? '', 'base64'), ...(lease === undefined ? {} : { lease }) });
+    }
+  }
+  await flush();
+  const seconds = (performance.now() - started) / 1000;
+  return { events, revisions, transactions, leases: leases.size, lastRevision, seconds, eventsPerSecond: seconds > 0 ? Math.round(events / seconds) : events };
+}
+
+/** ReplayEtcd on an etcd3 client (of the throwaway etcd a replay runs). */
+export function etcd3Replay(client: Etcd3): ReplayEtcd {
+  return {
+    async apply(ops) {
+      try {
+        await client.kv.txn({
+          compare: [],
+          success: ops.map((o) => (o.op === 'put' ? { request_put: { key: o.key, value: o.value ?? Buffer.alloc(0), ...(o.lease ? { lease: o.lease } : {}) } } : { request_delete_range: { key: o.key } })),
+          failure: [],
+        });
+      } catch (err) {
+        throw new EtcdUnavailableError(`replaying a transaction of ${ops.length} operations failed: ${(err as Error).message}`, { cause: err });
+      }
+    },
+    async grantLease(ttlSeconds) {
+      const res = await client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: '0' });
+      return res.ID;
+    },
+  };
+}
+
+/**
+ * Writes a snapshot of the etcd behind `client` to `file` (mode 0600), as `etcdctl snapshot
+ * save` would: the database followed by its sha256, streamed. Resolves with its size.
+ */
+export async function saveSnapshot(client: Etcd3, file: string): Promise<number> {
+  let bytes = 0;
+  const stream = (await client.maintenance.snapshot()) as unknown as AsyncIterable<{ blob: Buffer }>;
+  async function* blobs() {
+    for await (const chunk of stream) {
+      bytes += chunk.blob.length;
+      yield chunk.blob;
+    }
+  }
+  await pipeline(Readable.from(blobs()), createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+  return bytes;
+}
