@@ -19,7 +19,11 @@ export interface ChangeWatch {
 /** Opens a watch over the whole keyspace from `startRevision` (inclusive); from now when undefined. */
 export type OpenWatch = (startRevision: string | undefined) => Promise<ChangeWatch>;
 
-/** A watch response larger than this fails the stream (etcd's own request limit is 1.5 MiB; a catch-up response batches revisions). */
+/**
+ * A watch response larger than this fails the stream. The watch asks etcd to fragment: a
+ * catch-up response batches up to 1,000 revisions, which can be far larger; fragmented, each
+ * part is at most etcd's --max-request-bytes (1.5 MiB by default).
+ */
 const MAX_RESPONSE_BYTES = 16 << 20;
 
 /**
@@ -35,14 +39,20 @@ export function etcdWatcher(config: Config['etcd'], log: Logger): { open: OpenWa
       failed = err;
     });
     // The key range [\0, \0) is every key.
-    stream.write({ create_request: { key: Buffer.from([0]), range_end: Buffer.from([0]), ...(startRevision === undefined ? {} : { start_revision: startRevision }) } });
+    stream.write({ create_request: { key: Buffer.from([0]), range_end: Buffer.from([0]), fragment: true, ...(startRevision === undefined ? {} : { start_revision: startRevision }) } });
     log.debug({ startRevision }, 'change watch opened');
     return { messages: messages(stream as unknown as AsyncIterable<IWatchResponse>, () => failed), close: () => stream.cancel() };
   };
   return { open, close: () => client.close() };
 }
 
+/**
+ * The watch's messages. Each carries whole revisions: of a fragment, the events of its last
+ * revision are held back until the next fragment (or the response's last) shows where that
+ * revision ends. Memory: one fragment and one revision's events.
+ */
 async function* messages(stream: AsyncIterable<IWatchResponse>, failed: () => Error | undefined): AsyncGenerator<WatchMessage> {
+  let held: RawEvent[] = [];
   try {
     for await (const res of stream) {
       if (res.compact_revision && res.compact_revision !== '0') {
@@ -51,15 +61,23 @@ async function* messages(stream: AsyncIterable<IWatchResponse>, failed: () => Er
       }
       if (res.canceled) throw new EtcdUnavailableError(`etcd cancelled the change watch: ${res.cancel_reason || 'no reason given'}`);
       if (res.created) yield { watching: true };
-      if (res.events.length === 0) continue;
-      yield {
-        events: res.events.map((e) => ({
+      const events = held.concat(
+        res.events.map((e): RawEvent => ({
           revision: String(e.kv.mod_revision),
           op: e.type === 'Delete' ? 'delete' : 'put',
           key: e.kv.key,
           ...(e.type === 'Delete' ? {} : { value: e.kv.value, lease: String(e.kv.lease ?? '0') }),
         })),
-      };
+      );
+      held = [];
+      if (res.fragment && events.length > 0) {
+        const last = events.at(-1)!.revision;
+        const cut = events.findIndex((e) => e.revision === last);
+        held = events.slice(cut);
+        if (cut > 0) yield { events: events.slice(0, cut) };
+        continue;
+      }
+      if (events.length > 0) yield { events };
     }
   } catch (err) {
     if (err instanceof EtcdUnavailableError) throw err;

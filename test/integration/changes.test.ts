@@ -171,3 +171,23 @@ test('a start revision etcd already compacted is recorded as a gap in the next s
   assert.equal(segment!.manifest.firstRevision, compacted.toString(), 'the compact revision itself is still watchable');
   assert.deepEqual(checkChain([segment!]).gaps, [{ ...gaps[0]!, before: segment!.manifest.segmentId }]);
 });
+
+test('a catch-up larger than a watch response may be (etcd fragments it) is captured whole: every event, no revision split across segments', async () => {
+  const storeDir = path.join(work, 'store-large');
+  const start = await revisionNow();
+  // About 19 MiB of history before the capture starts: etcd's catch-up response for it would be
+  // over the client's 16 MiB limit unless fragmented.
+  const value = Buffer.alloc(1024, 'f');
+  for (let t = 0; t < 300; t++) {
+    const ops = Array.from({ length: 64 }, (_, i) => ({ request_put: { key: Buffer.from(`/registry/pods/big/p-${t}-${i}`), value } }));
+    await client.kv.txn({ compare: [], success: ops, failure: [] });
+  }
+  const end = await revisionNow();
+  const capture = capturer(storeDir, start.toString());
+  await until('the capture to catch up', () => committedThrough(capture.store, end), 60_000);
+  await capture.stop();
+  const segments = await Promise.all((await segmentIds(capture.store, 'it')).map((id) => readTrustedSegment(capture.store, 'it', TEST_TRUST, id)));
+  checkChain(segments);
+  assert.equal(segments.reduce((n, s) => n + s.manifest.events, 0), 300 * 64, 'every event of the 300 transactions');
+  assert.ok(segments.every((s) => (BigInt(s.manifest.lastRevision) - BigInt(s.manifest.firstRevision) + 1n) * 64n === BigInt(s.manifest.events)), 'each segment holds whole transactions of 64 events');
+});
