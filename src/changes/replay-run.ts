@@ -49,7 +49,8 @@ export interface ReplayReport {
  * is saved and the comparison made, before the drill stops it and removes its scratch dir.
  *
  * The throwaway etcd runs with `--unsafe-no-fsync`: it is scratch, and only its final snapshot
- * is kept. Memory here: one segment's events, one transaction.
+ * is kept. Memory here: two segments' events (the one applied, the next being read), one
+ * transaction.
  */
 export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions): Promise<ReplayReport> {
   const trusted = [];
@@ -73,8 +74,20 @@ export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions):
     replay: async (endpoint) => {
       const client = throwawayClient(endpoint);
       try {
+        // The next segment is read and decrypted while etcd applies this one's events.
+        const list = segments.filter((m) => wanted.has(m.segmentId));
+        const read = (m: SegmentManifest | undefined) => {
+          const p = m && readSegmentEvents(deps, m, options.identities);
+          p?.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+          return p;
+        };
         async function* events(): AsyncGenerator<readonly ChangeEvent[]> {
-          for (const m of segments) if (wanted.has(m.segmentId)) yield await readEvents(m);
+          let next = read(list[0]);
+          for (let i = 0; next; i++) {
+            const current = await next;
+            next = read(list[i + 1]);
+            yield current;
+          }
         }
         stats = await replayEvents(etcd3Replay(client), events(), { from: plan.backupRevision, to: plan.targetRevision, maxOps: REPLAY_MAX_OPS, leaseTtlSeconds: options.leaseTtlSeconds });
         deps.log.info({ phase: 'replay', backupId: plan.backupId, targetRevision: plan.targetRevision, ...stats }, 'change log replayed to the target revision');

@@ -80,7 +80,7 @@ test('replay applies exactly the events after the backup up to the target: one o
   const stats = await replayEvents(etcd, [events.slice(0, 3), events.slice(3)], { from: '11', to: '15', maxOps: 2, leaseTtlSeconds: 60 });
   const shown = etcd.txns.map((t) => t.map((o) => `${o.op} ${o.key.toString()}${o.value ? `=${o.value.toString()}` : ''}`));
   assert.deepEqual(shown, [['put /a=2', 'delete /b'], ['put /c=1', 'delete /a'], ['put /d=1']]);
-  assert.deepEqual({ ...stats, seconds: 0, eventsPerSecond: 0 }, { events: 5, revisions: 4, transactions: 3, leases: 0, lastRevision: '15', seconds: 0, eventsPerSecond: 0 });
+  assert.deepEqual({ ...stats, seconds: 0, etcdSeconds: 0, eventsPerSecond: 0 }, { events: 5, revisions: 4, transactions: 3, leases: 0, lastRevision: '15', seconds: 0, etcdSeconds: 0, eventsPerSecond: 0 });
 
   // Keeping the last op per key: a delete then a put in one batch is the put.
   const again = recorder();
