@@ -74,3 +74,20 @@ export function requireIdentities(identities: string[] | undefined, what: string
   }
   return identities;
 }
+
+/**
+ * Runs `work` with a signal that aborts on Ctrl-C or SIGTERM, so that long work (a drill, a
+ * replay) stops and still cleans up; the handlers are gone afterwards.
+ */
+export async function untilInterrupted<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await work(abort.signal);
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { runDrill, type DrillReport } from '../verify/drill.ts';
 import { checkAndRecord } from '../verify/record.ts';
-import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
+import { createContext, loadIdentities, requireIdentities, untilInterrupted, type GlobalOptions } from './context.ts';
 import { addOutputOption, output } from './output.ts';
 
 const HELP = `
@@ -35,12 +35,8 @@ export function registerDrillCommand(program: Command): void {
       const identities = requireIdentities(await loadIdentities(ctx, options.identity), 'a drill');
       const stored = await ctx.catalog.resolve(id);
       const scratchDir = options.scratchDir ?? ctx.config.drill.scratchDir;
-      const abort = new AbortController();
-      const stop = () => abort.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        const { report, record } = await checkAndRecord(ctx.catalog, stored.backupId, 'drill', () =>
+      const { report, record } = await untilInterrupted((signal) =>
+        checkAndRecord(ctx.catalog, stored.backupId, 'drill', () =>
           runDrill(
             { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log },
             stored,
@@ -49,16 +45,13 @@ export function registerDrillCommand(program: Command): void {
               etcdutl: ctx.config.tools.etcdutl,
               etcd: ctx.config.tools.etcd,
               startTimeoutSeconds: ctx.config.drill.startTimeoutSeconds,
-              signal: abort.signal,
+              signal,
               ...(scratchDir === undefined ? {} : { scratchDir }),
             },
           ),
-        ctx.log);
-        out.data({ ...report, verification: record }, () => out.line(drillSummary(report)));
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
+        ctx.log),
+      );
+      out.data({ ...report, verification: record }, () => out.line(drillSummary(report)));
     });
 }
 
