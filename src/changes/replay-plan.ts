@@ -39,7 +39,17 @@ const describe = (t: ReplayTarget): string => ('revision' in t ? `revision ${t.r
  * backup, past the last captured revision, inside a gap that etcd compacted before it was
  * captured, or a key that was never deleted within the log.
  */
-export async function planReplay(target: ReplayTarget, segments: readonly SegmentManifest[], backups: readonly StoredManifest[], readEvents: ReadEvents): Promise<ReplayPlan> {
+export async function planReplay(target: ReplayTarget, segments: readonly SegmentManifest[], backups: readonly StoredManifest[], readEvents: ReadEvents, at = '/target'): Promise<ReplayPlan> {
+  try {
+    return await plan(target, segments, backups, readEvents);
+  } catch (err) {
+    // The same field, under where the caller took the target from (`/backup` in a restore request).
+    if (err instanceof BadRequestError && at !== '/target' && err.field.startsWith('/target/')) throw new BadRequestError(at + err.field.slice('/target'.length), err.message, { cause: err, ...(err.hint ? { hint: err.hint } : {}) });
+    throw err;
+  }
+}
+
+async function plan(target: ReplayTarget, segments: readonly SegmentManifest[], backups: readonly StoredManifest[], readEvents: ReadEvents): Promise<ReplayPlan> {
   const point = await resolvePoint(target, segments, readEvents);
   const revision = BigInt(point.revision);
   const backup = [...backups].filter((b) => BigInt(b.etcd.revision) <= revision).sort((a, b) => (BigInt(b.etcd.revision) > BigInt(a.etcd.revision) ? 1 : -1))[0];

@@ -1,4 +1,6 @@
 import type { Etcd3 } from 'etcd3';
+import type { StoredManifest } from '../archive/manifest.ts';
+import { IntegrityError } from '../errors/errors.ts';
 import { throwawayClient } from '../etcd/throwaway.ts';
 import type { ManifestTrust } from '../signing/trust.ts';
 import type { Catalog } from '../store/catalog.ts';
@@ -6,7 +8,7 @@ import { runDrill, type DrillDeps, type DrillOptions, type DrillReport } from '.
 import { readSegmentEvents } from './commit.ts';
 import type { ChangeEvent } from './format.ts';
 import { checkChain, readTrustedSegment, segmentIds, type SegmentManifest } from './manifest.ts';
-import { planReplay, type ReplayPlan, type ReplayTarget } from './replay-plan.ts';
+import { planReplay, type ReadEvents, type ReplayPlan, type ReplayTarget } from './replay-plan.ts';
 import { etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './replay.ts';
 
 /** Operations per replay transaction; the throwaway etcd is started to accept them. */
@@ -53,17 +55,30 @@ export interface ReplayReport {
  * transaction.
  */
 export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions): Promise<ReplayReport> {
+  const log = await openChangeLog(deps, options.cluster, options.identities);
+  const plan = await planReplay(options.target, log.segments, await deps.catalog.list(), log.readEvents);
+  const stored = await deps.catalog.get(plan.backupId);
+  return { plan, ...(await replayOnto(deps, stored, plan, log.segments, options)) };
+}
+
+/** The committed change log of `cluster`: its segment manifests (signatures and chain checked), and a reader of their events. */
+export async function openChangeLog(deps: { store: DrillDeps['store']; decrypt: DrillDeps['decrypt']; trust: ManifestTrust }, cluster: string, identities: readonly string[]): Promise<{ segments: SegmentManifest[]; readEvents: ReadEvents }> {
   const trusted = [];
-  for (const id of await segmentIds(deps.store, options.cluster)) trusted.push(await readTrustedSegment(deps.store, options.cluster, deps.trust, id));
+  for (const id of await segmentIds(deps.store, cluster)) trusted.push(await readTrustedSegment(deps.store, cluster, deps.trust, id));
   checkChain(trusted);
-  const segments = trusted.map((t) => t.manifest);
   let cached: { id: string; events: ChangeEvent[] } | undefined;
   const readEvents = async (m: SegmentManifest): Promise<ChangeEvent[]> => {
-    if (cached?.id !== m.segmentId) cached = { id: m.segmentId, events: await readSegmentEvents(deps, m, options.identities) };
+    if (cached?.id !== m.segmentId) cached = { id: m.segmentId, events: await readSegmentEvents(deps, m, identities) };
     return cached.events;
   };
-  const plan = await planReplay(options.target, segments, await deps.catalog.list(), readEvents);
-  const stored = await deps.catalog.get(plan.backupId);
+  return { segments: trusted.map((t) => t.manifest), readEvents };
+}
+
+/**
+ * The replay of `plan` onto backup `stored` (a drill of it, given `options.snapshotFile` when a
+ * restore already fetched its snapshot), with the snapshot saved and the comparison made.
+ */
+export async function replayOnto(deps: DrillDeps, stored: StoredManifest, plan: ReplayPlan, segments: readonly SegmentManifest[], options: Omit<ReplayRunOptions, 'cluster' | 'target'>): Promise<Omit<ReplayReport, 'plan'>> {
   const wanted = new Set(plan.segments.map((s) => s.segmentId));
   let stats: ReplayStats | undefined;
   let snapshotBytes: number | undefined;
@@ -90,6 +105,10 @@ export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions):
           }
         }
         stats = await replayEvents(etcd3Replay(client), events(), { from: plan.backupRevision, to: plan.targetRevision, maxOps: REPLAY_MAX_OPS, leaseTtlSeconds: options.leaseTtlSeconds });
+        // Every revision has events: a replay that stops short lacks a segment.
+        if (BigInt(plan.targetRevision) > BigInt(plan.backupRevision) && stats.lastRevision !== plan.targetRevision) {
+          throw new IntegrityError(`the change log's events end at revision ${stats.lastRevision}, before the target revision ${plan.targetRevision}: a segment is missing`);
+        }
         deps.log.info({ phase: 'replay', backupId: plan.backupId, targetRevision: plan.targetRevision, ...stats }, 'change log replayed to the target revision');
         if (options.compare) comparison = await options.compare(client, plan.targetRevision);
         if (options.output) snapshotBytes = await saveSnapshot(client, options.output);
@@ -98,7 +117,7 @@ export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions):
       }
     },
   });
-  return { plan, stats: stats!, drill, ...(snapshotBytes === undefined ? {} : { snapshotBytes }), ...(comparison ? { comparison } : {}) };
+  return { stats: stats!, drill, ...(snapshotBytes === undefined ? {} : { snapshotBytes }), ...(comparison ? { comparison } : {}) };
 }
 
 /**

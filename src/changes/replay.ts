@@ -13,11 +13,11 @@ import type { ChangeEvent } from './format.ts';
  * - **Batches.** Events are applied in transactions of up to `maxOps` operations. Within one
  *   batch only the last operation on a key is kept (a put then a delete of the same key is the
  *   delete): etcd refuses a transaction that names a key twice, and only the end state matters.
- * - **Leases.** An event's lease is a lease of the live cluster, which the restored etcd does not
- *   hold past the backup. Each lease id met gets one new lease of `leaseTtlSeconds`, and the keys
- *   put with it are attached to that: a key that had a TTL (Kubernetes Events, master leases)
- *   expires after the restore instead of living forever. Keys the backup held with a lease keep
- *   the backup's lease, as in any restore.
+ * - **Leases.** An event's lease is a lease of the live cluster. Each lease id met is granted
+ *   again with that same id and a TTL of `leaseTtlSeconds` (unless the backup already holds it),
+ *   and the keys put with it stay attached to it: a key that had a TTL (Kubernetes Events,
+ *   master leases) expires after the restore instead of living forever. The same id on every
+ *   member keeps the members of an in-place restore identical, as a replay must be repeatable.
  * - **Memory:** one segment's events (at most changes.maxSegmentBytes of lines) and one batch.
  */
 export interface ReplayOp {
@@ -32,7 +32,8 @@ export interface ReplayOp {
 export interface ReplayEtcd {
   /** One transaction with these operations. */
   apply(ops: readonly ReplayOp[]): Promise<void>;
-  grantLease(ttlSeconds: number): Promise<string>;
+  /** Grants lease `id`, or keeps it when the etcd already holds it. */
+  grantLease(id: string, ttlSeconds: number): Promise<void>;
 }
 
 export interface ReplayOptions {
@@ -64,7 +65,7 @@ export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<rea
   const started = performance.now();
   const from = BigInt(options.from);
   const to = BigInt(options.to);
-  const leases = new Map<string, string>();
+  const leases = new Set<string>();
   const batch = new Map<string, ReplayOp>();
   let events = 0;
   let revisions = 0;
@@ -102,13 +103,10 @@ export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<rea
         batch.set(id, { op: 'delete', key });
         continue;
       }
-      let lease: string | undefined;
-      if (e.lease !== undefined) {
-        lease = leases.get(e.lease);
-        if (lease === undefined) {
-          lease = await timedEtcd(() => etcd.grantLease(options.leaseTtlSeconds));
-          leases.set(e.lease, lease);
-        }
+      const lease = e.lease;
+      if (lease !== undefined && !leases.has(lease)) {
+        await timedEtcd(() => etcd.grantLease(lease, options.leaseTtlSeconds));
+        leases.add(lease);
       }
       batch.set(id, { op: 'put', key, value: Buffer.from(e.value ?? '', 'base64'), ...(lease === undefined ? {} : { lease }) });
     }
@@ -132,9 +130,13 @@ export function etcd3Replay(client: Etcd3): ReplayEtcd {
         throw new EtcdUnavailableError(`replaying a transaction of ${ops.length} operations failed: ${(err as Error).message}`, { cause: err });
       }
     },
-    async grantLease(ttlSeconds) {
-      const res = await client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: '0' });
-      return res.ID;
+    async grantLease(id, ttlSeconds) {
+      try {
+        await client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: id });
+      } catch (err) {
+        if (/lease already exists/.test((err as Error).message)) return;
+        throw new EtcdUnavailableError(`granting lease ${id} for the replay failed: ${(err as Error).message}`, { cause: err });
+      }
     },
   };
 }

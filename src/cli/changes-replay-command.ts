@@ -3,7 +3,7 @@ import { compareKeys, runReplay, type ReplayReport } from '../changes/replay-run
 import type { ReplayTarget } from '../changes/replay-plan.ts';
 import { etcdClient } from '../etcd/client.ts';
 import { BadRequestError, ConfigError, IntegrityError } from '../errors/errors.ts';
-import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
+import { createContext, loadIdentities, requireIdentities, untilInterrupted, type GlobalOptions } from './context.ts';
 import { addOutputOption, output } from './output.ts';
 
 interface ReplayOptions {
@@ -12,7 +12,7 @@ interface ReplayOptions {
   beforeDeletionOf?: string;
   snapshot?: string;
   compareLive?: boolean;
-  leaseTtl: string;
+  leaseTtl?: string;
   identity?: string;
   scratchDir?: string;
 }
@@ -27,8 +27,8 @@ Builds the etcd database of one moment from a full backup and the change log:
      \`etcdutl snapshot restore\` or the manual restore of the runbook;
   4. with --compare-live, every key and value is compared with the live cluster at the target
      revision (while etcd has not compacted it), as a drill of the change log.
-Keys that the change log shows put with a lease get a new lease of --lease-ttl seconds, so
-they expire after a restore instead of living forever.
+Keys that the change log shows put with a lease keep that lease, granted again with a TTL of
+--lease-ttl seconds, so they expire after a restore instead of living forever.
 
 Examples:
   lifeboat changes log --deleted --prefix /registry/namespaces/          # find the moment
@@ -45,7 +45,7 @@ export function registerChangesReplayCommand(changes: Command): void {
     .option('--before-deletion-of <key>', 'just before the newest delete of this etcd key, e.g. /registry/namespaces/shop')
     .option('--snapshot <file>', 'write the rebuilt snapshot here (it must not exist)')
     .option('--compare-live', 'compare every key and value with the live cluster (etcd.endpoints) at the target revision')
-    .option('--lease-ttl <seconds>', 'the TTL of the leases given to keys that were put with one', '3600')
+    .option('--lease-ttl <seconds>', 'the TTL the leases named by the change log are granted with; their keys keep them (default: changes.replayLeaseTtlSeconds, 3600)')
     .option('-i, --identity <file>', 'age identity file (default: encryption.identityFile)')
     .option('--scratch-dir <dir>', 'where the scratch dir is made (default: drill.scratchDir, else the OS temp dir)');
   addOutputOption(command, 'the plan, the replay figures, the drill report and the comparison')
@@ -53,33 +53,31 @@ export function registerChangesReplayCommand(changes: Command): void {
     .action(async (options: ReplayOptions, cmd: Command) => {
       const out = output(cmd);
       const target = targetOf(options);
-      const leaseTtlSeconds = Number(options.leaseTtl);
-      if (!Number.isInteger(leaseTtlSeconds) || leaseTtlSeconds < 5 || leaseTtlSeconds > 86_400) throw new ConfigError('--lease-ttl', `${options.leaseTtl}: give whole seconds from 5 to 86400`);
       if (!options.snapshot && !options.compareLive) throw new ConfigError('--snapshot', 'give --snapshot FILE (the rebuilt snapshot), --compare-live, or both');
       const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
+      const leaseTtlSeconds = options.leaseTtl === undefined ? ctx.config.changes.replayLeaseTtlSeconds : Number(options.leaseTtl);
+      if (!Number.isInteger(leaseTtlSeconds) || leaseTtlSeconds < 5 || leaseTtlSeconds > 86_400) throw new ConfigError('--lease-ttl', `${options.leaseTtl}: give whole seconds from 5 to 86400`);
       const identities = requireIdentities(await loadIdentities(ctx, options.identity), 'a replay');
       const live = options.compareLive ? etcdClient({ endpoints: ctx.config.etcd.endpoints, tls: ctx.config.etcd.tls, dialTimeoutMs: 5000 }) : undefined;
       const scratchDir = options.scratchDir ?? ctx.config.drill.scratchDir;
-      const abort = new AbortController();
-      const stop = () => abort.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
       try {
-        const report = await runReplay(
-          { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log, trust: ctx.signing.trust, catalog: ctx.catalog },
-          {
-            cluster: ctx.config.cluster,
-            target,
-            identities,
-            etcdutl: ctx.config.tools.etcdutl,
-            etcd: ctx.config.tools.etcd,
-            startTimeoutSeconds: ctx.config.drill.startTimeoutSeconds,
-            signal: abort.signal,
-            leaseTtlSeconds,
-            ...(scratchDir === undefined ? {} : { scratchDir }),
-            ...(options.snapshot ? { output: options.snapshot } : {}),
-            ...(live ? { compare: (replayed, revision) => compareKeys(replayed, live, revision) } : {}),
-          },
+        const report = await untilInterrupted((signal) =>
+          runReplay(
+            { store: ctx.store, decrypt: ctx.decrypt, exec: ctx.exec, log: ctx.log, trust: ctx.signing.trust, catalog: ctx.catalog },
+            {
+              cluster: ctx.config.cluster,
+              target,
+              identities,
+              etcdutl: ctx.config.tools.etcdutl,
+              etcd: ctx.config.tools.etcd,
+              startTimeoutSeconds: ctx.config.drill.startTimeoutSeconds,
+              signal,
+              leaseTtlSeconds,
+              ...(scratchDir === undefined ? {} : { scratchDir }),
+              ...(options.snapshot ? { output: options.snapshot } : {}),
+              ...(live ? { compare: (replayed, revision) => compareKeys(replayed, live, revision) } : {}),
+            },
+          ),
         ).catch((err: unknown) => {
           // A target the log cannot reach is a usage error that names the flag.
           if (err instanceof BadRequestError && err.field in FLAGS) throw new ConfigError(FLAGS[err.field]!, err.message, { cause: err, ...(err.hint ? { hint: err.hint } : {}) });
@@ -90,8 +88,6 @@ export function registerChangesReplayCommand(changes: Command): void {
         if (diff) throw new IntegrityError(`the replay does not rebuild the live cluster at revision ${report.plan.targetRevision}: ${diff.key} differs`, { hint: 'check that every segment of the change log is there (lifeboat changes log) and that the live cluster has not compacted that revision' });
       } finally {
         live?.close();
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
       }
     });
 }

@@ -223,6 +223,12 @@ export const ChangesSchema = Type.Object(
     segmentSeconds: Type.Number({ minimum: 0.1, maximum: 3600, default: 5 }),
     /** ... or as soon as its events reach this many bytes of JSON lines (the bound of the capture buffer). */
     maxSegmentBytes: Type.Integer({ minimum: 1024, maximum: 256 * 1024 * 1024, default: 8 * 1024 * 1024 }),
+    /**
+     * A replay (a point-in-time restore, `lifeboat changes replay`) grants each lease the change
+     * log names again with this TTL, so that its keys (Kubernetes Events, master leases) expire
+     * after the restore instead of living forever.
+     */
+    replayLeaseTtlSeconds: Type.Integer({ minimum: 5, maximum: 86_400, default: 3600 }),
   },
   { ...Strict, default: {} },
 );

@@ -72,6 +72,10 @@ export interface DrillOptions {
   signal?: AbortSignal;
   /** More flags for the throwaway etcd. */
   etcdArgs?: readonly string[];
+  /** The backup's snapshot, already fetched and checked (a restore's): not read from the store again, and left in place. */
+  snapshotFile?: string;
+  /** Where the throwaway etcd's sockets go instead of the scratch dir (a short path), and the setting that places it. */
+  sockets?: { dir: string; setting: string };
   /**
    * Work on the restored, checked etcd before it is stopped (a replay of the change log), with
    * the throwaway etcd's unix-socket endpoint: the drill's `replay` step.
@@ -145,21 +149,25 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
   log.info({ phase: 'drill-started', backupId, revision: stored.etcd.revision, dbSize: stored.etcd.dbSize, scratch: dir }, 'restore drill started');
 
   try {
-    // 1 + 2: one read of the archive, every hash checked, the snapshot written as it streams.
-    const archive = await step(
-      'archive',
-      () => readAndCheck(deps, stored, options.identities, files.snapshot, signal),
-      (r) => ({ bytes: r.ciphertext.size, kitFiles: r.kitFiles, snapshotBytes: r.snapshot.size }),
-      'archive decrypted, every hash checked, snapshot written to scratch',
-    );
+    // 1 + 2: one read of the archive, every hash checked, the snapshot written as it streams;
+    // or the snapshot a restore already fetched and checked.
+    const given = options.snapshotFile;
+    const archive = given
+      ? { ciphertext: { size: stored.archive.size, sha256: stored.archive.sha256 }, kitFiles: stored.kit.files.length }
+      : await step(
+          'archive',
+          () => readAndCheck(deps, stored, options.identities, files.snapshot, signal),
+          (r) => ({ bytes: r.ciphertext.size, kitFiles: r.kitFiles, snapshotBytes: r.snapshot.size }),
+          'archive decrypted, every hash checked, snapshot written to scratch',
+        );
 
     // 3: etcdutl snapshot restore, as a member of its own.
     await step(
       'restore',
       async () => {
-        await restore(deps.exec, options.etcdutl, { snapshotFile: files.snapshot, dataDir: files.data, peerUrl: THROWAWAY_PEER_URL, backupId }, signal);
+        await restore(deps.exec, options.etcdutl, { snapshotFile: given ?? files.snapshot, dataDir: files.data, peerUrl: THROWAWAY_PEER_URL, backupId }, signal);
         // The restored data dir holds its own copy; this halves the peak disk use.
-        await rm(files.snapshot, { force: true });
+        if (!given) await rm(files.snapshot, { force: true });
       },
       () => ({ dataDir: files.data }),
       'snapshot restored with etcdutl',
@@ -175,8 +183,8 @@ export async function runDrill(deps: DrillDeps, stored: StoredManifest, options:
           name: DRILL_MEMBER,
           dataDir: files.data,
           logFile: files.log,
-          socketDir: files.sockets,
-          socketSetting: '/drill/scratchDir',
+          socketDir: options.sockets?.dir ?? files.sockets,
+          socketSetting: options.sockets?.setting ?? '/drill/scratchDir',
           ...(options.etcdArgs ? { extraArgs: options.etcdArgs } : {}),
           timeoutSeconds: options.startTimeoutSeconds,
           timeoutSetting: 'drill.startTimeoutSeconds',

@@ -4,7 +4,7 @@
  * in one request, and the writes go on. `lifeboat changes replay` then rebuilds etcd just before
  * the deletion, at a time, and at a revision: each rebuilt etcd equals the live cluster at its
  * target revision key for key (--compare-live), the snapshot it writes restores with etcdutl
- * (its status checks), and the one lease the events name is granted anew.
+ * (its status checks), and the one lease the events name is granted again.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -128,7 +128,7 @@ test('before the deletion of a key: the rebuilt etcd equals the live cluster jus
   assert.equal(r.comparison?.difference, undefined, JSON.stringify(r.comparison));
   assert.ok(r.comparison!.keys >= 30 + 50, `every key compared: ${r.comparison!.keys}`);
   assert.ok(r.stats.events > 600, `the steady writes replayed: ${r.stats.events}`);
-  assert.equal(r.stats.leases, 1, 'the one lease the events name gets one new lease');
+  assert.equal(r.stats.leases, 1, 'the one lease the events name is granted again');
   console.log(`# replay: ${r.stats.events} events, ${r.stats.transactions} transactions, ${r.stats.eventsPerSecond} events/s; drill ${r.drill.durationSeconds} s`);
 
   // The snapshot, as etcdutl checks and restores it (its trailing sha256 included).

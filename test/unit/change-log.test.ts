@@ -185,7 +185,7 @@ function daemonChangeLog(name: string, store: MemoryStore, etcd: FakeEtcd, lead:
     if (!lead.isLeader()) throw new NotLeaderError(undefined, `${name} no longer leads`);
   };
   const service = changeLogService({
-    config: { cluster: 'c', node: name, changes: { enabled: true, segmentSeconds: 0.05, maxSegmentBytes: 1024 }, compression: { algorithm: 'zstd', level: 3 }, encryption: { recipients: [key.recipient] } },
+    config: { cluster: 'c', node: name, changes: { enabled: true, segmentSeconds: 0.05, maxSegmentBytes: 1024, replayLeaseTtlSeconds: 3600 }, compression: { algorithm: 'zstd', level: 3 }, encryption: { recipients: [key.recipient] } },
     store: new FencedStore(store, fence) as unknown as MemoryStore,
     signing: TEST_SIGNING,
     latestBackup: async () => {

@@ -150,8 +150,9 @@ test('an S3 store takes credentials from files, values or AWS_* env, and names w
 });
 
 test('the change log is off unless enabled, and its bounds are checked when the config is loaded', () => {
-  assert.deepEqual({ ...resolveConfig({}).changes }, { enabled: false, segmentSeconds: 5, maxSegmentBytes: 8 * 1024 * 1024 });
-  assert.deepEqual({ ...resolveConfig({ changes: { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536 } }).changes }, { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536 });
+  assert.deepEqual({ ...resolveConfig({}).changes }, { enabled: false, segmentSeconds: 5, maxSegmentBytes: 8 * 1024 * 1024, replayLeaseTtlSeconds: 3600 });
+  configError(() => resolveConfig({ changes: { replayLeaseTtlSeconds: 1 } }), '/changes/replayLeaseTtlSeconds');
+  assert.deepEqual({ ...resolveConfig({ changes: { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536 } }).changes }, { enabled: true, segmentSeconds: 2, maxSegmentBytes: 65536, replayLeaseTtlSeconds: 3600 });
   configError(() => resolveConfig({ changes: { segmentSeconds: 0 } }), '/changes/segmentSeconds');
   configError(() => resolveConfig({ changes: { maxSegmentBytes: 10 } }), '/changes/maxSegmentBytes');
   configError(() => resolveConfig({ changes: { enabled: true, every: 3 } }), '/changes/every');

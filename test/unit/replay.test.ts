@@ -57,9 +57,9 @@ test('a point the log cannot reach is refused naming the field: past the end, be
 });
 
 /** A ReplayEtcd that records each transaction. */
-function recorder(): ReplayEtcd & { txns: ReplayOp[][]; granted: number[] } {
+function recorder(): ReplayEtcd & { txns: ReplayOp[][]; granted: string[] } {
   const txns: ReplayOp[][] = [];
-  const granted: number[] = [];
+  const granted: string[] = [];
   return {
     txns,
     granted,
@@ -67,9 +67,8 @@ function recorder(): ReplayEtcd & { txns: ReplayOp[][]; granted: number[] } {
       assert.equal(new Set(ops.map((o) => o.key.toString())).size, ops.length, 'no key twice in one transaction');
       txns.push([...ops]);
     },
-    async grantLease(ttl) {
-      granted.push(ttl);
-      return `new-${granted.length}`;
+    async grantLease(id, ttl) {
+      granted.push(`${id}/${ttl}`);
     },
   };
 }
@@ -88,10 +87,10 @@ test('replay applies exactly the events after the backup up to the target: one o
   assert.deepEqual(again.txns.map((t) => t.map((o) => `${o.op} ${o.key.toString()}`)), [['put /k']]);
 });
 
-test('a key put with a lease gets a new lease of the given TTL, one per lease the events name; a key without one gets none', async () => {
+test('a key put with a lease keeps that lease id, granted once with the given TTL; a key without one gets none', async () => {
   const etcd = recorder();
   const stats = await replayEvents(etcd, [[put(2, '/ev/1', 'x', 't', '777'), put(3, '/ev/2', 'x', 't', '777'), put(4, '/lease/m', 'x', 't', '888'), put(5, '/plain', 'x', 't')]], { from: '1', to: '5', maxOps: 128, leaseTtlSeconds: 3600 });
-  assert.deepEqual(etcd.granted, [3600, 3600]);
-  assert.deepEqual(etcd.txns[0]!.map((o) => [o.key.toString(), o.lease]), [['/ev/1', 'new-1'], ['/ev/2', 'new-1'], ['/lease/m', 'new-2'], ['/plain', undefined]]);
+  assert.deepEqual(etcd.granted, ['777/3600', '888/3600']);
+  assert.deepEqual(etcd.txns[0]!.map((o) => [o.key.toString(), o.lease]), [['/ev/1', '777'], ['/ev/2', '777'], ['/lease/m', '888'], ['/plain', undefined]]);
   assert.equal(stats.leases, 2);
 });
