@@ -3,7 +3,7 @@ import { followJob, jobError, type ApiClient } from '../api/client.ts';
 import { describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
 import { findStarted, memberUrl, planMembers, planOn, resolveBackupId, rollbackTargets, type FleetNode } from '../restore/fleet.ts';
 import { APPLY_ALL_PHASES, applyAll, checkPlans, rollbackAll, type ApplyAllReport, type NodeDriver } from '../restore/orchestrate.ts';
-import { STEP_NAMES, type InPlaceStep, type MemberRef, type StepName } from '../restore/plan.ts';
+import { pointOf, STEP_NAMES, type InPlaceStep, type MemberRef, type StepName } from '../restore/plan.ts';
 import { backupRef, client, members, pairs, usage, type ApplyOptions, type RollbackOptions } from './restore-args.ts';
 import { formatBytes, type Output } from './output.ts';
 import { quote } from './restore-print.ts';
@@ -37,28 +37,31 @@ async function allMembers(cmd: Command, out: Output, options: ApplyOptions | Rol
   const base = client(cmd);
   const urls = daemonUrls(cmd, base, options.daemon);
   const firstApi = base.withUrl(urls.first);
-  return { say, urls, firstApi, backupId: await resolveBackupId(firstApi, ref) };
+  // A point in time: the backup it starts from is known once the first member planned it.
+  const point = pointOf(ref);
+  return { say, urls, firstApi, ref, backupId: point ? undefined : await resolveBackupId(firstApi, ref) };
 }
 
 export async function applyAllCommand(cmd: Command, out: Output, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const { say, urls, firstApi, backupId } = await allMembers(cmd, out, options);
+  const { say, urls, firstApi, ref, backupId } = await allMembers(cmd, out, options);
 
   let first: Node;
-  const found = options.again ? undefined : await findStarted(firstApi, backupId);
+  // (A point-in-time restore is not looked for to resume: apply it again by its backup id, --backup.)
+  const found = options.again || backupId === undefined ? undefined : await findStarted(firstApi, backupId);
   if (found) {
     first = { name: found.plan.node, api: firstApi, plan: found.plan };
     say(`${first.name}: resuming ${found.plan.id} (${found.state}) on ${firstApi.url}`);
   } else {
     const m = members(cmd, options.member);
-    first = await planOn(firstApi, undefined, { backup: backupId, mode: 'in-place', ...(m ? { members: m } : {}) }, say);
+    first = await planOn(firstApi, undefined, { backup: backupId ?? ref, mode: 'in-place', ...(m ? { members: m } : {}) }, say);
   }
   urls.check(first.plan.members);
   const nodes = await planMembers(first, urls.forMember, say);
   checkPlans(nodes);
   const views = await Promise.all(nodes.map((n) => n.api.restore(n.plan.id)));
   if (views.every((v) => v.state === 'done')) {
-    say(`restore of ${backupId} is already done on every member (${nodes.map((n) => n.plan.id).join(', ')}); --again restores it once more`);
+    say(`restore of ${first.plan.backupId} is already done on every member (${nodes.map((n) => n.plan.id).join(', ')}); --again restores it once more`);
     await report(out, nodes, { ok: true, phases: [] }, performance.now() - started, undefined);
     return;
   }
@@ -134,6 +137,7 @@ async function report(out: Output, nodes: Node[], result: ApplyAllReport, elapse
 
 export async function rollbackAllCommand(cmd: Command, out: Output, options: RollbackOptions): Promise<void> {
   const { say, urls, firstApi, backupId } = await allMembers(cmd, out, options);
+  if (backupId === undefined) usage(cmd, 'rollback --all finds the restore by its backup: give --backup (the id the point-in-time restore started from) or --before');
   const nodes = await rollbackTargets(firstApi, backupId, urls.forMember, say, urls.check);
   say(`rolling back ${nodes.map((n) => `${n.name} (${n.plan.id})`).join(', ')}`);
   const result = await rollbackAll(nodes.map((n) => ({

@@ -36,11 +36,33 @@ export function pairs(cmd: Command, flag: string, values: readonly string[]): [s
   });
 }
 
-export function backupRef(cmd: Command, options: { backup?: string; before?: string }): RestoreRequest['backup'] {
-  if (options.backup !== undefined && options.before !== undefined) usage(cmd, 'give --backup or --before, not both');
+/** The backup (or the point in time) the options name: exactly one of them. */
+export interface BackupOptions {
+  backup?: string;
+  before?: string;
+  /** A point in time: the change log replayed onto the newest backup before it. */
+  toRevision?: string;
+  toTime?: string;
+  beforeDeletionOf?: string;
+}
+
+export function backupRef(cmd: Command, options: BackupOptions): RestoreRequest['backup'] {
+  const given = (['backup', 'before', 'toRevision', 'toTime', 'beforeDeletionOf'] as const).filter((k) => options[k] !== undefined);
+  if (given.length > 1) usage(cmd, 'give one of --backup, --before, --to-revision, --to-time or --before-deletion-of');
   if (options.before !== undefined) return { before: options.before };
   if (options.backup !== undefined) return options.backup;
-  return usage(cmd, 'which backup? give --backup ID (or latest), or --before TIME');
+  if (options.toRevision !== undefined) return { revision: options.toRevision };
+  if (options.toTime !== undefined) return { time: options.toTime };
+  if (options.beforeDeletionOf !== undefined) return { beforeDeletionOf: options.beforeDeletionOf };
+  return usage(cmd, 'which backup? give --backup ID (or latest), or --before TIME; or a point in time: --to-revision, --to-time or --before-deletion-of');
+}
+
+/** The options of a point in time, on a command that takes a backup. */
+export function addPointOptions(command: Command, prefix = ''): Command {
+  return command
+    .option('--to-revision <rev>', `${prefix}a point in time: the cluster at this etcd revision (the change log replayed onto the newest backup before it)`)
+    .option('--to-time <time>', `${prefix}a point in time: the last revision received at or before this RFC 3339 time`)
+    .option('--before-deletion-of <key>', `${prefix}a point in time: just before the newest delete of this etcd key (lifeboat changes log --deleted finds it)`);
 }
 
 export function members(cmd: Command, values: readonly string[]): MemberRef[] | undefined {
@@ -48,9 +70,7 @@ export function members(cmd: Command, values: readonly string[]): MemberRef[] | 
   return pairs(cmd, '--member', values).map(([name, peerURL]) => ({ name, peerURL }));
 }
 
-export interface PlanOptions {
-  backup?: string;
-  before?: string;
+export interface PlanOptions extends BackupOptions {
   mode: RestoreMode;
   member: string[];
   dryRun?: boolean;
@@ -58,7 +78,7 @@ export interface PlanOptions {
   pollInterval: number;
 }
 
-export interface ApplyOptions {
+export interface ApplyOptions extends BackupOptions {
   token?: string;
   through?: StepName;
   wait?: boolean;

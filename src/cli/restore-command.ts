@@ -4,7 +4,7 @@ import { LifeboatError } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
 import { RESTORE_MODES, STEP_NAMES, type RestoreRequest } from '../restore/plan.ts';
 import { applyAllCommand, rollbackAllCommand } from './restore-all.ts';
-import { backupRef, client, collect, members, positiveInt, usage, type ApplyOptions, type PlanOptions, type RollbackOptions } from './restore-args.ts';
+import { addPointOptions, backupRef, client, collect, members, positiveInt, usage, type ApplyOptions, type PlanOptions, type RollbackOptions } from './restore-args.ts';
 import { APPLY_HELP, LIST_HELP, PLAN_HELP, RESTORE_HELP, ROLLBACK_HELP, SHOW_HELP } from './restore-help.ts';
 import { addOutputOption, output, type Output } from './output.ts';
 import { jobLine, lastStep, printDryRun, printPlan, printProgress } from './restore-print.ts';
@@ -25,7 +25,8 @@ export function registerRestoreCommand(program: Command): void {
     .command('plan')
     .description('Plan a restore of the daemon\'s node and print it: the exact etcdutl command, files, manifests, data dirs set aside, revision bump, expected downtime, and the confirmation token that apply needs. Changes nothing; --dry-run also runs every step into temp dirs on the node (the snapshot is restored for real) and touches nothing live.')
     .option('--backup <id>', 'a backup id, or latest')
-    .option('--before <time>', 'the newest backup made at or before this RFC 3339 time, e.g. 2026-11-24T03:00:00Z')
+    .option('--before <time>', 'the newest backup made at or before this RFC 3339 time, e.g. 2026-11-24T03:00:00Z');
+  addPointOptions(plan)
     .addOption(new Option('--mode <mode>', 'in-place: this node of the existing control plane; fresh-control-plane: a new host with kubeadm').choices([...RESTORE_MODES]).makeOptionMandatory())
     .option('--member <name=peerURL>', 'a member of the restored cluster (repeat for each); default: the backup\'s members', collect, [])
     .option('--dry-run', 'also start the dry run (a job on the daemon)')
@@ -98,7 +99,8 @@ export function registerRestoreCommand(program: Command): void {
     .option('--all', 'every member, in the safe order: plans on every member\'s daemon (or resumes the restore an earlier run left unfinished), then applies')
     .option('--again', 'with --all: plan and apply a new restore even if this backup was already restored on every member')
     .option('--backup <id>', 'with --all: a backup id, or latest')
-    .option('--before <time>', 'with --all: the newest backup made at or before this RFC 3339 time')
+    .option('--before <time>', 'with --all: the newest backup made at or before this RFC 3339 time');
+  addPointOptions(apply, 'with --all: ')
     .addOption(new Option('--mode <mode>', 'with --all: only in-place').choices([...RESTORE_MODES]).default('in-place'))
     .option('--member <name=peerURL>', 'with --all: a member of the restored cluster (repeat); default: the backup\'s members', collect, [])
     .option('--daemon <name=url>', 'with --all: the API of a member\'s daemon (repeat); the first one is asked first; default: https://<host of its peer URL>:<port of client.url>', collect, [])

@@ -17,6 +17,7 @@ import { RestoreEngine } from '../restore/engine.ts';
 import { prune } from '../retention/prune.ts';
 import { cleanupSegments } from '../retention/segments.ts';
 import { Catalog } from '../store/catalog.ts';
+import { openChangeLog } from '../changes/replay-run.ts';
 import { backupSigner, type Signing } from '../signing/trust.ts';
 import { provenanceOf } from '../verify/provenance.ts';
 import type { BackupStore } from '../store/store.ts';
@@ -58,7 +59,16 @@ export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secon
     decrypt: createDecryptStream,
     snapshotSource: () => new Etcd3SnapshotSource(config.etcd, parts.log),
     identities: async () => (config.encryption.identityFile === undefined ? undefined : readIdentityFile(config.encryption.identityFile, '/encryption/identityFile')),
-    restores: new RestoreEngine({ store: parts.store, catalog: parts.catalog, decrypt: createDecryptStream, exec: processExecutor, log: parts.log, config, now: parts.now }),
+    restores: new RestoreEngine({
+      store: parts.store,
+      catalog: parts.catalog,
+      decrypt: createDecryptStream,
+      exec: processExecutor,
+      log: parts.log,
+      config,
+      now: parts.now,
+      changeLog: (identities) => openChangeLog({ store: parts.store, decrypt: createDecryptStream, trust: parts.signing.trust }, config.cluster, identities),
+    }),
   };
 }
 

@@ -6,7 +6,7 @@ import { BadRequestError, ConfigError, ConflictError, KeyError } from '../errors
 import type { JobRequest, Submitted } from '../jobs/job.ts';
 import { checkRollback, checkToken, type RestoreEngine, type RestoreView } from '../restore/engine.ts';
 import { stepStarted } from '../restore/journal.ts';
-import { resolveBackup, validateRequest, type PlanContext, type StepName } from '../restore/plan.ts';
+import { pointOf, resolveBackup, validateRequest, type PlanContext, type StepName } from '../restore/plan.ts';
 
 /**
  * Restores over the API, on this node: the checks that must pass before a restore job exists
@@ -45,10 +45,13 @@ export function daemonRestores(parts: RestoreParts): RestoreApi {
       if (dryRun) {
         // A dry run decrypts the backup at once: refuse it before anything is recorded.
         const input = await bodyFields(() => validateRequest(body));
-        const backup = await bodyFields(async () => resolveBackup(input.backup, await parts.catalog.list(), parts.catalog));
-        await restoreIdentities(parts.identities, backup);
+        // (A point in time is checked as it is planned: reading the change log needs the identity.)
+        if (!pointOf(input.backup)) {
+          const backup = await bodyFields(async () => resolveBackup(input.backup, await parts.catalog.list(), parts.catalog));
+          await restoreIdentities(parts.identities, backup);
+        }
       }
-      const plan = await bodyFields(() => engine.plan(body));
+      const plan = await bodyFields(() => engine.plan(body, parts.identities));
       log.info({ phase: 'restore-planned', restoreId: plan.id, requestedBy, dryRun: plan.dryRun }, `restore ${plan.id} planned by ${requestedBy}`);
       if (!dryRun) return { plan };
       const { job } = submit({ restoreId: plan.id, action: 'apply' }, requestedBy);

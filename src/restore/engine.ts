@@ -60,8 +60,11 @@ export class RestoreEngine {
     this.#records = new RestoreRecords(deps.config.daemon.stateDir);
   }
 
-  /** Validates the request, computes the plan and records it. Changes nothing on the host. */
-  async plan(body: unknown): Promise<RestorePlan> {
+  /**
+   * Validates the request, computes the plan and records it. Changes nothing on the host. A
+   * point in time reads the change log with `identities` (encryption.identityFile).
+   */
+  async plan(body: unknown, identities?: () => Promise<readonly string[] | undefined>): Promise<RestorePlan> {
     const { config, log } = this.#deps;
     const dryRun = typeof body === 'object' && body !== null && (body as { dryRun?: unknown }).dryRun === true;
     if (!dryRun) {
@@ -79,6 +82,7 @@ export class RestoreEngine {
       stagingDir: (id) => this.#records.dir(id),
       liveRevision: () => liveRevision(config.etcd),
       isMountPoint,
+      ...(this.#deps.changeLog && identities ? { changeLog: async () => this.#deps.changeLog!(await requireIdentities(identities)) } : {}),
     });
     await this.#records.create(plan);
     log.info({ phase: 'restore-planned', restoreId: plan.id, backupId: plan.backupId, mode: plan.mode, dryRun: plan.dryRun, node: plan.node, members: plan.members.map((m) => m.name), bumpRevision: plan.bumpRevision, targetRevision: plan.targetRevision, warnings: plan.warnings.length }, 'restore planned');
@@ -355,4 +359,15 @@ async function removeDryRunLeftovers(plan: RestorePlan, journal: RestoreJournal)
   }
   delete journal.facts.throwawayPid;
   for (const dir of ['archive', 'archive.partial', 'manifests']) await rm(path.join(plan.staging, dir), { recursive: true, force: true });
+}
+
+/** The identities a point-in-time plan reads the change log with. */
+async function requireIdentities(identities: () => Promise<readonly string[] | undefined>): Promise<readonly string[]> {
+  const found = await identities();
+  if (!found || found.length === 0) {
+    throw new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and no identity to decrypt it is configured', {
+      hint: 'set encryption.identityFile on the node that restores (as for any restore)',
+    });
+  }
+  return found;
 }

@@ -38,6 +38,11 @@ export function memberUrl(given: ReadonlyMap<string, string>, port: string): (me
 /** The backup id a reference names, asked of one daemon, so that every member plans the same backup. */
 export async function resolveBackupId(api: MemberDaemon, ref: RestoreRequest['backup']): Promise<string> {
   if (typeof ref === 'string') return (await api.backup(ref)).manifest.backupId;
+  if (!('before' in ref)) {
+    throw new BadRequestError('--backup', 'restore apply --all takes a backup (--backup or --before); a point in time is planned through the API on each member', {
+      hint: 'see the runbook, "Restore to a point in time"',
+    });
+  }
   const at = parseTime(ref.before);
   if (at === undefined) throw new BadRequestError('--before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
   // GET /v1/backups?before= keeps backups made strictly before; "at or before" is one millisecond more.
@@ -85,7 +90,8 @@ export async function planMembers<D extends MemberDaemon>(first: FleetNode<D>, u
         return { name: m.name, api, plan: existing.plan };
       }
       return planOn(api, m.name, {
-        backup: plan.backupId,
+        // A point in time: the exact revision the first member replays to, so that every member replays the same events.
+        backup: plan.pointInTime ? { revision: plan.pointInTime.targetRevision } : plan.backupId,
         mode: 'in-place',
         members: plan.members,
         clusterToken: plan.clusterToken,

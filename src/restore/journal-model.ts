@@ -9,8 +9,10 @@ import { Type, type Static } from '@sinclair/typebox';
 export const RestoreFactsSchema = Type.Object({
   /** fetch: the archive was downloaded, decrypted and every hash checked into the staging dir. */
   fetched: Type.Optional(Type.Boolean()),
-  /** fetch: `etcdutl snapshot status` of the fetched snapshot. */
+  /** fetch: `etcdutl snapshot status` of the fetched snapshot (after the replay, in a point-in-time restore). */
   snapshot: Type.Optional(Type.Object({ revision: Type.Number(), totalKey: Type.Number(), bytes: Type.Number() })),
+  /** fetch, point in time: the change log replayed onto the backup's snapshot. */
+  replayed: Type.Optional(Type.Object({ targetRevision: Type.String(), events: Type.Integer(), transactions: Type.Integer(), leases: Type.Integer(), seconds: Type.Number() })),
   /** stop-etcd: the live revision just before etcd was stopped (in place). */
   revisionBeforeStop: Type.Optional(Type.String()),
   /** restore-snapshot: the identity (device:inode) of the restored data dir, so a swap can be resumed. */

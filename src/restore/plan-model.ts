@@ -1,4 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
+import type { SegmentManifest } from '../changes/manifest.ts';
+import type { ReadEvents } from '../changes/replay-plan.ts';
 import { Value } from '@sinclair/typebox/value';
 import { KitRole, type StoredManifest } from '../archive/manifest.ts';
 import type { Config } from '../config/schema.ts';
@@ -66,6 +68,13 @@ const MemberName = Type.String({ pattern: '^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-
 const PeerURL = Type.String({ pattern: '^https?://[^\\s/,=]+:[0-9]{1,5}/?$', description: 'scheme://host:port, e.g. https://10.0.0.1:2380' });
 const ClusterToken = Type.String({ pattern: '^[A-Za-z0-9][-A-Za-z0-9_.]{0,127}$' });
 
+/** A point in time to restore to (src/changes/replay-plan.ts ReplayTarget). */
+export const PointTargetSchema = Type.Union([
+  Type.Object({ revision: Type.String({ minLength: 1, description: 'an etcd revision' }) }, { additionalProperties: false }),
+  Type.Object({ time: Type.String({ minLength: 1, description: 'RFC 3339: the last revision received at or before it' }) }, { additionalProperties: false }),
+  Type.Object({ beforeDeletionOf: Type.String({ minLength: 1, description: 'an etcd key: just before its newest delete' }) }, { additionalProperties: false }),
+]);
+
 const MemberRefSchema = Type.Object(
   {
     name: MemberName,
@@ -78,8 +87,16 @@ export type MemberRef = Static<typeof MemberRefSchema>;
 /** The body of `POST /v1/restores`. */
 export const RestoreRequestSchema = Type.Object(
   {
-    /** A backup id, `latest`, or the newest backup made at or before a time. */
-    backup: Type.Union([Type.String({ minLength: 1 }), Type.Object({ before: Type.String({ minLength: 1, description: 'RFC 3339' }) }, { additionalProperties: false })]),
+    /**
+     * A backup id, `latest`, or the newest backup made at or before a time; or a point in time
+     * (the change log replayed onto the newest backup before it): a revision, a time, or just
+     * before the newest delete of a key.
+     */
+    backup: Type.Union([
+      Type.String({ minLength: 1 }),
+      Type.Object({ before: Type.String({ minLength: 1, description: 'RFC 3339' }) }, { additionalProperties: false }),
+      PointTargetSchema,
+    ]),
     mode: Type.Union(RESTORE_MODES.map((m) => Type.Literal(m))),
     /** Every member of the restored cluster; default: the backup's members. */
     members: Type.Optional(Type.Array(MemberRefSchema, { minItems: 1, maxItems: 15 })),
@@ -136,6 +153,21 @@ export const RestorePlanSchema = Type.Object(
       archiveSize: Type.Integer(),
       keyCount: Type.Optional(Type.Integer()),
     }),
+    /**
+     * A point-in-time restore: the change log's events after the backup, up to `targetRevision`
+     * of the old cluster, are replayed onto its snapshot when it is fetched, on every member the
+     * same way. Absent for a restore of the backup itself.
+     */
+    pointInTime: Type.Optional(
+      Type.Object({
+        target: PointTargetSchema,
+        targetRevision: Uint64,
+        targetTime: Type.String(),
+        segments: Type.Array(Type.Object({ segmentId: Type.String(), firstRevision: Uint64, lastRevision: Uint64 })),
+        /** The TTL of the leases the change log names (config changes.replayLeaseTtlSeconds). */
+        leaseTtlSeconds: Type.Integer(),
+      }),
+    ),
     /** Give it back to apply: proves the caller applies the plan it reviewed. 128 bits, hex. */
     confirmationToken: Type.String(),
     /** New for every restore: a restored member never talks to a member of the old cluster. */
@@ -202,7 +234,7 @@ export const RestorePlanSchema = Type.Object(
 );
 export type RestorePlan = Static<typeof RestorePlanSchema>;
 
-export type RestoreConfig = Pick<Config, 'cluster' | 'node' | 'kit' | 'restore' | 'tools' | 'daemon' | 'etcd'>;
+export type RestoreConfig = Pick<Config, 'cluster' | 'node' | 'kit' | 'restore' | 'tools' | 'daemon' | 'etcd' | 'changes'>;
 
 /** What plan() reads besides the request. */
 export interface PlanContext {
@@ -215,6 +247,8 @@ export interface PlanContext {
   liveRevision?: () => Promise<string | undefined>;
   /** Whether a local path is a mount point (its device differs from its parent's). */
   isMountPoint?: (localPath: string) => Promise<boolean>;
+  /** The committed change log (signatures and chain checked), for a point-in-time restore; absent without an identity. */
+  changeLog?: () => Promise<{ segments: SegmentManifest[]; readEvents: ReadEvents }>;
 }
 
 /** The request, checked against its schema; the first problem names its field. */

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { StoredManifest } from '../archive/manifest.ts';
-import { BadRequestError, NotFoundError } from '../errors/errors.ts';
+import type { ReplayPlan, ReplayTarget } from '../changes/replay-plan.ts';
+import { planReplay } from '../changes/replay-plan.ts';
+import { BadRequestError, ConfigError, NotFoundError } from '../errors/errors.ts';
 import { parseBackupId } from '../store/layout.ts';
 import { planBump } from './plan-bump.ts';
 import { planFresh } from './plan-fresh.ts';
@@ -27,7 +29,9 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
   const now = ctx.now();
   const warnings: string[] = [];
   const backups = await ctx.catalog.list();
-  const backup = await resolveBackup(input.backup, backups, ctx.catalog);
+  const point = pointOf(input.backup);
+  const replay = point ? await planPoint(point, backups, ctx) : undefined;
+  const backup = replay ? await ctx.catalog.get(replay.backupId) : await resolveBackup(input.backup, backups, ctx.catalog);
 
   const id = `restore-${stamp(now)}-${randomBytes(3).toString('hex')}`;
   const staging = ctx.stagingDir(id);
@@ -86,6 +90,9 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
       archiveSize: backup.archive.size,
       ...(backup.etcd.keyCount === undefined ? {} : { keyCount: backup.etcd.keyCount }),
     },
+    ...(replay && point
+      ? { pointInTime: { target: point, targetRevision: replay.targetRevision, targetTime: replay.targetTime, segments: replay.segments, leaseTtlSeconds: config.changes.replayLeaseTtlSeconds } }
+      : {}),
     confirmationToken: randomBytes(16).toString('hex'),
     clusterToken,
     bumpRevision: bump.bumpRevision,
@@ -98,8 +105,25 @@ export async function createPlan(body: unknown, ctx: PlanContext): Promise<Resto
   return input.mode === 'in-place' ? planInPlace(base) : planFresh(base);
 }
 
-/** `latest`, an id, or `{before}`: the newest backup made at or before that time. */
+/** The point in time a backup reference names, if it names one (a revision, a time, before a key's deletion). */
+export function pointOf(ref: RestoreRequest['backup']): ReplayTarget | undefined {
+  return typeof ref === 'object' && !('before' in ref) ? ref : undefined;
+}
+
+/** The replay a point-in-time restore runs: the backup it starts from, the segments, the exact revision. */
+async function planPoint(point: ReplayTarget, backups: StoredManifest[], ctx: PlanContext): Promise<ReplayPlan> {
+  if (!ctx.changeLog) {
+    throw new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and no identity to decrypt it is configured', {
+      hint: 'set encryption.identityFile on the node that restores (as for any restore)',
+    });
+  }
+  const log = await ctx.changeLog();
+  return planReplay(point, log.segments, backups, log.readEvents, '/backup');
+}
+
+/** `latest`, an id, or `{before}`: the newest backup made at or before that time. A point in time is planned by createPlan. */
 export async function resolveBackup(ref: RestoreRequest['backup'], backups: StoredManifest[], catalog: PlanContext['catalog']): Promise<StoredManifest> {
+  if (pointOf(ref)) throw new BadRequestError('/backup', 'a point in time is not a backup: plan the restore to find the backup it starts from');
   if (typeof ref === 'string') {
     // Latest as the catalogue decides it: never a backup dated in the future.
     if (ref === 'latest') return catalog.resolve('latest');
@@ -108,8 +132,8 @@ export async function resolveBackup(ref: RestoreRequest['backup'], backups: Stor
     }
     return catalog.get(ref);
   }
-  const before = parseTime(ref.before);
-  if (before === undefined) throw new BadRequestError('/backup/before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
+  const before = parseTime((ref as { before: string }).before);
+  if (before === undefined) throw new BadRequestError('/backup/before', `"${(ref as { before: string }).before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
   const found = backups.find((b) => Date.parse(b.createdAt) <= before.getTime());
   if (!found) throw new NotFoundError(`no backup was made at or before ${before.toISOString()}`, { hint: 'run `lifeboat list` to see the backups' });
   return found;

@@ -18,6 +18,8 @@ export interface EngineDeps {
   log: Logger;
   config: RestoreConfig;
   now: () => Date;
+  /** The committed change log, for point-in-time restores (PlanContext.changeLog); given the identities. */
+  changeLog?: (identities: readonly string[]) => ReturnType<NonNullable<PlanContext['changeLog']>>;
 }
 
 export interface StepContext {

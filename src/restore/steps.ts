@@ -20,6 +20,7 @@ import {
   type Throwaway,
 } from './etcd.ts';
 import { extractBackup } from './extract.ts';
+import { replayFetched } from './point-in-time.ts';
 import { checkSpace } from './space.ts';
 import { APISERVER_MANIFEST, apiserverAddress, ETCD_MANIFEST, etcdFacts, etcdListenAddresses, lineDiff, localClientURL, probeAddress, StaticPod } from './manifests.ts';
 import { initialCluster, type StepName } from './plan.ts';
@@ -47,21 +48,32 @@ const fetch: Step = async (ctx) => {
   const dir = staged(ctx, 'archive');
   if (await exists(dir)) {
     const size = (await stat(path.join(dir, 'etcd', 'snapshot.db')).catch(() => undefined))?.size;
-    if (size === stored.snapshot.size && ctx.journal.facts.fetched === true) return 'already fetched and checked';
+    // A point-in-time restore's snapshot is the replayed one: its size is in the journal.
+    const expected = plan.pointInTime ? ctx.journal.facts.snapshot?.bytes : stored.snapshot.size;
+    if (size === expected && ctx.journal.facts.fetched === true) return 'already fetched and checked';
     await rm(dir, { recursive: true, force: true });
   }
   const partial = staged(ctx, 'archive.partial');
   await rm(partial, { recursive: true, force: true });
   await checkSpace(plan.staging, contentBytes(stored) + (8 << 20), '/daemon/stateDir', 'the decrypted archive (snapshot and kit)');
   const report = await extractBackup({ store: deps.store, decrypt: deps.decrypt, log: ctx.log }, stored, ctx.identities, partial);
-  const status = await snapshotStatus(deps.exec, deps.config.tools.etcdutl, path.join(partial, 'etcd', 'snapshot.db'));
+  const snapshotFile = path.join(partial, 'etcd', 'snapshot.db');
+  let status = await snapshotStatus(deps.exec, deps.config.tools.etcdutl, snapshotFile);
   if (BigInt(status.revision) < BigInt(stored.etcd.revision)) {
     throw new IntegrityError(`etcdutl reports revision ${status.revision} for the snapshot of ${plan.backupId}, older than its manifest's ${stored.etcd.revision}`);
   }
+  let replayed = '';
+  if (plan.pointInTime) {
+    const facts = await replayFetched(ctx, stored, snapshotFile);
+    ctx.journal.facts.replayed = facts;
+    status = await snapshotStatus(deps.exec, deps.config.tools.etcdutl, snapshotFile);
+    replayed = `; the change log replayed onto it up to revision ${facts.targetRevision} (${facts.events} events in ${facts.transactions} transactions, ${facts.seconds} s)`;
+  }
   await renameDurable(partial, dir);
   ctx.journal.facts.fetched = true;
-  ctx.journal.facts.snapshot = { revision: status.revision, totalKey: status.totalKey, bytes: report.snapshot.size };
-  return `fetched ${plan.backupId}: ${report.ciphertext.size} bytes, every hash checked; ${report.kitFiles} kit files; snapshot at revision ${status.revision} with ${status.totalKey} keys`;
+  const bytes = plan.pointInTime ? (await stat(path.join(dir, 'etcd', 'snapshot.db'))).size : report.snapshot.size;
+  ctx.journal.facts.snapshot = { revision: status.revision, totalKey: status.totalKey, bytes };
+  return `fetched ${plan.backupId}: ${report.ciphertext.size} bytes, every hash checked; ${report.kitFiles} kit files${replayed}; snapshot at revision ${status.revision} with ${status.totalKey} keys`;
 };
 
 

@@ -24,7 +24,7 @@ import { makeApiPki, type ApiPki } from '../support/api-pki.ts';
 import { curl, until, type DaemonProcess } from '../support/daemon.ts';
 import { daemonOn, writeSecret, type LabLifeboat } from '../support/lab.ts';
 import { errorLines, runCli, spawnCli } from '../support/lifeboat.ts';
-import { apiOf, etcdctlOn, keyCountAt, killOn, kubectlOn, kubernetesEndpoints, liveDigest, manifestsOf, memberStatus, restoresOn, stagedFiles, stopDaemon, whoami } from '../support/restore-nodes.ts';
+import { apiOf, backupThroughApi, etcdctlOn, keyCountAt, killOn, kubectlOn, kubernetesEndpoints, liveDigest, manifestsOf, memberStatus, restoresOn, stagedFiles, stopDaemon, whoami } from '../support/restore-nodes.ts';
 
 const NET = 25;
 const NAMES = ['cp-1', 'cp-2', 'cp-3'];
@@ -114,18 +114,7 @@ before(async () => {
 
   // One backup through the API, on whichever daemon leads.
   objects = await snapshotObjects(cluster);
-  let made: { i: number; job: Job } | undefined;
-  await until('a leader takes POST /v1/backups', async () => {
-    for (const i of [0, 1, 2]) {
-      const res = await api().post('operator', daemonUrl(i), '/v1/backups', {});
-      if (res.status === 202) {
-        made = { i, job: (res.json as { job: Job }).job };
-        return true;
-      }
-    }
-    return false;
-  }, 30_000);
-  const done = await finished(made!.i, made!.job.id);
+  const done = await backupThroughApi(api(), hosts.map((_, i) => daemonUrl(i)));
   assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
   backupId = done.backupId!;
   backupRevision = BigInt((done.result as { revision: string }).revision);

@@ -14,7 +14,8 @@ import { execOnHost, type HostRun, type LabHost } from '../../scripts/lab/hosts.
 import type { RestoreView } from '../../src/restore/engine.ts';
 import type { RestorePlan } from '../../src/restore/plan.ts';
 import type { ApiPki } from './api-pki.ts';
-import { curl, type CurlResult, type DaemonProcess } from './daemon.ts';
+import type { Job } from '../../src/jobs/job.ts';
+import { curl, until, type CurlResult, type DaemonProcess } from './daemon.ts';
 
 /** etcdctl on `host` against its own member, with kubeadm's healthcheck client certificate. */
 export function etcdctlOn(host: LabHost, args: string[]): Promise<HostRun> {
@@ -149,4 +150,25 @@ export async function restoresOn(api: ReturnType<typeof apiOf>, base: string): P
   const res = await api.get('restorer', base, '/v1/restores');
   if (res.status !== 200) throw new Error(`GET ${base}/v1/restores answered ${res.status}: ${res.body}`);
   return (res.json as { restores: RestoreView[] }).restores;
+}
+
+/** One backup through POST /v1/backups on whichever daemon of `urls` leads, followed until it ends; the job as it ended. */
+export async function backupThroughApi(api: ReturnType<typeof apiOf>, urls: readonly string[]): Promise<Job> {
+  let made: { url: string; job: Job } | undefined;
+  await until('a leader takes POST /v1/backups', async () => {
+    for (const url of urls) {
+      const res = await api.post('operator', url, '/v1/backups', {});
+      if (res.status === 202) {
+        made = { url, job: (res.json as { job: Job }).job };
+        return true;
+      }
+    }
+    return false;
+  }, 60_000);
+  let job: Job | undefined;
+  await until(`backup job ${made!.job.id} ends`, async () => {
+    job = ((await api.get('viewer', made!.url, `/v1/jobs/${made!.job.id}`)).json as { job: Job }).job;
+    return job.state === 'succeeded' || job.state === 'failed';
+  }, 120_000);
+  return job!;
 }
