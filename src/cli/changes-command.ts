@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { readChangeLog, formatChangeLog, type ChangeLogFilter } from '../changes/log.ts';
+import { verifyChangeLog } from '../changes/verify.ts';
 import { ConfigError } from '../errors/errors.ts';
 import { createContext, loadIdentities, requireIdentities, type GlobalOptions } from './context.ts';
 import { registerChangesReplayCommand } from './changes-replay-command.ts';
@@ -47,6 +48,31 @@ Examples:
       out.data({ events: read.entries, gaps: read.gaps }, () => out.line(formatChangeLog(read).trimEnd()));
     });
   registerChangesReplayCommand(changes);
+
+  const verify = changes
+    .command('verify')
+    .description('Check the whole change log without a key: each segment manifest\'s signature, the chain of segments, and each segment\'s size and sha256.');
+  addOutputOption(verify, '{segments, events, bytes, firstRevision, lastRevision, lastTime, gaps}')
+    .addHelpText('after', `
+Needs no age identity: the manifests are signed (signing.keyFile's public key, or
+signing.publicKeyFiles) and name the previous segment by the sha256 of its manifest, and each
+names its data object's size and sha256. Exits 1 naming the first segment that is missing,
+added, replaced or changed.
+
+Examples:
+  lifeboat changes verify
+  lifeboat changes verify -o json`)
+    .action(async (_options: unknown, cmd: Command) => {
+      const out = output(cmd);
+      const ctx = createContext(cmd.optsWithGlobals<GlobalOptions>());
+      const check = await verifyChangeLog(ctx.store, ctx.config.cluster, ctx.signing.trust);
+      out.data(check, () => {
+        out.line(check.segments === 0
+          ? 'change log: no segment is committed'
+          : `change log OK: ${check.segments} segment(s), ${check.events} event(s), revisions ${check.firstRevision}-${check.lastRevision} (last received ${check.lastTime}), ${check.bytes} bytes; every signature, link, size and sha256 checked`);
+        for (const g of check.gaps) out.line(`note: revisions ${g.from}-${g.to} are not in the log (etcd had compacted them before they were captured); a full backup was taken instead`);
+      });
+    });
 }
 
 function timeOption(value: string, flag: string): Date {

@@ -9,12 +9,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Etcd3 } from 'etcd3';
+import { parse } from 'yaml';
 import { ChangeCapture } from '../../src/changes/capture.ts';
 import { readTrustedSegment, segmentIds } from '../../src/changes/manifest.ts';
 import type { ReplayReport } from '../../src/changes/replay-run.ts';
@@ -157,4 +158,32 @@ test('at a time and at a revision: equal to the live cluster there; a target pas
   const two = await runCli(['--config', configFile, 'changes', 'replay', '--to-revision', '5', '--to-time', at.midTime, '--compare-live']);
   assert.equal(two.code, 2);
   assert.match(two.stderr, /exactly one target/);
+});
+
+test('changes verify checks the log without a key: OK as captured; a changed segment and a missing one are each named', async () => {
+  const plain = parse(await readFile(configFile, 'utf8')) as { encryption: Record<string, unknown>; store: { fs: { dir: string } } };
+  const withoutKey = async (dir: string) => writeConfig(work, { ...plain, encryption: { recipients: plain.encryption['recipients'] }, store: { fs: { dir } } });
+  const ok = await runCli(['--config', await withoutKey(storeDir), 'changes', 'verify']);
+  assert.equal(ok.code, 0, ok.stderr);
+  const ids = await segmentIds(new FsStore(storeDir), 'it');
+  assert.match(ok.stdout, new RegExp(`^change log OK: ${ids.length} segment\\(s\\), \\d+ event\\(s\\)`));
+  const middle = ids[Math.floor(ids.length / 2)]!;
+
+  const changed = path.join(work, 'store-changed');
+  await cp(storeDir, changed, { recursive: true });
+  const dataFile = path.join(changed, 'it', 'changes', middle, 'segment.jsonl.zst.age');
+  const bytes = await readFile(dataFile);
+  const at = bytes.length - 20;
+  bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+  await writeFile(dataFile, bytes);
+  const bad = await runCli(['--config', await withoutKey(changed), 'changes', 'verify']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, new RegExp(`change segment ${middle} is \\d+ bytes with sha256 [0-9a-f]{64}, but its manifest says .*it was changed`));
+
+  const missing = path.join(work, 'store-missing');
+  await cp(storeDir, missing, { recursive: true });
+  await rm(path.join(missing, 'it', 'changes', middle), { recursive: true });
+  const gone = await runCli(['--config', await withoutKey(missing), 'changes', 'verify']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /a segment is missing or was added/);
 });
