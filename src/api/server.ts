@@ -1,7 +1,7 @@
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import swagger from '@fastify/swagger';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { readField } from '../config/load.ts';
 import { ConfigError, NotLeaderError, ShuttingDownError, UnauthenticatedError } from '../errors/errors.ts';
@@ -279,6 +279,12 @@ function common(logger: FastifyBaseLogger) {
     // Fastify's own 503 while closing is not problem details: prepare() answers it instead.
     return503OnClosing: false,
     clientErrorHandler,
+    // Errors the router raises before any route or hook runs (a path parameter too long: 414, a
+    // malformed URL: 400) are problem details too.
+    frameworkErrors: (err: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
+      const response = errorResponse(err);
+      void reply.code(response.status).headers(response.headers).send(response.body);
+    },
   };
 }
 

@@ -98,6 +98,8 @@ test('every error path answers application/problem+json with type, title, status
   assertProblem(await call({ method: 'POST', url: '/v1/backups', headers: { ...op, ...json }, payload: JSON.stringify({ pad: 'x'.repeat(70 * 1024) }) }), 413, 'PAYLOAD_TOO_LARGE');
   assertProblem(await call({ method: 'GET', url: `/v1/backups/${IDS.storeDown}`, headers: op }), 502, 'STORE_FAILED');
   assertProblem(await call({ method: 'GET', url: `/v1/backups/${IDS.bug}`, headers: op }), 500, 'INTERNAL');
+  // The router's own errors, before any route runs: a path parameter longer than it takes.
+  assertProblem(await call({ method: 'GET', url: `/v1/backups/${'a'.repeat(600)}/verify`, headers: op }), 414, 'BAD_REQUEST');
 
   api.fakes.leadership.leader = false;
   api.fakes.leadership.name = 'node-b';
