@@ -20,7 +20,8 @@ export interface FilledEtcd {
  * at least `targetBytes`. Stopped by `teardown`.
  */
 export async function startFilledEtcd(dir: string, targetBytes: number, teardown: Teardown): Promise<FilledEtcd> {
-  const { etcd, hostRoot } = await startEtcdHost(dir, { members: 1, extraArgs: ['--quota-backend-bytes=8589934592'] });
+  // etcd's recommended maximum is 8 GiB: the quota is above it, so that an 8 GiB database fits.
+  const { etcd, hostRoot } = await startEtcdHost(dir, { members: 1, extraArgs: ['--quota-backend-bytes=12884901888'] });
   teardown.add('stop etcd', () => etcd.stop());
   const dbSize = await fillTo(etcd, targetBytes);
   const etcdctlFlags = [`--endpoints=${etcd.endpoints[0]}`, `--cacert=${etcd.tls.caFile}`, `--cert=${etcd.tls.certFile}`, `--key=${etcd.tls.keyFile}`];
