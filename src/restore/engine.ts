@@ -7,7 +7,7 @@ import { exists } from './durable.ts';
 import { liveRevision, stopLeftover } from './etcd.ts';
 import { pendingSteps, RestoreRecords, restoreState, stepStarted, type LockHolder, type RestoreJournal, type RestoreState, type StepRecord } from './journal.ts';
 import { isMountPoint } from './mounts.ts';
-import { createPlan, dataDirLayout, type RestorePlan, type StepName } from './plan.ts';
+import { createPlan, dataDirLayout, noChangeLogIdentity, type RestorePlan, type StepName } from './plan.ts';
 import { rollbackSteps } from './rollback.ts';
 import { STEPS, type EngineDeps, type StepContext } from './steps.ts';
 
@@ -364,10 +364,6 @@ async function removeDryRunLeftovers(plan: RestorePlan, journal: RestoreJournal)
 /** The identities a point-in-time plan reads the change log with. */
 async function requireIdentities(identities: () => Promise<readonly string[] | undefined>): Promise<readonly string[]> {
   const found = await identities();
-  if (!found || found.length === 0) {
-    throw new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and no identity to decrypt it is configured', {
-      hint: 'set encryption.identityFile on the node that restores (as for any restore)',
-    });
-  }
+  if (!found || found.length === 0) throw noChangeLogIdentity();
   return found;
 }

@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
-import type { SegmentManifest } from '../changes/manifest.ts';
-import type { ReadEvents } from '../changes/replay-plan.ts';
 import { Value } from '@sinclair/typebox/value';
 import { KitRole, type StoredManifest } from '../archive/manifest.ts';
+import type { SegmentManifest } from '../changes/manifest.ts';
+import type { ReadEvents } from '../changes/replay-plan.ts';
 import type { Config } from '../config/schema.ts';
-import { BadRequestError } from '../errors/errors.ts';
+import { BadRequestError, ConfigError } from '../errors/errors.ts';
 
 /**
  * A restore plan: everything a restore of one backup will do on one node, computed before
@@ -249,6 +249,13 @@ export interface PlanContext {
   isMountPoint?: (localPath: string) => Promise<boolean>;
   /** The committed change log (signatures and chain checked), for a point-in-time restore; absent without an identity. */
   changeLog?: () => Promise<{ segments: SegmentManifest[]; readEvents: ReadEvents }>;
+}
+
+/** A point-in-time restore on a node that cannot read the change log: it has no identity. */
+export function noChangeLogIdentity(): ConfigError {
+  return new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and no identity to decrypt it is configured', {
+    hint: 'set encryption.identityFile on the node that restores (as for any restore)',
+  });
 }
 
 /** The request, checked against its schema; the first problem names its field. */

@@ -3,12 +3,12 @@ import path from 'node:path';
 import type { StoredManifest } from '../archive/manifest.ts';
 import type { ReplayPlan, ReplayTarget } from '../changes/replay-plan.ts';
 import { planReplay } from '../changes/replay-plan.ts';
-import { BadRequestError, ConfigError, NotFoundError } from '../errors/errors.ts';
+import { BadRequestError, NotFoundError } from '../errors/errors.ts';
 import { parseBackupId } from '../store/layout.ts';
 import { planBump } from './plan-bump.ts';
 import { planFresh } from './plan-fresh.ts';
 import { planInPlace } from './plan-in-place.ts';
-import { checkUnique, parseTime, validateRequest, type MemberRef, type PlanContext, type RestorePlan, type RestoreRequest } from './plan-model.ts';
+import { checkUnique, noChangeLogIdentity, parseTime, validateRequest, type MemberRef, type PlanContext, type RestorePlan, type RestoreRequest } from './plan-model.ts';
 import { etcdutlArgv, newClusterToken, stamp, type PlanBase } from './plan-parts.ts';
 
 // The plan's model (schemas, step names, request validation) and its parts, for the modules
@@ -112,18 +112,13 @@ export function pointOf(ref: RestoreRequest['backup']): ReplayTarget | undefined
 
 /** The replay a point-in-time restore runs: the backup it starts from, the segments, the exact revision. */
 async function planPoint(point: ReplayTarget, backups: StoredManifest[], ctx: PlanContext): Promise<ReplayPlan> {
-  if (!ctx.changeLog) {
-    throw new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and no identity to decrypt it is configured', {
-      hint: 'set encryption.identityFile on the node that restores (as for any restore)',
-    });
-  }
+  if (!ctx.changeLog) throw noChangeLogIdentity();
   const log = await ctx.changeLog();
   return planReplay(point, log.segments, backups, log.readEvents, '/backup');
 }
 
 /** `latest`, an id, or `{before}`: the newest backup made at or before that time. A point in time is planned by createPlan. */
 export async function resolveBackup(ref: RestoreRequest['backup'], backups: StoredManifest[], catalog: PlanContext['catalog']): Promise<StoredManifest> {
-  if (pointOf(ref)) throw new BadRequestError('/backup', 'a point in time is not a backup: plan the restore to find the backup it starts from');
   if (typeof ref === 'string') {
     // Latest as the catalogue decides it: never a backup dated in the future.
     if (ref === 'latest') return catalog.resolve('latest');
@@ -132,8 +127,9 @@ export async function resolveBackup(ref: RestoreRequest['backup'], backups: Stor
     }
     return catalog.get(ref);
   }
-  const before = parseTime((ref as { before: string }).before);
-  if (before === undefined) throw new BadRequestError('/backup/before', `"${(ref as { before: string }).before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
+  if (!('before' in ref)) throw new BadRequestError('/backup', 'a point in time is not a backup: plan the restore to find the backup it starts from');
+  const before = parseTime(ref.before);
+  if (before === undefined) throw new BadRequestError('/backup/before', `"${ref.before}" is not an RFC 3339 time like 2026-11-24T03:30:00Z`);
   const found = backups.find((b) => Date.parse(b.createdAt) <= before.getTime());
   if (!found) throw new NotFoundError(`no backup was made at or before ${before.toISOString()}`, { hint: 'run `lifeboat list` to see the backups' });
   return found;

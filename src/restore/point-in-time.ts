@@ -2,7 +2,8 @@ import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { StoredManifest } from '../archive/manifest.ts';
 import { replayOnto } from '../changes/replay-run.ts';
-import { ConfigError, IntegrityError } from '../errors/errors.ts';
+import { IntegrityError } from '../errors/errors.ts';
+import { noChangeLogIdentity } from './plan-model.ts';
 import type { RestoreFacts } from './journal-model.ts';
 import { staged, type StepContext } from './step-context.ts';
 
@@ -21,7 +22,7 @@ const REPLAY_START_SECONDS = 60;
 export async function replayFetched(ctx: StepContext, stored: StoredManifest, snapshotFile: string): Promise<NonNullable<RestoreFacts['replayed']>> {
   const { plan, deps } = ctx;
   const pit = plan.pointInTime!;
-  if (!deps.changeLog) throw new ConfigError('/encryption/identityFile', 'a point-in-time restore reads the change log, and this daemon cannot', { hint: 'set encryption.identityFile' });
+  if (!deps.changeLog) throw noChangeLogIdentity();
   const log = await deps.changeLog(ctx.identities);
   const have = new Set(log.segments.map((s) => s.segmentId));
   const missing = pit.segments.filter((s) => !have.has(s.segmentId));
