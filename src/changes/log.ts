@@ -3,7 +3,7 @@ import type { ManifestTrust } from '../signing/trust.ts';
 import type { BackupStore } from '../store/store.ts';
 import { readSegmentEvents } from './commit.ts';
 import { keyOf } from './format.ts';
-import { checkChain, readTrustedSegment, segmentIds, type ChainReport } from './manifest.ts';
+import { readChain, type ChainReport } from './manifest.ts';
 
 export interface ChangeLogFilter {
   /** Only keys that start with this. */
@@ -57,10 +57,7 @@ export interface ChangeLogDeps {
  * event matches.
  */
 export async function readChangeLog(deps: ChangeLogDeps, cluster: string, identities: readonly string[], filter: ChangeLogFilter = {}, limit?: number): Promise<ChangeLog> {
-  const ids = await segmentIds(deps.store, cluster);
-  const segments = [];
-  for (const id of ids) segments.push(await readTrustedSegment(deps.store, cluster, deps.trust, id));
-  const { gaps } = checkChain(segments);
+  const { segments, gaps } = await readChain(deps.store, cluster, deps.trust);
   const entries: ChangeLogEntry[] = [];
   let segmentsRead = 0;
   const after = filter.afterRevision === undefined ? undefined : BigInt(filter.afterRevision);

@@ -120,6 +120,16 @@ async function readCapped(store: BackupStore, key: string, max: number): Promise
   return Buffer.concat(chunks);
 }
 
+/**
+ * Every committed segment of `cluster`, oldest first, each manifest read through its signature
+ * check, and the chain between them checked (checkChain): what every reader of the log starts from.
+ */
+export async function readChain(store: BackupStore, cluster: string, trust: ManifestTrust): Promise<{ segments: TrustedSegment[]; gaps: ChainReport['gaps'] }> {
+  const segments: TrustedSegment[] = [];
+  for (const id of await segmentIds(store, cluster)) segments.push(await readTrustedSegment(store, cluster, trust, id));
+  return { segments, gaps: checkChain(segments).gaps };
+}
+
 export interface ChainReport {
   /** Revisions etcd had compacted before they were captured, as the segments record them. */
   gaps: { from: string; to: string; before: string }[];

@@ -7,7 +7,7 @@ import type { Catalog } from '../store/catalog.ts';
 import { runDrill, type DrillDeps, type DrillOptions, type DrillReport } from '../verify/drill.ts';
 import { readSegmentEvents } from './commit.ts';
 import type { ChangeEvent } from './format.ts';
-import { checkChain, readTrustedSegment, segmentIds, type SegmentManifest } from './manifest.ts';
+import { readChain, type SegmentManifest } from './manifest.ts';
 import { planReplay, type ReadEvents, type ReplayPlan, type ReplayTarget } from './replay-plan.ts';
 import { etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './replay.ts';
 
@@ -63,9 +63,7 @@ export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions):
 
 /** The committed change log of `cluster`: its segment manifests (signatures and chain checked), and a reader of their events. */
 export async function openChangeLog(deps: { store: DrillDeps['store']; decrypt: DrillDeps['decrypt']; trust: ManifestTrust }, cluster: string, identities: readonly string[]): Promise<{ segments: SegmentManifest[]; readEvents: ReadEvents }> {
-  const trusted = [];
-  for (const id of await segmentIds(deps.store, cluster)) trusted.push(await readTrustedSegment(deps.store, cluster, deps.trust, id));
-  checkChain(trusted);
+  const { segments: trusted } = await readChain(deps.store, cluster, deps.trust);
   let cached: { id: string; events: ChangeEvent[] } | undefined;
   const readEvents = async (m: SegmentManifest): Promise<ChangeEvent[]> => {
     if (cached?.id !== m.segmentId) cached = { id: m.segmentId, events: await readSegmentEvents(deps, m, identities) };

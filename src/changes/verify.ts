@@ -2,7 +2,7 @@ import { IntegrityError } from '../errors/errors.ts';
 import type { ManifestTrust } from '../signing/trust.ts';
 import type { BackupStore } from '../store/store.ts';
 import { ciphertextDigest } from '../verify/verify.ts';
-import { checkChain, readTrustedSegment, segmentIds, type ChainReport } from './manifest.ts';
+import { readChain, type ChainReport } from './manifest.ts';
 
 export interface ChangeLogCheck {
   segments: number;
@@ -23,9 +23,7 @@ export interface ChangeLogCheck {
  * signature) that names the segment. Memory: one manifest; data objects are hashed as they stream.
  */
 export async function verifyChangeLog(store: BackupStore, cluster: string, trust: ManifestTrust): Promise<ChangeLogCheck> {
-  const segments = [];
-  for (const id of await segmentIds(store, cluster)) segments.push(await readTrustedSegment(store, cluster, trust, id));
-  const { gaps } = checkChain(segments);
+  const { segments, gaps } = await readChain(store, cluster, trust);
   let bytes = 0;
   let events = 0;
   for (const { manifest } of segments) {
