@@ -250,6 +250,12 @@ export const DrillSchema = Type.Object(
     scratchDir: Type.Optional(NonEmpty),
     /** How long the throwaway etcd may take to become healthy. */
     startTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 60 }),
+    /**
+     * A drill also replays the change log after the backup (../changes/drill-replay.ts), up to
+     * the newest revision it holds, and compares every key with the live cluster at that
+     * revision. Nothing happens when the store holds no change log after the backup.
+     */
+    changeLog: Type.Boolean({ default: true }),
   },
   { ...Strict, default: {} },
 );

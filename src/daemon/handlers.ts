@@ -1,4 +1,5 @@
 import type { Transform } from 'node:stream';
+import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { missingKitRoles, type StoredManifest } from '../archive/manifest.ts';
 import { backupCycle, cycleSettings } from '../backup/cycle.ts';
@@ -7,6 +8,7 @@ import { ConfigError, LifeboatError } from '../errors/errors.ts';
 import type { SnapshotSource } from '../etcd/source.ts';
 import { createDecryptStream, createEncryptStream } from '../crypto/age.ts';
 import { readIdentityFile } from '../crypto/identity-file.ts';
+import { etcdClient } from '../etcd/client.ts';
 import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
 import { processExecutor, type Executor } from '../exec/executor.ts';
 import type { JobKind } from '../jobs/job.ts';
@@ -17,11 +19,11 @@ import { RestoreEngine } from '../restore/engine.ts';
 import { prune } from '../retention/prune.ts';
 import { cleanupSegments } from '../retention/segments.ts';
 import { Catalog } from '../store/catalog.ts';
+import { drillWithChangeLog } from '../changes/drill-replay.ts';
 import { openChangeLog } from '../changes/replay-run.ts';
 import { backupSigner, type Signing } from '../signing/trust.ts';
 import { provenanceOf } from '../verify/provenance.ts';
 import type { BackupStore } from '../store/store.ts';
-import { runDrill } from '../verify/drill.ts';
 import { checkAndRecord, type VerificationLevel } from '../verify/record.ts';
 import { verifyBackup } from '../verify/verify.ts';
 import { restoreIdentities, restoreJobParams, restoreSummary } from './restores.ts';
@@ -39,6 +41,8 @@ export interface HandlerDeps {
   decrypt: (identities: readonly string[]) => Transform;
   /** A snapshot source for one backup; closed after it. */
   snapshotSource: () => SnapshotSource;
+  /** A client of the live cluster (a drill compares its replay of the change log with it); the caller closes it. */
+  liveEtcd: () => Etcd3;
   /** The identities of encryption.identityFile, read when a drill needs them; undefined when none is configured. */
   identities: () => Promise<string[] | undefined>;
   /** This node's restore engine (the one the API plans with). */
@@ -58,6 +62,7 @@ export function handlerDeps(parts: Pick<HandlerDeps, 'config' | 'store' | 'secon
     encrypt: createEncryptStream,
     decrypt: createDecryptStream,
     snapshotSource: () => new Etcd3SnapshotSource(config.etcd, parts.log),
+    liveEtcd: () => etcdClient({ endpoints: config.etcd.endpoints, tls: config.etcd.tls, dialTimeoutMs: config.etcd.dialTimeoutMs }),
     identities: async () => (config.encryption.identityFile === undefined ? undefined : readIdentityFile(config.encryption.identityFile, '/encryption/identityFile')),
     restores: new RestoreEngine({
       store: parts.store,
@@ -140,13 +145,26 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
     }
     const stored = await deps.catalog.resolve(backupId);
     ctx.phase('drill');
-    return checked(ctx, stored, 'drill', () =>
-      runDrill(
-        { store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log },
+    const report = await checked(ctx, stored, 'drill', () =>
+      drillWithChangeLog(
+        { store: deps.store, decrypt: deps.decrypt, exec: deps.exec, log: ctx.log, trust: deps.signing.trust },
         stored,
-        { identities, etcdutl: config.tools.etcdutl, etcd: config.tools.etcd, startTimeoutSeconds: config.drill.startTimeoutSeconds, signal: ctx.signal, ...(config.drill.scratchDir ? { scratchDir: config.drill.scratchDir } : {}) },
+        {
+          identities,
+          etcdutl: config.tools.etcdutl,
+          etcd: config.tools.etcd,
+          startTimeoutSeconds: config.drill.startTimeoutSeconds,
+          signal: ctx.signal,
+          cluster: config.cluster,
+          changeLog: config.drill.changeLog,
+          leaseTtlSeconds: config.changes.replayLeaseTtlSeconds,
+          connectLive: deps.liveEtcd,
+          ...(config.drill.scratchDir ? { scratchDir: config.drill.scratchDir } : {}),
+        },
       ),
     );
+    if (report.changeLog.replayed) metrics.changes.replayed(report.changeLog.stats.events, report.changeLog.stats.seconds);
+    return report;
   };
 
   const verify: JobHandler = async (ctx, params) => {
@@ -213,6 +231,9 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
           report: (step) => ctx.phase(step),
           signal: ctx.signal,
         });
+        // A point-in-time restore's fetch replayed the change log in this apply.
+        const replayed = view.journal.facts.replayed;
+        if (replayed && (view.journal.steps.fetch?.attempts ?? 0) > (before.journal.steps.fetch?.attempts ?? 0)) metrics.changes.replayed(replayed.events, replayed.seconds);
         return restoreSummary(view, request);
       };
       return before.plan.dryRun || !deps.duringRestore ? run() : deps.duringRestore(restoreId, run);

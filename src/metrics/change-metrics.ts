@@ -12,6 +12,8 @@ export class ChangeLogMetrics {
   readonly #segments: Counter;
   readonly #bytes: Counter;
   readonly #gaps: Counter;
+  readonly #replayRate: Gauge;
+  readonly #replayed: Counter;
   #lagSource: () => number = () => 0;
 
   constructor(registers: Registry[]) {
@@ -49,6 +51,17 @@ export class ChangeLogMetrics {
       help: 'Times etcd had compacted revisions before the change log captured them: those revisions are lost from the log, and a full backup was asked for at once.',
       registers,
     });
+    this.#replayRate = new Gauge({
+      name: 'lifeboat_changes_replay_events_per_second',
+      help: 'Events per second of the last replay of the change log on this node (a drill\'s, or a point-in-time restore\'s fetch): events applied over the replay\'s seconds, segments read and decrypted alongside; 0 before the first.',
+      registers,
+    });
+    this.#replayed = new Counter({
+      name: 'lifeboat_changes_replayed_events_total',
+      help: 'Change-log events replayed on this node, by drills and point-in-time restores.',
+      registers,
+    });
+    this.#replayRate.set(0);
     this.#revision.set(0);
     this.#capturedAt.set(0);
   }
@@ -69,6 +82,13 @@ export class ChangeLogMetrics {
     if (!Number.isFinite(storedBytes) || storedBytes < 0) throw new RangeError(`metrics: segment bytes must be a finite number >= 0, got ${storedBytes}`);
     this.#segments.inc();
     this.#bytes.inc(storedBytes);
+  }
+
+  /** A replay applied `events` in `seconds`. */
+  replayed(events: number, seconds: number): void {
+    if (!Number.isInteger(events) || events < 0 || !(seconds >= 0)) throw new RangeError(`metrics: a replay needs events >= 0 and seconds >= 0, got ${events} and ${seconds}`);
+    this.#replayed.inc(events);
+    this.#replayRate.set(seconds > 0 ? events / seconds : 0);
   }
 
   /** etcd had compacted revisions the log needed. */

@@ -18,6 +18,7 @@ import type { Etcd3 } from 'etcd3';
 import { parse } from 'yaml';
 import { ChangeCapture } from '../../src/changes/capture.ts';
 import { readTrustedSegment, segmentIds } from '../../src/changes/manifest.ts';
+import type { ChangeLogDrillReport } from '../../src/changes/drill-replay.ts';
 import type { ReplayReport } from '../../src/changes/replay-run.ts';
 import { etcdWatcher } from '../../src/changes/watch.ts';
 import { createEncryptStream, generateIdentity, identityFileText } from '../../src/crypto/age.ts';
@@ -163,6 +164,29 @@ test('at a time and at a revision: equal to the live cluster there; a target pas
   assert.match(two.stderr, /exactly one target/);
 });
 
+test('lifeboat drill also replays the change log after the backup, up to its newest revision, equal to the live cluster; --no-change-log drills the backup alone', async () => {
+  const res = await runCli(['--config', configFile, 'drill', 'latest', '--scratch-dir', work, '-o', 'json']);
+  assert.equal(res.code, 0, res.stderr);
+  const report = JSON.parse(res.stdout) as ChangeLogDrillReport & { verification: { result: string } };
+  assert.ok(report.changeLog.replayed, JSON.stringify(report.changeLog));
+  const c = report.changeLog;
+  assert.equal(c.targetRevision, at.end.toString(), 'the newest revision the log holds');
+  assert.ok(c.stats.events > 800, `the steady writes, the new keys and the deletes: ${c.stats.events}`);
+  assert.equal(c.stats.leases, 1);
+  assert.ok('keys' in c.comparison && c.comparison.difference === undefined, JSON.stringify(c.comparison));
+  assert.ok(c.comparison.keys >= 50, `every key compared: ${c.comparison.keys}`);
+  assert.equal(report.verification.result, 'passed');
+  const text = await runCli(['--config', configFile, 'drill', 'latest', '--scratch-dir', work]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`change log: replayed \\d+ event\\(s\\) from \\d+ segment\\(s\\) to revision ${at.end} .*equal to the live cluster at that revision: \\d+ keys, every value`));
+
+  const alone = await runCli(['--config', configFile, 'drill', 'latest', '--no-change-log', '--scratch-dir', work, '-o', 'json']);
+  assert.equal(alone.code, 0, alone.stderr);
+  const plain = JSON.parse(alone.stdout) as ChangeLogDrillReport;
+  assert.deepEqual(plain.changeLog, { replayed: false, skipped: 'the change log is not drilled (drill.changeLog is off)' });
+  assert.equal(plain.timings.replay, undefined);
+});
+
 test('changes verify checks the log without a key: OK as captured; a changed segment and a missing one are each named', async () => {
   const plain = parse(await readFile(configFile, 'utf8')) as { encryption: Record<string, unknown>; store: { fs: { dir: string } } };
   const withoutKey = async (dir: string) => writeConfig(work, { ...plain, encryption: { recipients: plain.encryption['recipients'] }, store: { fs: { dir } } });
@@ -189,4 +213,16 @@ test('changes verify checks the log without a key: OK as captured; a changed seg
   const gone = await runCli(['--config', await withoutKey(missing), 'changes', 'verify']);
   assert.equal(gone.code, 1);
   assert.match(gone.stderr, /a segment is missing or was added/);
+});
+
+test('a drill after the live cluster compacted the target revision: the replay still runs and passes, and the comparison says why it was skipped', async () => {
+  await client.put('/registry/configmaps/after/compaction').value('not in the log');
+  const now = await revisionNow();
+  await client.kv.compact({ revision: now.toString(), physical: true });
+  const res = await runCli(['--config', configFile, 'drill', 'latest', '--scratch-dir', work, '-o', 'json']);
+  assert.equal(res.code, 0, res.stderr);
+  const c = (JSON.parse(res.stdout) as ChangeLogDrillReport).changeLog;
+  assert.ok(c.replayed, JSON.stringify(c));
+  assert.equal(c.targetRevision, at.end.toString());
+  assert.deepEqual(c.comparison, { skipped: `the live cluster no longer holds revision ${at.end} (compacted since it was captured)` });
 });

@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { generateToken, tokenLine } from '../../src/api/tokens.ts';
-import { generateIdentity } from '../../src/crypto/age.ts';
+import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
+import { etcdBinaries } from '../../scripts/rig/binaries.ts';
 import { startEtcdHost, type EtcdCluster } from '../../scripts/rig/etcd.ts';
 import type { PopulateOptions } from '../../scripts/rig/populate.ts';
 import { makeApiPki, type ApiPki } from './api-pki.ts';
@@ -27,9 +28,10 @@ export interface DaemonTrio {
  * own member as on a kubeadm node, sharing one directory store, with a viewer and an operator
  * token and client certificates of O=lifeboat-operators as operators. `daemon`, and `api` (made
  * from the API's PKI), are merged into each daemon's config; schedules default to off. `config`
- * adds other top-level sections (e.g. `changes`).
+ * adds other top-level sections (e.g. `changes`). With `identity`, each daemon has the age
+ * identity (encryption.identityFile) and etcd 3.6 (tools), so that it can drill.
  */
-export async function startDaemonTrio(work: string, options: { populate: PopulateOptions; daemon?: Record<string, unknown>; api?: (pki: ApiPki) => Record<string, unknown>; config?: Record<string, unknown> }): Promise<DaemonTrio> {
+export async function startDaemonTrio(work: string, options: { populate: PopulateOptions; daemon?: Record<string, unknown>; api?: (pki: ApiPki) => Record<string, unknown>; config?: Record<string, unknown>; identity?: boolean }): Promise<DaemonTrio> {
   const { etcd: cluster, hostRoot } = await startEtcdHost(work, { members: 3, hosts: ['m1', 'm2', 'm3'], populate: options.populate });
   const daemons: DaemonProcess[] = [];
   const stop = async () => {
@@ -43,11 +45,15 @@ export async function startDaemonTrio(work: string, options: { populate: Populat
     const tokensFile = path.join(work, 'tokens');
     await writeFile(tokensFile, `${tokenLine(tokens.viewer, 'viewer', 'grafana')}\n${tokenLine(tokens.operator, 'operator', 'oncall')}\n`, { mode: 0o600 });
     const storeDir = path.join(work, 'store');
-    const { recipient } = await generateIdentity();
+    const { recipient, identity } = await generateIdentity();
+    const identityFile = path.join(work, 'identity.txt');
+    if (options.identity) await writeFile(identityFile, identityFileText(identity, recipient, new Date()), { mode: 0o600 });
+    const drilling = options.identity ? { encryption: { recipients: [recipient], identityFile }, tools: { etcdutl: etcdBinaries('3.6').etcdutl, etcd: etcdBinaries('3.6').etcd } } : {};
     const configFiles = new Map<string, string>();
     for (const [i, name] of TRIO.entries()) {
       const doc = configDoc(cluster, hostRoot, storeDir, [recipient], {
         ...options.config,
+        ...drilling,
         node: name,
         etcd: { endpoints: [cluster.endpoints[i]], tls: cluster.tls, dialTimeoutMs: 3000 },
         retention: { afterBackup: false },

@@ -311,3 +311,15 @@ test('the change log: captured revision and time, segments and their bytes, gaps
   assert.equal(one(await scrape(m), 'lifeboat_changes_lag_seconds'), 0, 'read again at the next scrape');
   assert.throws(() => m.changes.committed(-1), RangeError);
 });
+
+test('replays of the change log: the last one\'s events per second, and every event counted', async () => {
+  const m = new LifeboatMetrics(identity);
+  assert.equal(one(await scrape(m), 'lifeboat_changes_replay_events_per_second'), 0);
+  m.changes.replayed(50_000, 2);
+  m.changes.replayed(3_000, 0.5);
+  const all = await scrape(m);
+  assert.equal(one(all, 'lifeboat_changes_replay_events_per_second'), 6_000, 'the last replay');
+  assert.equal(one(all, 'lifeboat_changes_replayed_events_total'), 53_000);
+  assert.throws(() => m.changes.replayed(1.5, 1), RangeError);
+  assert.throws(() => m.changes.replayed(1, Number.NaN), RangeError);
+});
