@@ -30,7 +30,15 @@ export interface ReplayPlan {
 /** The events of a segment, read and checked (./commit.ts readSegmentEvents). */
 export type ReadEvents = (manifest: SegmentManifest) => Promise<ChangeEvent[]>;
 
-const describe = (t: ReplayTarget): string => ('revision' in t ? `revision ${t.revision}` : 'time' in t ? `time ${t.time}` : `just before ${t.beforeDeletionOf} was deleted`);
+/** Whether two targets name the same point (a time however written: 14:31:00Z is 14:31:00.000+00:00). */
+export function samePoint(a: ReplayTarget, b: ReplayTarget): boolean {
+  const digits = /^[0-9]{1,20}$/;
+  if ('revision' in a) return 'revision' in b && (a.revision === b.revision || (digits.test(a.revision) && digits.test(b.revision) && BigInt(a.revision) === BigInt(b.revision)));
+  if ('time' in a) return 'time' in b && Date.parse(a.time) === Date.parse(b.time);
+  return 'beforeDeletionOf' in b && a.beforeDeletionOf === b.beforeDeletionOf;
+}
+
+export const describe = (t: ReplayTarget): string => ('revision' in t ? `revision ${t.revision}` : 'time' in t ? `time ${t.time}` : `just before ${t.beforeDeletionOf} was deleted`);
 
 /**
  * The plan of a replay to `target`. `segments` are the committed segments, oldest first, their

@@ -39,16 +39,16 @@ async function allMembers(cmd: Command, out: Output, options: ApplyOptions | Rol
   const firstApi = base.withUrl(urls.first);
   // A point in time: the backup it starts from is known once the first member planned it.
   const point = pointOf(ref);
-  return { say, urls, firstApi, ref, backupId: point ? undefined : await resolveBackupId(firstApi, ref) };
+  return { say, urls, firstApi, ref, point, backupId: point ? undefined : await resolveBackupId(firstApi, ref) };
 }
 
 export async function applyAllCommand(cmd: Command, out: Output, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const { say, urls, firstApi, ref, backupId } = await allMembers(cmd, out, options);
+  const { say, urls, firstApi, ref, point, backupId } = await allMembers(cmd, out, options);
 
   let first: Node;
-  // (A point-in-time restore is not looked for to resume: apply it again by its backup id, --backup.)
-  const found = options.again || backupId === undefined ? undefined : await findStarted(firstApi, backupId);
+  // The restore of the backup itself, or to the same point, that an earlier run started.
+  const found = options.again ? undefined : await findStarted(firstApi, point ? { point } : { backupId: backupId!, pointInTime: false });
   if (found) {
     first = { name: found.plan.node, api: firstApi, plan: found.plan };
     say(`${first.name}: resuming ${found.plan.id} (${found.state}) on ${firstApi.url}`);
@@ -136,9 +136,8 @@ async function report(out: Output, nodes: Node[], result: ApplyAllReport, elapse
 }
 
 export async function rollbackAllCommand(cmd: Command, out: Output, options: RollbackOptions): Promise<void> {
-  const { say, urls, firstApi, backupId } = await allMembers(cmd, out, options);
-  if (backupId === undefined) usage(cmd, 'rollback --all finds the restore by its backup: give --backup (the id the point-in-time restore started from) or --before');
-  const nodes = await rollbackTargets(firstApi, backupId, urls.forMember, say, urls.check);
+  const { say, urls, firstApi, point, backupId } = await allMembers(cmd, out, options);
+  const nodes = await rollbackTargets(firstApi, point ? { point } : { backupId: backupId! }, urls.forMember, say, urls.check);
   say(`rolling back ${nodes.map((n) => `${n.name} (${n.plan.id})`).join(', ')}`);
   const result = await rollbackAll(nodes.map((n) => ({
     name: n.name,

@@ -57,6 +57,13 @@ export function backupRef(cmd: Command, options: BackupOptions): RestoreRequest[
   return usage(cmd, 'which backup? give --backup ID (or latest), or --before TIME; or a point in time: --to-revision, --to-time or --before-deletion-of');
 }
 
+const REF_FLAGS = { backup: '--backup', before: '--before', toRevision: '--to-revision', toTime: '--to-time', beforeDeletionOf: '--before-deletion-of' } as const;
+
+/** A usage error when a flag that names the backup or the point is given without --all. */
+export function refOnlyWithAll(cmd: Command, options: BackupOptions): void {
+  for (const [key, flag] of Object.entries(REF_FLAGS)) if (options[key as keyof BackupOptions] !== undefined) usage(cmd, `${flag} goes with --all`);
+}
+
 /** The options of a point in time, on a command that takes a backup. */
 export function addPointOptions(command: Command, prefix = ''): Command {
   return command
@@ -84,20 +91,16 @@ export interface ApplyOptions extends BackupOptions {
   wait?: boolean;
   all?: boolean;
   again?: boolean;
-  backup?: string;
-  before?: string;
   mode: RestoreMode;
   member: string[];
   daemon: string[];
   pollInterval: number;
 }
 
-export interface RollbackOptions {
+export interface RollbackOptions extends BackupOptions {
   token?: string;
   wait?: boolean;
   all?: boolean;
-  backup?: string;
-  before?: string;
   daemon: string[];
   pollInterval: number;
 }

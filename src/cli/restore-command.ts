@@ -4,7 +4,7 @@ import { LifeboatError } from '../errors/errors.ts';
 import type { Job } from '../jobs/job.ts';
 import { RESTORE_MODES, STEP_NAMES, type RestoreRequest } from '../restore/plan.ts';
 import { applyAllCommand, rollbackAllCommand } from './restore-all.ts';
-import { addPointOptions, backupRef, client, collect, members, positiveInt, usage, type ApplyOptions, type PlanOptions, type RollbackOptions } from './restore-args.ts';
+import { addPointOptions, backupRef, client, collect, members, positiveInt, refOnlyWithAll, usage, type ApplyOptions, type PlanOptions, type RollbackOptions } from './restore-args.ts';
 import { APPLY_HELP, LIST_HELP, PLAN_HELP, RESTORE_HELP, ROLLBACK_HELP, SHOW_HELP } from './restore-help.ts';
 import { addOutputOption, output, type Output } from './output.ts';
 import { jobLine, lastStep, printDryRun, printPlan, printProgress } from './restore-print.ts';
@@ -116,7 +116,8 @@ export function registerRestoreCommand(program: Command): void {
       }
       if (id === undefined) usage(cmd, 'which restore? give its id (from lifeboat restore plan), or --all');
       if (options.token === undefined) usage(cmd, 'give the plan\'s confirmation token: --token (lifeboat restore show ID prints it)');
-      for (const flag of ['backup', 'before', 'again'] as const) if (options[flag] !== undefined) usage(cmd, `--${flag} goes with --all`);
+      refOnlyWithAll(cmd, options);
+      if (options.again !== undefined) usage(cmd, '--again goes with --all');
       if (options.daemon.length > 0 || options.member.length > 0) usage(cmd, '--daemon and --member go with --all');
       const api = client(cmd);
       const submitted = await api.applyRestore(id, { confirmationToken: options.token, ...(options.through ? { through: options.through } : {}) });
@@ -129,11 +130,12 @@ export function registerRestoreCommand(program: Command): void {
     .description('Roll a restore back on the daemon\'s node: stop what runs on the restored data, set it aside, put the old data dir and manifests back. Never deletes a data dir. With --all, every member of the unfinished (or finished) restore of a backup, at once.')
     .option('--token <token>', 'the plan\'s confirmation token')
     .option('--wait', 'follow the job; exit 1 if it fails')
-    .option('--all', 'every member\'s daemon: the restore of --backup that apply --all made')
+    .option('--all', 'every member\'s daemon: the restore of --backup (or of the point in time) that apply --all made')
     .option('--backup <id>', 'with --all: a backup id, or latest')
     .option('--before <time>', 'with --all: the newest backup made at or before this RFC 3339 time')
     .option('--daemon <name=url>', 'with --all: the API of a member\'s daemon (repeat), as for apply --all', collect, [])
     .addOption(new Option('--poll-interval <ms>', 'how often to ask for the jobs').default(500).argParser(positiveInt(60_000)));
+  addPointOptions(rollback, 'with --all: ');
   addOutputOption(rollback, '{job, created} as submitted; with --wait, {job, restore}; with --all, every node\'s outcome and restore')
     .addHelpText('after', ROLLBACK_HELP)
     .action(async (id: string | undefined, options: RollbackOptions, cmd: Command) => {
@@ -143,7 +145,8 @@ export function registerRestoreCommand(program: Command): void {
       }
       if (id === undefined) usage(cmd, 'which restore? give its id, or --all');
       if (options.token === undefined) usage(cmd, 'give the plan\'s confirmation token: --token');
-      if (options.backup !== undefined || options.before !== undefined || options.daemon.length > 0) usage(cmd, '--backup, --before and --daemon go with --all');
+      refOnlyWithAll(cmd, options);
+      if (options.daemon.length > 0) usage(cmd, '--daemon goes with --all');
       const api = client(cmd);
       const submitted = await api.rollbackRestore(id, { confirmationToken: options.token });
       await followSubmitted(output(cmd), api, id, submitted, options);

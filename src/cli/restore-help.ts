@@ -54,8 +54,9 @@ Examples:
   lifeboat restore apply restore-20261124T033000.123Z-1a2b3c --token 0123abcd... --through stop-etcd --wait
 
 If --all fails (a daemon died, a wait timed out), run the same command again: it finds the
-restore it started on every member and resumes each from the step that did not finish. Or roll
-every member back: lifeboat restore rollback --all --backup <the same backup>.
+restore it started on every member (of the same backup, or to the same point in time) and
+resumes each from the step that did not finish. Or roll every member back: lifeboat restore
+rollback --all with the same --backup, --before, --to-revision, --to-time or --before-deletion-of.
 
 The same with curl, one node (202, then poll the job; its phase is the running step):
   ${CURL} -X POST https://cp-1:8443/v1/restores/<id>/apply -d '{"confirmationToken":"<token>"}'
@@ -67,6 +68,7 @@ export const ROLLBACK_HELP = `${CONNECT_HELP}
 Examples:
   lifeboat restore rollback restore-20261124T033000.123Z-1a2b3c --token 0123abcd... --wait
   lifeboat restore rollback --all --backup 20261124T033000.123Z-r12345
+  lifeboat restore rollback --all --to-time 2026-11-24T14:31:00Z      # the restore to that point
 
 The same with curl:
   ${CURL} -X POST https://cp-1:8443/v1/restores/<id>/rollback -d '{"confirmationToken":"<token>"}'`;

@@ -1,3 +1,4 @@
+import { describe, samePoint, type ReplayTarget } from '../changes/replay-plan.ts';
 import { BadRequestError, ConflictError, LifeboatError, NotFoundError } from '../errors/errors.ts';
 import type { RestoreView } from './engine.ts';
 import { stepStarted } from './journal.ts';
@@ -52,15 +53,30 @@ export async function resolveBackupId(api: MemberDaemon, ref: RestoreRequest['ba
 }
 
 /**
- * The restore of `backupId` an earlier `apply --all` left on a daemon: the newest in-place
- * restore (not a dry run, not rolled back) with a step started. Plans never started are
- * leftovers, harmless, and skipped.
+ * Which restore an earlier `apply --all` left: of a backup (`pointInTime: false`: only restores
+ * of the backup itself, not of a point after it), or of a point in time (the same target).
  */
-export async function findStarted(api: MemberDaemon, backupId: string): Promise<RestoreView | undefined> {
+export type StartedRestore = { backupId: string; pointInTime?: false } | { point: ReplayTarget };
+
+/**
+ * The restore of `of` an earlier `apply --all` left on a daemon: the newest in-place restore (not
+ * a dry run, not rolled back) with a step started. Plans never started are leftovers, harmless,
+ * and skipped.
+ */
+export async function findStarted(api: MemberDaemon, of: StartedRestore): Promise<RestoreView | undefined> {
+  const matches = (plan: RestoreView['plan']): boolean => {
+    if ('point' in of) return plan.pointInTime !== undefined && samePoint(plan.pointInTime.target, of.point);
+    return plan.backupId === of.backupId && !(of.pointInTime === false && plan.pointInTime);
+  };
   const views = (await api.restores())
-    .filter((v) => !v.plan.dryRun && v.plan.mode === 'in-place' && v.plan.backupId === backupId && v.journal.rollback === undefined)
+    .filter((v) => !v.plan.dryRun && v.plan.mode === 'in-place' && matches(v.plan) && v.journal.rollback === undefined)
     .filter((v) => v.plan.steps.some((s) => stepStarted(v.journal, s)));
   return views.at(-1);
+}
+
+/** What `of` names, for messages. */
+export function describeStarted(of: StartedRestore): string {
+  return 'point' in of ? `the restore to ${describe(of.point)}` : `the restore of ${of.backupId}`;
 }
 
 /** Plans on member `name`'s daemon (undefined: whichever member that daemon is), telling `say` and the plan's warnings. */
@@ -106,14 +122,14 @@ export async function planMembers<D extends MemberDaemon>(first: FleetNode<D>, u
 }
 
 /**
- * The restores a `rollback --all` of `backupId` covers: the started one on the first daemon,
+ * The restores a `rollback --all` of `of` covers: the started one on the first daemon,
  * and on every other member's daemon the one with its cluster token (a member without one is
  * told to `say` and left out). A ConflictError when nothing was started; `checkMembers` sees
  * the members before any other daemon is asked.
  */
-export async function rollbackTargets<D extends MemberDaemon>(firstApi: D, backupId: string, urlOf: (m: MemberRef) => string, say: (line: string) => void, checkMembers: (members: MemberRef[]) => void = () => undefined): Promise<FleetNode<D>[]> {
-  const found = await findStarted(firstApi, backupId);
-  if (!found) throw new ConflictError(`no restore of ${backupId} that touched anything is on ${firstApi.url}; there is nothing to roll back`, { hint: 'lifeboat restore list shows the restores of one node' });
+export async function rollbackTargets<D extends MemberDaemon>(firstApi: D, of: StartedRestore, urlOf: (m: MemberRef) => string, say: (line: string) => void, checkMembers: (members: MemberRef[]) => void = () => undefined): Promise<FleetNode<D>[]> {
+  const found = await findStarted(firstApi, of);
+  if (!found) throw new ConflictError(`${describeStarted(of)} touched nothing on ${firstApi.url}, or there is none; there is nothing to roll back`, { hint: 'lifeboat restore list shows the restores of one node' });
   checkMembers(found.plan.members);
   const nodes: FleetNode<D>[] = [{ name: found.plan.node, api: firstApi, plan: found.plan }];
   for (const m of found.plan.members.filter((x) => x.name !== found.plan.node)) {

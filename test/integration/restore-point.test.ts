@@ -131,4 +131,11 @@ test('restore apply --all --to-time: every member replays the change log onto th
   const hashes = JSON.parse((await etcdctlOn(hosts[0]!, ['endpoint', 'hashkv', '--cluster', `--rev=${rev}`, '-w', 'json'])).stdout) as { HashKV: { hash: number } }[];
   assert.equal(hashes.length, 3);
   assert.equal(new Set(hashes.map((h) => h.HashKV.hash)).size, 1, `one hash of the keyspace on every member: ${JSON.stringify(hashes)}`);
+
+  // The same command again finds the restore to that point on every member: nothing is planned anew.
+  const again = await runCli(['restore', 'apply', '--all', '--to-time', moment, '--mode', 'in-place', ...NAMES.flatMap((n, i) => ['--daemon', `${n}=${daemonUrl(i)}`])], cliEnv());
+  assert.equal(again.code, 0, again.stdout + again.stderr);
+  assert.match(again.stdout, new RegExp(`resuming ${views[0]!.plan.id} \\(done\\)`));
+  assert.match(again.stdout, /is already done on every member/);
+  for (const [i, v] of views.entries()) assert.equal((await restoresOn(api(), daemonUrl(i))).at(-1)!.plan.id, v.plan.id, `no new plan on ${NAMES[i]}`);
 });

@@ -40,6 +40,9 @@ test('usage errors exit 2 with one line that says what to give, before any daemo
     [['restore', 'plan', '--backup', 'latest', '--mode', 'in-place', '--member', 'cp-1'], /--member cp-1: expected NAME=URL/],
     [['restore', 'rollback', 'x'], /--token/],
     [['restore', 'rollback', '--all'], /give --backup/],
+    [['restore', 'apply', 'restore-20261124T033000.123Z-1a2b3c', '--token', 'abc', '--to-time', '2026-11-24T00:00:00Z'], /--to-time goes with --all/],
+    [['restore', 'rollback', 'x', '--token', 't', '--before-deletion-of', '/registry/namespaces/shop'], /--before-deletion-of goes with --all/],
+    [['restore', 'rollback', '--all', '--to-revision', '5', '--backup', 'latest'], /give one of --backup, --before, --to-revision/],
   ];
   for (const [argv, message] of cases) {
     const result = await runCli(argv, { LIFEBOAT_CLIENT__URL: 'https://127.0.0.1:1' });

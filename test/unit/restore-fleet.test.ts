@@ -82,9 +82,30 @@ test('findStarted takes the newest started in-place restore of the backup; dry r
     view(samplePlan({ id: id(4), backupId: '20261124T020000.000Z-r90' }), true),
     view(samplePlan({ id: id(5) }), false),
   ]);
-  assert.equal((await findStarted(api, backupId))?.plan.id, id(1));
+  assert.equal((await findStarted(api, { backupId }))?.plan.id, id(1));
   d.restores.set(api.url, [view(samplePlan({ id: id(5) }), false)]);
-  assert.equal(await findStarted(api, backupId), undefined);
+  assert.equal(await findStarted(api, { backupId }), undefined);
+});
+
+test('findStarted of a point in time takes the started restore to the same point (a time however written); of the backup itself it leaves restores to a point alone', async () => {
+  const d = new Daemons();
+  const api = d.daemon('https://10.0.0.1:8443');
+  const backupId = '20261124T030000.000Z-r100';
+  const id = (n: number) => `restore-20261124T04000${n}.000Z-abcdef`;
+  const at = (target: { time: string } | { revision: string } | { beforeDeletionOf: string }) => ({ target, targetRevision: '150', targetTime: '2026-11-24T14:31:00.000Z', segments: [], leaseTtlSeconds: 3600 });
+  d.restores.set(api.url, [
+    view(samplePlan({ id: id(1), pointInTime: at({ time: '2026-11-24T14:31:00Z' }) }), true),
+    view(samplePlan({ id: id(2), pointInTime: at({ revision: '150' }) }), true),
+    view(samplePlan({ id: id(3), pointInTime: at({ beforeDeletionOf: '/registry/namespaces/shop' }) }), true),
+    view(samplePlan({ id: id(4), pointInTime: at({ time: '2026-11-24T14:31:00Z' }) }), false),
+  ]);
+  assert.equal((await findStarted(api, { point: { time: '2026-11-24T14:31:00.000+00:00' } }))?.plan.id, id(1));
+  assert.equal((await findStarted(api, { point: { revision: '150' } }))?.plan.id, id(2));
+  assert.equal((await findStarted(api, { point: { beforeDeletionOf: '/registry/namespaces/shop' } }))?.plan.id, id(3));
+  assert.equal(await findStarted(api, { point: { time: '2026-11-24T14:32:00Z' } }), undefined, 'another time');
+  assert.equal(await findStarted(api, { point: { revision: '151' } }), undefined);
+  assert.equal(await findStarted(api, { backupId, pointInTime: false }), undefined, 'apply --all --backup does not resume a restore to a point');
+  assert.equal((await findStarted(api, { backupId }))?.plan.id, id(3), 'rollback --all --backup covers a restore to a point after that backup');
 });
 
 test('resolveBackupId: an id or latest as the daemon names it; {before} is at or before that time; none is NOT_FOUND; a bad time names --before', async () => {
@@ -99,12 +120,12 @@ test('rollbackTargets: the started restore and each member\'s with its token; a 
   const d = new Daemons();
   const first = d.daemon('https://10.0.0.1:8443');
   const backupId = '20261124T030000.000Z-r100';
-  await assert.rejects(rollbackTargets(first, backupId, urlOf, () => undefined), ConflictError);
+  await assert.rejects(rollbackTargets(first, { backupId }, urlOf, () => undefined), ConflictError);
   d.restores.set(first.url, [view(samplePlan({ members, clusterToken: 'shared' }), true)]);
   d.restores.set('https://10.0.0.2:8443', [view(samplePlan({ node: 'cp-2', members, clusterToken: 'shared', id: 'restore-20261124T040000.000Z-000002' }), true)]);
   const said: string[] = [];
   const checked: string[][] = [];
-  const nodes = await rollbackTargets(first, backupId, urlOf, (l) => said.push(l), (m) => checked.push(m.map((x) => x.name)));
+  const nodes = await rollbackTargets(first, { backupId }, urlOf, (l) => said.push(l), (m) => checked.push(m.map((x) => x.name)));
   assert.deepEqual(nodes.map((n) => n.name), ['cp-1', 'cp-2']);
   assert.deepEqual(checked, [['cp-1', 'cp-2', 'cp-3']]);
   assert.deepEqual(said, ['cp-3: no restore with cluster token shared on https://cp3.example:9443; nothing to roll back there']);
