@@ -10,7 +10,8 @@
 #   bin/node       Node 24 (the node@24 package's binary this checkout runs)
 #   bin/etcdutl, bin/etcd, bin/etcdctl
 #                  etcd 3.6 (scripts/versions.env), static Go binaries built by build-binaries.sh
-#   lib/           dist/ (tsc), package.json and the production node_modules (npm ci --omit=dev)
+#   lib/           dist/ (tsc), package.json and the production node_modules (npm ci --omit=dev):
+#                  the folder scripts/image-context.sh makes, the same as the image's
 #   VERSIONS       what is inside, one `name version` per line
 # Extract it anywhere (`tar -xzf ... -C /opt` gives /opt/lifeboat/bin/lifeboat). It runs on any
 # x86-64 glibc Linux that Node 24 runs on.
@@ -44,7 +45,7 @@ name="lifeboat-$version-linux-$arch.tar.gz"
 
 key="$( {
   echo "$version $node_version $ETCD_36 $arch"
-  sha256sum "$node_bin" "$etcd_dir/etcd" "$etcd_dir/etcdutl" "$etcd_dir/etcdctl" "$0" package.json package-lock.json tsconfig.json tsconfig.build.json | cut -d' ' -f1
+  sha256sum "$node_bin" "$etcd_dir/etcd" "$etcd_dir/etcdutl" "$etcd_dir/etcdctl" "$0" scripts/image-context.sh package.json package-lock.json tsconfig.json tsconfig.build.json | cut -d' ' -f1
   find src -type f | LC_ALL=C sort | xargs sha256sum
 } | sha256sum | cut -c1-16)"
 cache="${LIFEBOAT_CACHE:-$HOME/.cache/lifeboat}/release/$key"
@@ -56,12 +57,8 @@ else
   stage="$(mktemp -d)"
   trap 'rm -rf "$stage"' EXIT
   top="$stage/lifeboat"
-  mkdir -p "$top/bin" "$top/lib"
-  "$node_bin" "$root/node_modules/typescript/bin/tsc" -p tsconfig.build.json --outDir "$top/lib/dist" --sourceMap false
-  chmod 0755 "$top/lib/dist/cli/main.js"
-  cp package.json package-lock.json "$top/lib/"
-  (cd "$top/lib" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
-  rm "$top/lib/package-lock.json"
+  mkdir -p "$top/bin"
+  bash "$root/scripts/image-context.sh" --out "$top/lib" >/dev/null
   cp "$node_bin" "$top/bin/node"
   cp "$etcd_dir/etcd" "$etcd_dir/etcdutl" "$etcd_dir/etcdctl" "$top/bin/"
   cat > "$top/bin/lifeboat" <<'EOF'
