@@ -1,29 +1,35 @@
-# syntax=docker/dockerfile:1
-#
 # Lifeboat: etcd backup and disaster recovery for kubeadm clusters.
 #
+# Two steps, from the repository's root, after `npm ci`:
+#
+#   bash scripts/image-context.sh
 #   docker build -t ghcr.io/lifeboat-backup/lifeboat:0.1.0 \
 #     --build-arg REVISION="$(git rev-parse HEAD)" \
 #     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
 #
-# From registry images only: no apt-get and nothing fetched but the lock file's packages (npm ci).
-# Four build stages and one runtime stage:
+# The first prepares .cache/image/ (dist/ from tsc, package.json, the production node_modules
+# from `npm ci --omit=dev`), the only part of the repository that .dockerignore lets into the
+# build context. The build then downloads nothing: it pulls the official node and etcd images
+# (and no frontend image: there is no `# syntax=` line, the builder's own reads this file),
+# copies, and runs no package manager (no apt-get, no npm, no curl). The node_modules are all
+# JavaScript, so the same context serves every platform both base images are built for.
+#
+# Two stages the runtime copies from, and the runtime stage:
 #   etcd36, etcd35  the official etcd release images, only to copy etcdutl of each minor
 #                   (snapshot status and restore: use the one that matches the cluster's etcd,
 #                   tools.etcdutl) and etcd 3.6 (restore drills start a throwaway member). Static
 #                   Go binaries, so they run on any Linux base.
-#   build           `npm ci` with the dev dependencies, then tsc (`npm run build`) into dist/.
-#   deps            the production dependencies only (`npm ci --omit=dev`), without install scripts.
-#   runtime         Node slim (its node is the image's only one), dist/, production node_modules,
-#                   package.json (`lifeboat --version` reads it).
+#   runtime         Node slim (its node is the image's only one; the context carries none), dist/,
+#                   the production node_modules, package.json (`lifeboat --version` reads it).
 #
 # Runs as uid/gid 65532 (no login, no home) by default. The DaemonSet runs it as uid 0 with every
 # capability dropped: deploy/README.md, section 4, says why.
 #
 # Versions. NODE_VERSION is the node dev dependency's (package.json); ETCD_36 and ETCD_35 are
 # scripts/versions.env's, which the tests' etcd binaries come from; VERSION is package.json's.
-# The tests check all four. Restores need etcd 3.5.10 or later
-# (`etcdutl snapshot restore --bump-revision --mark-compacted`).
+# test/integration/image.test.ts checks all four, and builds the context and assembles the runtime
+# stage's files from the COPY lines below without a Docker engine. Restores need etcd 3.5.10 or
+# later (`etcdutl snapshot restore --bump-revision --mark-compacted`).
 ARG NODE_VERSION=24.21.0
 ARG DEBIAN_RELEASE=bookworm
 ARG ETCD_36=3.6.17
@@ -32,22 +38,6 @@ ARG ETCD_35=3.5.36
 FROM gcr.io/etcd-development/etcd:v${ETCD_36} AS etcd36
 
 FROM gcr.io/etcd-development/etcd:v${ETCD_35} AS etcd35
-
-FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS build
-WORKDIR /src
-COPY package.json package-lock.json ./
-# No install scripts: the one that matters here, the `node` dev dependency's download of a second
-# Node, is not needed; this image's Node runs the compiler (`npm run build` is the same tsc).
-RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
-COPY src/ src/
-RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json && chmod 0755 dist/cli/main.js
-
-FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS deps
-WORKDIR /src
-COPY package.json package-lock.json ./
-# No dependency needs an install script; skipping them keeps the image to what the lock file says.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim
 ARG NODE_VERSION
@@ -84,9 +74,10 @@ RUN groupadd --gid 65532 lifeboat \
 # etcdutl is 3.6's, the default of tools.etcdutl; etcdutl-3.5 is for clusters on etcd 3.5.
 COPY --from=etcd36 /usr/local/bin/etcdutl /usr/local/bin/etcd /usr/local/bin/
 COPY --from=etcd35 /usr/local/bin/etcdutl /usr/local/bin/etcdutl-3.5
-COPY --from=deps /src/node_modules /app/node_modules
-COPY --from=build /src/dist /app/dist
-COPY package.json /app/package.json
+# The prepared context (scripts/image-context.sh); root-owned and world-readable in the image.
+COPY .cache/image/node_modules /app/node_modules
+COPY .cache/image/dist /app/dist
+COPY .cache/image/package.json /app/package.json
 
 ENV NODE_ENV=production
 WORKDIR /app

@@ -1,24 +1,32 @@
 /**
  * The image, without a Docker engine.
  *
- * - The Dockerfile lints clean; it uses registry images only (no apt-get, nothing downloaded but
- *   the lock file's packages); its versions are the repository's: Node the node dev
- *   dependency's, etcd scripts/versions.env's, the version label package.json's.
- * - The runtime stage's filesystem, assembled in a temp dir from what its COPY lines bring (the
- *   local tsc output for the build stage, the lock file's production packages for the deps
- *   stage, the locally built etcd binaries for the etcd images), runs `lifeboat --version`, a
- *   backup of a real etcd and kubeadm kit, and a deep verify with the image's own etcdutl.
+ * - The Dockerfile lints clean; the build downloads nothing: no RUN fetches or installs (no npm,
+ *   apt-get, curl, wget, git clone), no stage is FROM a registry image but the official node and
+ *   etcd ones, and COPY --from names only those etcd stages. Its versions are the repository's:
+ *   Node the node dev dependency's, etcd scripts/versions.env's, the version label package.json's.
+ * - The build context is the folder scripts/image-context.sh prepares (.dockerignore lets in
+ *   nothing else). The test runs that script into a bare build context, then carries out the
+ *   runtime stage's COPY lines as Docker would (the etcd stages are the locally built etcd
+ *   binaries of the same versions, in the official images' paths), and from the filesystem that
+ *   gives runs `lifeboat --version`, a backup of a real etcd and kubeadm kit, and a deep verify
+ *   with the image's own etcdutl.
+ *
+ * What it cannot prove here: that `docker build` succeeds (no engine) and what the RUN line does
+ * (groupadd, the setuid sweep, the state folders and the lifeboat link are only read, not run);
+ * the Node that runs the assembled files is this test's, the same version as the base image's.
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, open, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { validate as validateDockerfile } from 'dockerfile-utils';
+import type { Instruction } from 'dockerfile-ast';
 import { generateIdentity, identityFileText } from '../../src/crypto/age.ts';
 import { etcdBinaries, pinnedVersions } from '../../scripts/rig/binaries.ts';
 import { startEtcd, type EtcdCluster } from '../../scripts/rig/etcd.ts';
@@ -40,41 +48,72 @@ const PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as
 const UID = 65532;
 /** The etcd images' stages and the etcd minor each one is. */
 const ETCD_STAGES = { etcd36: '3.6', etcd35: '3.5' } as const;
+/** The only registry images a stage may start from. */
+const NODE_IMAGE = 'node';
+const ETCD_IMAGE = 'gcr.io/etcd-development/etcd';
+/** The script that prepares the build context, and the folder it writes by default (relative to the repository). */
+const CONTEXT_SCRIPT = 'scripts/image-context.sh';
+const CONTEXT_DIR = '.cache/image';
+const SCRIPT_TEXT = readFileSync(path.join(REPO, CONTEXT_SCRIPT), 'utf8');
 
 const stage = (name: string) => {
   const s = stages.find((x) => x.name === name);
   assert.ok(s, `a stage named ${name}`);
   return s;
 };
+const lineOf = (ins: Instruction) => ins.getRange().start.line + 1;
+const flagNames = (ins: Instruction) => (ins as unknown as { getFlags(): { getName(): string }[] }).getFlags().map((f) => f.getName());
+/** COPY lines that take from the build context (no --from). */
+const contextCopies = () => dockerfile.getInstructions().filter((i) => i.getKeyword() === 'COPY' && flagValue(i, 'from') === undefined);
+
+/** What a RUN must not do: each one would download during `docker build`. */
+const FETCHES: [RegExp, string][] = [
+  [/\bnpm\s+(ci|install|i|add|update|exec)\b|\bnpx\b|\byarn\b|\bpnpm\b|\bcorepack\b/, 'no npm ci or install (nor npx, yarn, pnpm)'],
+  [/\bapt-get\b|\bapt\s|\baptitude\b|\bdpkg\b|\bapk\s|\b(yum|dnf|microdnf)\b/, 'no system package manager'],
+  [/\bcurl\b|\bwget\b|[a-z]+:\/\//, 'no curl, wget or URL'],
+  [/\bgit\s+(clone|fetch|pull|submodule)\b/, 'no git clone'],
+  [/\bpip3?\s|\bgo\s+(get|install|mod)\b/, 'no pip or go get'],
+];
 
 describe('Dockerfile', () => {
-  test('lints clean and keeps the usual rules: registry images only, no apt-get, nothing downloaded but the lock file\'s packages', () => {
+  test('lints clean, and the build downloads nothing: no RUN fetches or installs, no ADD, no frontend image', () => {
     const diagnostics = validateDockerfile(DOCKERFILE_TEXT);
     assert.deepEqual(diagnostics.map((d) => `line ${d.range.start.line + 1}: ${d.message}`), []);
+    // A `# syntax=` directive makes the builder pull a frontend image; the built-in one reads this file.
+    assert.deepEqual(dockerfile.getDirectives().map((d) => d.getName()), [], 'no parser directive (no # syntax= frontend image)');
     for (const ins of dockerfile.getInstructions()) {
       const kw = ins.getKeyword();
-      const line = ins.getRange().start.line + 1;
+      const line = lineOf(ins);
       assert.equal(ins.getInstruction(), kw, `line ${line}: upper-case instructions`);
-      assert.notEqual(kw, 'ADD', `line ${line}: COPY, not ADD (which fetches URLs)`);
+      assert.notEqual(kw, 'ADD', `line ${line}: COPY, not ADD (which fetches URLs and git repositories)`);
       assert.notEqual(kw, 'MAINTAINER', `line ${line}: a LABEL, not MAINTAINER`);
+      assert.notEqual(kw, 'ONBUILD', `line ${line}: no ONBUILD`);
       if (kw === 'RUN') {
         const text = ins.getTextContent();
-        assert.doesNotMatch(text, /apt-get|apt |dpkg|apk /, `line ${line}: no system package installs`);
-        assert.doesNotMatch(text, /curl|wget|https?:\/\//, `line ${line}: nothing downloaded`);
+        assert.deepEqual(flagNames(ins), [], `line ${line}: no RUN --mount or --network`);
+        for (const [re, why] of FETCHES) assert.doesNotMatch(text, re, `line ${line}: ${why}`);
         assert.doesNotMatch(text, /\|/, `line ${line}: no pipes (their failures would pass)`);
         assert.doesNotMatch(text, /\bsudo\b/, `line ${line}`);
-        if (/\bnpm\b/.test(text)) assert.match(text, /npm ci .*--ignore-scripts/, `line ${line}: only the lock file's packages, no install scripts`);
       }
       if (kw === 'WORKDIR') assert.ok(path.posix.isAbsolute(args(ins)[0]!), `line ${line}: absolute WORKDIR`);
     }
     for (const kw of ['CMD', 'ENTRYPOINT', 'HEALTHCHECK', 'USER']) assert.equal(instructions(finalStage, kw).length, 1, `one ${kw} in the runtime stage`);
   });
 
-  test('pins every base image: Node as the node dev dependency, etcd 3.6 and 3.5 as scripts/versions.env', () => {
-    for (const s of stages) assert.ok(s.tag && s.tag !== 'latest' && !s.tag.includes('${'), `stage ${s.index}: ${s.image} has a pinned tag (${s.tag})`);
-    const node = stages.filter((s) => s.image === 'node');
-    assert.deepEqual(node.map((s) => s.name ?? 'runtime'), ['build', 'deps', 'runtime'], 'build, deps and runtime on the same Node image');
-    for (const s of node) assert.equal(s.tag, `${globalArgs.get('NODE_VERSION')}-bookworm-slim`);
+  test('FROM the official node and etcd images only, pinned: Node as the node dev dependency, etcd 3.6 and 3.5 as scripts/versions.env', () => {
+    const names: string[] = [];
+    for (const s of stages) {
+      // A stage FROM an earlier stage pulls nothing; any other FROM is a registry image.
+      if (!(s.tag === '' && names.includes(s.image))) {
+        assert.ok([NODE_IMAGE, ETCD_IMAGE].includes(s.image), `stage ${s.index} (${s.name ?? 'runtime'}): FROM ${s.image}, neither the official node nor the etcd image`);
+        assert.ok(s.tag && s.tag !== 'latest' && !s.tag.includes('${'), `stage ${s.index}: ${s.image} has a pinned tag (${s.tag})`);
+      }
+      if (s.name) names.push(s.name);
+    }
+    assert.deepEqual(stages.map((s) => s.name ?? 'runtime'), ['etcd36', 'etcd35', 'runtime'], 'multi-stage: the etcd images to copy from, the runtime last');
+    // One Node: the runtime's base image's. No other stage is a Node image, none is copied from.
+    assert.deepEqual(stages.filter((s) => s.image === NODE_IMAGE).map((s) => s.name ?? 'runtime'), ['runtime']);
+    assert.equal(finalStage.tag, `${globalArgs.get('NODE_VERSION')}-bookworm-slim`);
     // The Node the tests run on, and the release archive ships, is the image's.
     const nodeDev = JSON.parse(readFileSync(path.join(REPO, 'node_modules/node/package.json'), 'utf8')) as { version: string };
     assert.equal(globalArgs.get('NODE_VERSION'), nodeDev.version, 'NODE_VERSION is the node dev dependency\'s version');
@@ -85,12 +124,17 @@ describe('Dockerfile', () => {
       const key = `ETCD_${minor.replace('.', '')}`;
       assert.equal(globalArgs.get(key), pinned.get(key), `ARG ${key} is scripts/versions.env's ${key}`);
       const s = stage(name);
-      assert.equal(s.image, 'gcr.io/etcd-development/etcd', name);
+      assert.equal(s.image, ETCD_IMAGE, name);
       assert.equal(s.tag, `v${pinned.get(key)}`, name);
+      assert.deepEqual(s.instructions, [], `${name} is only copied from`);
       const [major, min, patch] = s.tag.replace(/^v/, '').split('.').map(Number);
       assert.ok(major === 3 && (min! > 5 || (min === 5 && patch! >= 10)), `etcd ${s.tag}: restores need --bump-revision and --mark-compacted (3.5.10+)`);
     }
-    assert.deepEqual(stages.map((s) => s.name ?? 'runtime'), ['etcd36', 'etcd35', 'build', 'deps', 'runtime'], 'multi-stage, the runtime last');
+    // COPY --from=<an image> would pull it: --from names the etcd stages only.
+    for (const c of dockerfile.getInstructions().filter((i) => i.getKeyword() === 'COPY')) {
+      const from = flagValue(c, 'from');
+      if (from !== undefined) assert.ok(Object.keys(ETCD_STAGES).includes(from), `line ${lineOf(c)}: COPY --from=${from}, not an etcd stage`);
+    }
   });
 
   test('labels by OCI conventions: the version is package.json\'s, revision and created are build arguments', () => {
@@ -107,6 +151,7 @@ describe('Dockerfile', () => {
     assert.match(DOCKERFILE_TEXT, /--build-arg REVISION="\$\(git rev-parse HEAD\)"/, 'the build command documented in the header sets REVISION');
     assert.match(DOCKERFILE_TEXT, /--build-arg CREATED="\$\(date -u \+%Y-%m-%dT%H:%M:%SZ\)"/, 'and CREATED, in RFC 3339');
     assert.equal(l.get('org.opencontainers.image.licenses'), PKG.license);
+    assert.equal(l.get('org.opencontainers.image.base.name'), `docker.io/library/${NODE_IMAGE}:\${NODE_VERSION}-\${DEBIAN_RELEASE}-slim`);
     const etcdutl = expand(l.get('io.lifeboat.etcdutl.versions')!);
     assert.equal(etcdutl, `${pinnedVersions().get('ETCD_36')} ${pinnedVersions().get('ETCD_35')}`);
   });
@@ -127,28 +172,42 @@ describe('Dockerfile', () => {
     assert.match(runs, /find \/ -xdev -type f -perm \/6000 -exec chmod a-s \{\} \+/);
   });
 
-  test('copies from the context only what is in it, and from the stages only what they make', () => {
+  test('the build context is the folder scripts/image-context.sh prepares, and .dockerignore lets in nothing else', () => {
+    // The header's two steps, in order: prepare the context, then build.
+    assert.match(DOCKERFILE_TEXT, /^# {3}bash scripts\/image-context\.sh\n# {3}docker build -t \S+ \\\n(# .*\\\n)*# .* \.\n/m, 'the header documents both steps');
+    // deploy/README.md shows the same two steps (`docker build` cannot run here; the first step runs below).
+    const header = /^# {3}(bash scripts\/image-context\.sh\n(?:# .*\n)*?)#\n/m.exec(DOCKERFILE_TEXT)?.[1]?.replace(/^# {3}/gm, '');
+    const section = readFileSync(path.join(REPO, 'deploy/README.md'), 'utf8').split(/^## /m).find((x) => x.startsWith('1. The image'));
+    assert.ok(header && section, 'the header\'s commands and deploy/README.md section 1');
+    assert.equal(/```sh\n([\s\S]*?)```/.exec(section)?.[1], header, 'deploy/README.md shows the header\'s build commands');
+    assert.match(SCRIPT_TEXT, new RegExp(`^out="\\$root/${CONTEXT_DIR.replace('.', '\\.')}"$`, 'm'), `${CONTEXT_SCRIPT} writes ${CONTEXT_DIR} by default`);
     const ignore = dockerignore();
-    for (const c of dockerfile.getInstructions().filter((i) => i.getKeyword() === 'COPY' && flagValue(i, 'from') === undefined)) {
+    const copies = contextCopies();
+    assert.ok(copies.length > 0);
+    for (const c of copies) {
       for (const src of args(c).slice(0, -1)) {
-        const rel = src.replace(/\/$/, '');
-        assert.ok(existsSync(path.join(REPO, rel)), `COPY ${src}: not in the repository`);
+        const rel = path.posix.normalize(src).replace(/\/$/, '');
+        assert.ok(rel.startsWith(`${CONTEXT_DIR}/`), `line ${lineOf(c)}: COPY ${src} takes from outside ${CONTEXT_DIR}`);
         assert.equal(ignore(rel), false, `COPY ${src}: excluded by .dockerignore`);
       }
     }
-    for (const p of ['node_modules', 'dist', '.cache', '.git', 'test', 'deploy', 'Dockerfile']) assert.equal(ignore(p), true, `.dockerignore keeps ${p} out of the context`);
+    assert.equal(ignore(CONTEXT_DIR), false);
+    for (const p of ['node_modules', 'dist', 'src', 'scripts', '.cache', '.cache/etcd-3.6', '.git', 'test', 'deploy', 'docs', 'Dockerfile', 'package.json', 'package-lock.json']) {
+      assert.equal(ignore(p), true, `.dockerignore keeps ${p} out of the context`);
+    }
+    // The script compiles as `npm run build` does and installs the lock file's production packages without scripts.
     const script = PKG.scripts.build!;
     assert.match(script, /^tsc /);
-    assert.ok(instructions(stage('build'), 'RUN').some((i) => i.getTextContent().includes(`node node_modules/typescript/bin/${script}`)), `the build stage runs ${script}`);
-    assert.ok(instructions(stage('deps'), 'RUN').some((i) => /npm ci --omit=dev/.test(i.getTextContent())), 'the deps stage installs the production dependencies only');
+    assert.ok(SCRIPT_TEXT.includes('tsc="$root/node_modules/typescript/bin/tsc"') && SCRIPT_TEXT.includes(`"$tsc" ${script.replace(/^tsc /, '')} `), `${CONTEXT_SCRIPT} runs ${script}`);
+    assert.match(SCRIPT_TEXT, /npm ci --omit=dev --ignore-scripts /);
   });
 });
 
 // ---------------------------------------------------------------------------------------------
 // The runtime stage's filesystem, assembled
 
-/** What each stage the runtime copies from holds, made locally, under `root/<stage>/`. */
-async function stageFilesystems(root: string): Promise<Map<string, string>> {
+/** The etcd stages as the runtime copies from them, made locally under `root/<stage>/`. */
+async function etcdStages(root: string): Promise<Map<string, string>> {
   const dirs = new Map<string, string>();
   for (const [name, minor] of Object.entries(ETCD_STAGES)) {
     // The official etcd images keep their binaries in /usr/local/bin; these are the same
@@ -159,30 +218,17 @@ async function stageFilesystems(root: string): Promise<Map<string, string>> {
     for (const tool of ['etcd', 'etcdctl', 'etcdutl'] as const) await symlink(local[tool], path.join(bin, tool));
     dirs.set(name, path.join(root, name));
   }
-  // build: `tsc -p tsconfig.build.json` in /src, as `npm run build` runs it; main.js executable.
-  const build = path.join(root, 'build');
-  try {
-    await run(process.execPath, [path.join(REPO, 'node_modules/typescript/bin/tsc'), '-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(build, 'src/dist')], { cwd: REPO });
-  } catch (err) {
-    throw new Error(`the image's build step fails: ${(err as { stdout?: string }).stdout ?? (err as Error).message}`, { cause: err });
-  }
-  await chmod(path.join(build, 'src/dist/cli/main.js'), 0o755);
-  dirs.set('build', build);
-  // deps: what `npm ci --omit=dev` installs, the lock file's packages that are not dev-only.
-  const deps = path.join(root, 'deps');
-  const lock = JSON.parse(readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; devOptional?: boolean; optional?: boolean }> };
-  for (const [key, p] of Object.entries(lock.packages)) {
-    if (!key.startsWith('node_modules/') || p.dev || p.devOptional) continue;
-    const from = path.join(REPO, key);
-    if (!existsSync(from) && p.optional) continue;
-    await cp(from, path.join(deps, 'src', key), { recursive: true, force: false, errorOnExist: false, filter: (src) => src === from || !src.startsWith(`${from}/node_modules`) });
-  }
-  dirs.set('deps', deps);
   return dirs;
 }
 
-/** The runtime stage's COPY lines carried out into `rootfs`, with Docker's rules for a destination. */
-async function assemble(rootfs: string, stageDirs: Map<string, string>): Promise<void> {
+/**
+ * The runtime stage's COPY lines carried out into `rootfs` with Docker's rules: a folder's contents
+ * go into the destination, a file into a destination ending in / keeps its name, several sources
+ * need such a destination. From the build context `context`, what .dockerignore excludes is not
+ * there and symlinks stay symlinks; from a stage, files are taken as they are.
+ */
+async function assemble(rootfs: string, context: string, stageDirs: Map<string, string>): Promise<void> {
+  const ignore = dockerignore();
   for (const c of instructions(finalStage, 'COPY')) {
     const from = flagValue(c, 'from');
     const a = args(c);
@@ -190,25 +236,49 @@ async function assemble(rootfs: string, stageDirs: Map<string, string>): Promise
     const sources = a.slice(0, -1);
     assert.ok(sources.length === 1 || dest.endsWith('/'), `COPY ${a.join(' ')}: several sources need a directory`);
     for (const src of sources) {
-      let local: string;
-      if (from === undefined) local = path.join(REPO, src);
-      else {
-        const dir = stageDirs.get(from);
-        assert.ok(dir, `COPY --from=${from}: a stage this test does not make`);
-        local = path.join(dir, src);
+      const base = from === undefined ? context : stageDirs.get(from);
+      assert.ok(base, `COPY --from=${from}: a stage this test does not make`);
+      const local = path.join(base, src);
+      assert.ok(existsSync(local), `COPY ${from ? `--from=${from} ` : ''}${src}: ${from ? 'the stage' : 'the prepared context'} has no such file`);
+      const isDir = (await stat(local)).isDirectory();
+      const target = path.join(rootfs, !isDir && dest.endsWith('/') ? path.posix.join(dest, path.posix.basename(src)) : dest);
+      await mkdir(isDir ? target : path.dirname(target), { recursive: true });
+      if (from === undefined) {
+        await cp(local, target, { recursive: true, verbatimSymlinks: true, filter: (p) => !ignore(path.relative(context, p)) });
+      } else {
+        await cp(local, target, { recursive: true, dereference: true });
       }
-      assert.ok(existsSync(local), `COPY ${from ? `--from=${from} ` : ''}${src}: the stage has no such file`);
-      const target = path.join(rootfs, dest.endsWith('/') ? path.posix.join(dest, path.posix.basename(src)) : dest);
-      await mkdir(path.dirname(target), { recursive: true });
-      await cp(local, target, { recursive: true, dereference: true });
     }
   }
 }
 
-describe('the runtime stage\'s filesystem, assembled from its COPY lines', () => {
+async function isElf(file: string): Promise<boolean> {
+  const fh = await open(file, 'r');
+  try {
+    const { buffer, bytesRead } = await fh.read(Buffer.alloc(4), 0, 4, 0);
+    return bytesRead === 4 && buffer.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  } finally {
+    await fh.close();
+  }
+}
+
+async function elfFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    const p = path.join(e.parentPath, e.name);
+    if (e.isFile() && (await isElf(p))) out.push(path.relative(dir, p));
+  }
+  return out;
+}
+
+describe('the runtime stage\'s filesystem, assembled from its COPY lines out of the prepared context', () => {
   let work: string;
+  /** A bare build context: only what scripts/image-context.sh wrote. */
+  let context: string;
   let rootfs: string;
   let cluster: EtcdCluster | undefined;
+
+  const prepare = (out: string) => run('bash', [path.join(REPO, CONTEXT_SCRIPT), '--out', out], { cwd: REPO, maxBuffer: 1 << 20 });
 
   /** The image's ENTRYPOINT with `argv`, in the assembled filesystem: its node is the base image's, the one running this test. */
   async function lifeboat(argv: string[]) {
@@ -231,13 +301,35 @@ describe('the runtime stage\'s filesystem, assembled from its COPY lines', () =>
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), 'lifeboat-it-image-'));
+    context = path.join(work, 'context');
     rootfs = path.join(work, 'rootfs');
-    await assemble(rootfs, await stageFilesystems(path.join(work, 'stages')));
+    const out = path.join(context, CONTEXT_DIR);
+    const { stdout } = await prepare(out);
+    assert.equal(stdout.trim().split('\n').at(-1), out, `${CONTEXT_SCRIPT} prints the folder it wrote`);
+    await assemble(rootfs, context, await etcdStages(path.join(work, 'stages')));
   });
 
   after(async () => {
     await cluster?.stop();
     if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  test('the prepared context holds what the COPY lines take and nothing else, and no binary: no Node, no native addon', async () => {
+    const copied = contextCopies().flatMap((c) => args(c).slice(0, -1)).map((s) => path.posix.relative(CONTEXT_DIR, path.posix.normalize(s)).split('/')[0]!);
+    assert.deepEqual((await readdir(path.join(context, CONTEXT_DIR))).sort(), [...new Set(copied)].sort());
+    assert.deepEqual(await readdir(context), [CONTEXT_DIR.split('/')[0]], 'the script wrote into its folder only');
+    // No ELF file at all: the image's only Node is its base image's, and the production
+    // dependencies are JavaScript, so the same context serves every platform.
+    assert.deepEqual(await elfFiles(path.join(context, CONTEXT_DIR)), []);
+    assert.deepEqual((await readdir(path.join(context, CONTEXT_DIR, 'dist'), { recursive: true })).filter((f) => f.endsWith('.map')), [], 'no source maps');
+  });
+
+  test('the script refuses to replace a folder that is not its own', async () => {
+    const foreign = path.join(work, 'foreign');
+    await mkdir(foreign);
+    await writeFile(path.join(foreign, 'keep.txt'), 'mine');
+    await assert.rejects(prepare(foreign), (err: { code: number; stderr: string }) => err.code === 1 && /holds .*keep\.txt: not replacing it/.test(err.stderr));
+    assert.equal(readFileSync(path.join(foreign, 'keep.txt'), 'utf8'), 'mine');
   });
 
   test('holds the production dependencies only, no Node binary of its own, and the etcdutl of each minor', async () => {
@@ -248,19 +340,34 @@ describe('the runtime stage\'s filesystem, assembled from its COPY lines', () =>
     const devOnly = Object.keys(PKG.devDependencies).filter((d) => lock.packages[`node_modules/${d}`]?.dev === true);
     assert.ok(devOnly.includes('node') && devOnly.includes('typescript'), devOnly.join(', '));
     for (const dev of devOnly) assert.ok(!existsSync(path.join(rootfs, 'app/node_modules', dev)), `dev dependency ${dev} is not in the image`);
-    // The base image's /usr/local/bin/node is the only Node: nothing copied is one.
-    const elf: string[] = [];
-    for (const e of await readdir(rootfs, { recursive: true, withFileTypes: true })) {
-      if (!e.isFile() || e.name !== 'node') continue;
-      const head = (await readFile(path.join(e.parentPath, e.name))).subarray(0, 4);
-      if (head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]))) elf.push(path.relative(rootfs, path.join(e.parentPath, e.name)));
-    }
-    assert.deepEqual(elf, [], 'no node binary among the copied files');
+    // The base image's /usr/local/bin/node is the only Node: the only binaries copied are etcd's.
+    const elf = await elfFiles(rootfs);
+    assert.deepEqual(elf.sort(), ['usr/local/bin/etcd', 'usr/local/bin/etcdutl', 'usr/local/bin/etcdutl-3.5'], 'no node binary among the copied files');
     for (const [tool, minor] of [['etcdutl', '3.6'], ['etcdutl-3.5', '3.5'], ['etcd', '3.6']] as const) {
       const { stdout } = await run(path.join(rootfs, 'usr/local/bin', tool), [tool === 'etcd' ? '--version' : 'version']);
       const want = etcdBinaries(minor).version;
       assert.equal(/^(?:etcdutl|etcd) version: (\S+)$/im.exec(stdout)?.[1], want, `${tool} is etcd ${want}: ${stdout}`);
     }
+  });
+
+  test('uid 65532 can read all of /app, and the lifeboat link on PATH points at an executable main.js', async () => {
+    const app = path.join(rootfs, 'app');
+    const unreadable: string[] = [];
+    for (const e of await readdir(app, { recursive: true, withFileTypes: true })) {
+      if (e.isSymbolicLink()) continue;
+      const p = path.join(e.parentPath, e.name);
+      const { mode } = await stat(p);
+      // The files are root's in the image: "other" is what uid 65532 gets.
+      const need = e.isDirectory() ? 0o5 : 0o4;
+      if ((mode & need) !== need || (mode & 0o2) !== 0) unreadable.push(`${path.relative(rootfs, p)} ${(mode & 0o777).toString(8)}`);
+    }
+    assert.deepEqual(unreadable, [], 'world-readable, not world-writable');
+    // The RUN line's `ln -s TARGET LINK` (read, not run): its target is in the assembled filesystem.
+    const runs = instructions(finalStage, 'RUN').map((i) => i.getTextContent()).join('\n');
+    const link = /\bln -s (\/\S+) (\/usr\/local\/bin\/lifeboat)\b/.exec(runs);
+    assert.ok(link, 'the RUN line links /usr/local/bin/lifeboat');
+    assert.equal(link[1], `/app/${PKG.bin.lifeboat}`);
+    assert.ok(((await stat(path.join(rootfs, link[1]!))).mode & 0o111) === 0o111, `${link[1]} is executable by all`);
   });
 
   test('lifeboat --version prints package.json\'s version', async () => {
