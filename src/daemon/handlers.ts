@@ -12,6 +12,7 @@ import { etcdClient } from '../etcd/client.ts';
 import { Etcd3SnapshotSource } from '../etcd/etcd3-source.ts';
 import { processExecutor, type Executor } from '../exec/executor.ts';
 import type { JobKind } from '../jobs/job.ts';
+import { BackupJobParamsSchema, readJobParams } from '../jobs/params.ts';
 import type { JobContext, JobHandler } from '../jobs/runner.ts';
 import type { LifeboatMetrics } from '../metrics/metrics.ts';
 import { replicate } from '../replicate/replicate.ts';
@@ -168,8 +169,8 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
   };
 
   const verify: JobHandler = async (ctx, params) => {
-    const backupId = typeof params.backupId === 'string' ? params.backupId : 'latest';
-    if (params.deep === true) return drill(ctx, backupId);
+    const { backupId, deep } = readJobParams('verify', BackupJobParamsSchema, params);
+    if (deep === true) return drill(ctx, backupId);
     const stored = await deps.catalog.resolve(backupId);
     ctx.phase('verifying');
     ctx.progress(0, stored.archive.size);
@@ -182,7 +183,7 @@ export function createHandlers(deps: HandlerDeps): Record<JobKind, JobHandler> {
   return {
     backup,
     verify,
-    drill: async (ctx, params) => drill(ctx, typeof params.backupId === 'string' ? params.backupId : 'latest'),
+    drill: async (ctx, params) => drill(ctx, readJobParams('drill', BackupJobParamsSchema, params).backupId),
     prune: async (ctx) => {
       ctx.phase('pruning');
       const report = await prune({ catalog: deps.catalog, log: ctx.log, changes: { store: deps.store, cluster: config.cluster, now: deps.now } }, config.retention, { dryRun: false, timeZone: config.daemon.schedules.timezone });

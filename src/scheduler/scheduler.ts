@@ -2,6 +2,7 @@ import { createTask, type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { JobKind, JobRequest, Submitted } from '../jobs/job.ts';
+import type { BackupJobParams } from '../jobs/params.ts';
 
 export interface SchedulerDeps {
   schedules: Config['daemon']['schedules'];
@@ -18,7 +19,7 @@ export interface SchedulerDeps {
 const SCHEDULED: Record<'backup' | 'prune' | 'drill', { kind: JobKind; params: Record<string, unknown> }> = {
   backup: { kind: 'backup', params: {} },
   prune: { kind: 'prune', params: {} },
-  drill: { kind: 'drill', params: { backupId: 'latest' } },
+  drill: { kind: 'drill', params: { backupId: 'latest' } satisfies BackupJobParams },
 };
 
 /**

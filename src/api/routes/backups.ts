@@ -14,6 +14,7 @@ import {
 } from '../schemas.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { JobRequest, Submitted } from '../../jobs/job.ts';
+import type { BackupJobParams } from '../../jobs/params.ts';
 import type { App, RouteContext } from './context.ts';
 import { accepted } from './jobs.ts';
 
@@ -84,7 +85,7 @@ export function registerBackupRoutes(app: App, ctx: RouteContext): void {
     // unknown id is a 404 here rather than a failed job later.
     const entry = await deps.backups.get(request.params.id);
     const backupId = entry.manifest.backupId;
-    return submit(ctx, request, reply, { kind: request.body.deep === true ? 'drill' : 'verify', params: { backupId } });
+    return submit(ctx, request, reply, { kind: request.body.deep === true ? 'drill' : 'verify', params: { backupId } satisfies BackupJobParams });
   });
 
   app.delete('/v1/backups/:id', {
