@@ -19,7 +19,7 @@
 #
 # Cached machine-wide (LIFEBOAT_CACHE, default ~/.cache/lifeboat, under image-context/), keyed by
 # a hash of what goes in (src/, package.json, package-lock.json, the tsconfigs, this script), so a
-# second run only checks and copies. Needs `npm ci` first (for tsc) and, when the cache misses,
+# second run only checks and copies; the three newest entries are kept. Needs `npm ci` first (for tsc) and, when the cache misses,
 # the npm registry or npm's own cache for the lock file's packages.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -71,6 +71,8 @@ else
   mv -T "$tmp" "$cache" 2>/dev/null || rm -rf "$tmp"
   trap - EXIT
   echo "image-context: built in $((SECONDS - start)) s ($(du -sh "$cache" | cut -f1))" >&2
+  # Each change to src/ makes a new entry (about 85 MB): keep the three newest.
+  find "$cache_root" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
 fi
 
 mkdir -p "$(dirname "$out")"

@@ -16,9 +16,9 @@
 # Extract it anywhere (`tar -xzf ... -C /opt` gives /opt/lifeboat/bin/lifeboat). It runs on any
 # x86-64 glibc Linux that Node 24 runs on.
 #
-# The archive is cached machine-wide (LIFEBOAT_CACHE, default ~/.cache/lifeboat, under release/),
-# keyed by a hash of everything in it, so a second run only checks. Needs `bash
-# scripts/install-deps.sh` first (Node 24, the etcd binaries).
+# The archive is cached machine-wide (LIFEBOAT_CACHE, default ~/.cache/lifeboat, under release/,
+# the three newest kept), keyed by a hash of everything in it, so a second run only checks. Needs
+# `bash scripts/install-deps.sh` first (Node 24, the etcd binaries).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -73,6 +73,8 @@ EOF
   tar -C "$stage" --owner=0 --group=0 -czf "$cache/$name.tmp" lifeboat
   mv "$cache/$name.tmp" "$cache/$name"
   echo "release: built $name in $((SECONDS - start)) s ($(du -h "$cache/$name" | cut -f1))" >&2
+  # Each change to src/ makes a new archive (about 75 MB): keep the three newest.
+  find "$(dirname "$cache")" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
 fi
 cp "$cache/$name" "$out/$name.tmp"
 mv "$out/$name.tmp" "$out/$name"
