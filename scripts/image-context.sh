@@ -17,10 +17,10 @@
 # uses the same folder as the release archive's lib/. DIR is replaced as a whole; a DIR that holds
 # anything else is refused.
 #
-# Cached machine-wide (LIFEBOAT_CACHE, default ~/.cache/lifeboat, under image-context/), keyed by
-# a hash of what goes in (src/, package.json, package-lock.json, the tsconfigs, this script), so a
-# second run only checks and copies; the three newest entries are kept. Needs `npm ci` first (for tsc) and, when the cache misses,
-# the npm registry or npm's own cache for the lock file's packages.
+# Cached machine-wide (LIFEBOAT_CACHE, default ~/.cache/lifeboat, under image-context/, the three
+# newest kept), keyed by a hash of what goes in (src/, package.json, package-lock.json, the
+# tsconfigs, this script), so a second run only checks and copies. Needs `npm ci` first (for tsc)
+# and, when the cache misses, the npm registry or npm's own cache for the lock file's packages.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 self="$root/scripts/image-context.sh"
