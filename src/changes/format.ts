@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import { ArchiveError } from '../errors/errors.ts';
 
@@ -30,6 +31,13 @@ export const ChangeEventSchema = Type.Object(
 );
 export type ChangeEvent = Static<typeof ChangeEventSchema>;
 
+/**
+ * The schema compiled once: a replay checks every line of every segment, and the compiled check
+ * is about five times faster than `Value.Check`. Only a line it refuses is checked again by
+ * `Value.Errors`, for the message naming the field.
+ */
+export const isChangeEvent = TypeCompiler.Compile(ChangeEventSchema);
+
 export interface RawEvent {
   revision: string;
   op: 'put' | 'delete';
@@ -49,25 +57,67 @@ export function eventLine(event: RawEvent, receivedAt: Date): Buffer {
 
 /** The events of a segment's plaintext; ArchiveError naming the first line that is not an event, or out of revision order. */
 export function parseEvents(text: string, what: string): ChangeEvent[] {
-  const events: ChangeEvent[] = [];
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  let last = -1n;
-  for (const [i, line] of lines.entries()) {
+  const parser = new EventParser(what);
+  parser.push(text);
+  return parser.end();
+}
+
+/**
+ * parseEvents a piece at a time, as the plaintext is decompressed (a line may span pieces), so
+ * that a segment is never held as one large buffer and one large string: in this VM each fresh
+ * multi-MiB allocation costs more than parsing it. Lines are checked as parseEvents says.
+ */
+export class EventParser {
+  readonly #what: string;
+  readonly #events: ChangeEvent[] = [];
+  /** The start of a line whose newline has not arrived yet. */
+  #carry = '';
+  #line = 0;
+  #last = -1n;
+
+  constructor(what: string) {
+    this.#what = what;
+  }
+
+  push(text: string): void {
+    let nl = text.indexOf('\n');
+    if (nl < 0) {
+      this.#carry += text;
+      return;
+    }
+    this.#add(this.#carry + text.slice(0, nl));
+    let start = nl + 1;
+    for (nl = text.indexOf('\n', start); nl >= 0; nl = text.indexOf('\n', start)) {
+      this.#add(text.slice(start, nl));
+      start = nl + 1;
+    }
+    this.#carry = text.slice(start);
+  }
+
+  /** The events; a last line without a newline is one too. */
+  end(): ChangeEvent[] {
+    if (this.#carry !== '') this.#add(this.#carry);
+    this.#carry = '';
+    return this.#events;
+  }
+
+  #add(line: string): void {
+    const n = ++this.#line;
     let doc: unknown;
     try {
       doc = JSON.parse(line);
     } catch {
-      throw new ArchiveError(`${what} line ${i + 1} is not JSON`);
+      throw new ArchiveError(`${this.#what} line ${n} is not JSON`);
     }
-    const first = Value.Errors(ChangeEventSchema, doc).First();
-    if (first) throw new ArchiveError(`${what} line ${i + 1} is not a change event: ${first.path || '/'} ${first.message}`);
-    const event = doc as ChangeEvent;
-    if (BigInt(event.rev) < last) throw new ArchiveError(`${what} line ${i + 1} has revision ${event.rev} after revision ${last}: events are out of order`);
-    last = BigInt(event.rev);
-    events.push(event);
+    if (!isChangeEvent.Check(doc)) {
+      const first = Value.Errors(ChangeEventSchema, doc).First();
+      throw new ArchiveError(`${this.#what} line ${n} is not a change event: ${first ? `${first.path || '/'} ${first.message}` : '/ does not match the schema'}`);
+    }
+    const rev = BigInt(doc.rev);
+    if (rev < this.#last) throw new ArchiveError(`${this.#what} line ${n} has revision ${doc.rev} after revision ${this.#last}: events are out of order`);
+    this.#last = rev;
+    this.#events.push(doc);
   }
-  return events;
 }
 
 /** The key of an event as text (Kubernetes keys are UTF-8 paths). */
