@@ -13,6 +13,15 @@ import { etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './rep
 
 /** Operations per replay transaction; the throwaway etcd is started to accept them. */
 export const REPLAY_MAX_OPS = 1024;
+/** Bytes of keys and values per replay transaction. */
+export const REPLAY_MAX_TXN_BYTES = 1 << 20;
+/**
+ * The largest request the throwaway etcd accepts: a transaction of REPLAY_MAX_TXN_BYTES with its
+ * framing, or one operation alone that is larger (a value up to the cluster's own limit).
+ */
+export const REPLAY_MAX_REQUEST_BYTES = 32 << 20;
+/** Bytes of keys and base64 values a replay gathers, each key's last operation, before applying them. */
+export const REPLAY_WINDOW_BYTES = 32 << 20;
 
 export interface ReplayRunDeps extends DrillDeps {
   trust: ManifestTrust;
@@ -51,8 +60,8 @@ export interface ReplayReport {
  * is saved and the comparison made, before the drill stops it and removes its scratch dir.
  *
  * The throwaway etcd runs with `--unsafe-no-fsync`: it is scratch, and only its final snapshot
- * is kept. Memory here: two segments' events (the one applied, the next being read), one
- * transaction.
+ * is kept. Memory here: two segments' events (the one gathered, the next being read), and the
+ * two windows of ./replay.ts (2 × REPLAY_WINDOW_BYTES of keys and base64 values).
  */
 export async function runReplay(deps: ReplayRunDeps, options: ReplayRunOptions): Promise<ReplayReport> {
   const log = await openChangeLog(deps, options.cluster, options.identities);
@@ -83,7 +92,7 @@ export async function replayOnto(deps: DrillDeps, stored: StoredManifest, plan: 
   let comparison: Comparison | undefined;
   const drill = await runDrill(deps, stored, {
     ...options,
-    etcdArgs: ['--unsafe-no-fsync', `--max-txn-ops=${REPLAY_MAX_OPS}`],
+    etcdArgs: ['--unsafe-no-fsync', `--max-txn-ops=${REPLAY_MAX_OPS}`, `--max-request-bytes=${REPLAY_MAX_REQUEST_BYTES}`],
     replay: async (endpoint) => {
       const client = throwawayClient(endpoint);
       try {
@@ -102,7 +111,7 @@ export async function replayOnto(deps: DrillDeps, stored: StoredManifest, plan: 
             yield current;
           }
         }
-        stats = await replayEvents(etcd3Replay(client), events(), { from: plan.backupRevision, to: plan.targetRevision, maxOps: REPLAY_MAX_OPS, leaseTtlSeconds: options.leaseTtlSeconds });
+        stats = await replayEvents(etcd3Replay(client), events(), { from: plan.backupRevision, to: plan.targetRevision, maxOps: REPLAY_MAX_OPS, maxTxnBytes: REPLAY_MAX_TXN_BYTES, windowBytes: REPLAY_WINDOW_BYTES, leaseTtlSeconds: options.leaseTtlSeconds });
         // Every revision has events: a replay that stops short lacks a segment.
         if (BigInt(plan.targetRevision) > BigInt(plan.backupRevision) && stats.lastRevision !== plan.targetRevision) {
           throw new IntegrityError(`the change log's events end at revision ${stats.lastRevision}, before the target revision ${plan.targetRevision}: a segment is missing`);

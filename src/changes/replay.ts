@@ -10,15 +10,29 @@ import type { ChangeEvent } from './format.ts';
  * backup, up to a target revision, so that it then holds exactly the keys and values the cluster
  * held at that revision. Its own revisions differ (a restore bumps them anyway).
  *
- * - **Batches.** Events are applied in transactions of up to `maxOps` operations. Within one
- *   batch only the last operation on a key is kept (a put then a delete of the same key is the
- *   delete): etcd refuses a transaction that names a key twice, and only the end state matters.
+ * - **Windows.** Only the end state matters, so the events are gathered in a window keyed by
+ *   etcd key, each key holding its last operation (a put then a delete of the same key is the
+ *   delete; a key rewritten ten times is put once). A window is closed when an event would take
+ *   its keys and base64 values past `windowBytes` (the event then starts the next window, and an
+ *   operation it replaces is dropped); it is applied, in the order of each key's last event,
+ *   while the next window is gathered. Windows follow one another in revision order, and a key
+ *   is in one window at a time, so every key ends with its last operation.
+ * - **Transactions.** A window is applied in transactions of up to `maxOps` operations and
+ *   `maxTxnBytes` of keys and values (a lone larger operation goes alone), one at a time, each
+ *   sent when the one before it has been applied. The same events therefore always make the
+ *   same transactions in the same order: every member of an in-place restore replays them alike
+ *   and ends with the same keys at the same revisions. (Transactions in flight together could be
+ *   applied by etcd in either order, and the revisions would then differ between members.)
  * - **Leases.** An event's lease is a lease of the live cluster. Each lease id met is granted
  *   again with that same id and a TTL of `leaseTtlSeconds` (unless the backup already holds it),
  *   and the keys put with it stay attached to it: a key that had a TTL (Kubernetes Events,
  *   master leases) expires after the restore instead of living forever. The same id on every
  *   member keeps the members of an in-place restore identical, as a replay must be repeatable.
- * - **Memory:** one segment's events (at most changes.maxSegmentBytes of lines) and one batch.
+ *   The leases first met in a window are granted together before its first transaction.
+ * - **Memory:** the segments the caller holds (see ./replay-run.ts), and two windows (the one
+ *   being applied and the one being gathered), each at most `windowBytes` of keys and base64
+ *   values or a single larger operation (a value is decoded when its transaction is built), plus
+ *   a map entry per key, and one transaction.
  */
 export interface ReplayOp {
   op: 'put' | 'delete';
@@ -42,6 +56,10 @@ export interface ReplayOptions {
   to: string;
   /** Operations per transaction (etcd's --max-txn-ops, 128 by default). */
   maxOps: number;
+  /** Bytes of keys and values per transaction (below etcd's --max-request-bytes, 1.5 MiB by default). */
+  maxTxnBytes: number;
+  /** Bytes of keys and base64 values gathered before they are applied. */
+  windowBytes: number;
   leaseTtlSeconds: number;
 }
 
@@ -49,15 +67,51 @@ export interface ReplayStats {
   /** Events applied (the target's revision and all before it, after `from`). */
   events: number;
   revisions: number;
+  /** Operations sent to etcd: the events less those a later event of the same key in its window replaced. */
+  operations: number;
   transactions: number;
   /** Leases granted for the leases the events named. */
   leases: number;
   /** The last revision applied (`from` when none was). */
   lastRevision: string;
   seconds: number;
-  /** Of `seconds`, waiting on etcd's transactions and lease grants (the rest: reading the segments, batching). */
+  /** Of `seconds`, with a transaction or lease grant in flight (reading the segments and gathering go on meanwhile). */
   etcdSeconds: number;
   eventsPerSecond: number;
+}
+
+/** A key's last event in a window: its value stays base64 until it is sent (most are replaced before). */
+interface Pending {
+  key: Buffer;
+  event: ChangeEvent;
+}
+
+interface Window {
+  keys: Map<string, Pending>;
+  /** Bytes of the keys and of the values' base64 held. */
+  bytes: number;
+  /** Leases first met in this window. */
+  leases: string[];
+}
+
+const heldBytes = (p: Pending) => p.key.length + (p.event.value?.length ?? 0);
+
+/** A window's operations, in order, cut into transactions of at most `maxOps` operations and `maxTxnBytes` (or one larger operation alone). */
+function* transactionsOf(keys: Iterable<Pending>, maxOps: number, maxTxnBytes: number): Generator<ReplayOp[]> {
+  let txn: ReplayOp[] = [];
+  let bytes = 0;
+  for (const { key, event } of keys) {
+    const op: ReplayOp = event.op === 'delete' ? { op: 'delete', key } : { op: 'put', key, value: Buffer.from(event.value ?? '', 'base64'), ...(event.lease === undefined ? {} : { lease: event.lease }) };
+    const size = key.length + (op.value?.length ?? 0);
+    if (txn.length > 0 && (txn.length >= maxOps || bytes + size > maxTxnBytes)) {
+      yield txn;
+      txn = [];
+      bytes = 0;
+    }
+    txn.push(op);
+    bytes += size;
+  }
+  if (txn.length > 0) yield txn;
 }
 
 /** Applies the events of `segments` (each a segment's events, oldest first) from `options.from` (exclusive) to `options.to`. */
@@ -66,54 +120,74 @@ export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<rea
   const from = BigInt(options.from);
   const to = BigInt(options.to);
   const leases = new Set<string>();
-  const batch = new Map<string, ReplayOp>();
-  let events = 0;
-  let revisions = 0;
-  let transactions = 0;
-  let lastRevision = options.from;
+  const stats = { events: 0, revisions: 0, operations: 0, transactions: 0, lastRevision: options.from };
   let etcdMs = 0;
-  const timedEtcd = async <T>(call: () => Promise<T>): Promise<T> => {
+  const timedEtcd = async (call: () => Promise<unknown>): Promise<void> => {
     const t0 = performance.now();
     try {
-      return await call();
+      await call();
     } finally {
       etcdMs += performance.now() - t0;
     }
   };
-  const flush = async () => {
-    if (batch.size === 0) return;
-    const ops = [...batch.values()];
-    batch.clear();
-    await timedEtcd(() => etcd.apply(ops));
-    transactions++;
-  };
-  outer: for await (const segment of segments) {
-    for (const e of segment) {
-      const rev = BigInt(e.rev);
-      if (rev <= from) continue;
-      if (rev > to) break outer;
-      if (e.rev !== lastRevision) revisions++;
-      lastRevision = e.rev;
-      events++;
-      const key = Buffer.from(e.key, 'base64');
-      const id = key.toString('base64');
-      if (!batch.has(id) && batch.size >= options.maxOps) await flush();
-      batch.delete(id); // re-inserted last: the order of the batch stays the order of the events
-      if (e.op === 'delete') {
-        batch.set(id, { op: 'delete', key });
-        continue;
-      }
-      const lease = e.lease;
-      if (lease !== undefined && !leases.has(lease)) {
-        await timedEtcd(() => etcd.grantLease(lease, options.leaseTtlSeconds));
-        leases.add(lease);
-      }
-      batch.set(id, { op: 'put', key, value: Buffer.from(e.value ?? '', 'base64'), ...(lease === undefined ? {} : { lease }) });
+  const apply = async (w: Window): Promise<void> => {
+    await timedEtcd(() => Promise.all(w.leases.map((id) => etcd.grantLease(id, options.leaseTtlSeconds))));
+    for (const txn of transactionsOf(w.keys.values(), options.maxOps, options.maxTxnBytes)) {
+      await timedEtcd(() => etcd.apply(txn));
+      stats.transactions++;
+      stats.operations += txn.length;
     }
+  };
+  const fresh = (): Window => ({ keys: new Map(), bytes: 0, leases: [] });
+  let window = fresh();
+  // The window being applied, one at a time; a failure is seen at the next hand-over, or at the end.
+  let applying: Promise<void> = Promise.resolve();
+  const handOver = async () => {
+    await applying;
+    applying = apply(window);
+    applying.catch(() => undefined); // awaited at the next hand-over; not an unhandled rejection meanwhile
+    window = fresh();
+  };
+  const gather = async () => {
+    for await (const segment of segments) {
+      for (const e of segment) {
+        const rev = BigInt(e.rev);
+        if (rev <= from) continue;
+        if (rev > to) return;
+        if (e.rev !== stats.lastRevision) stats.revisions++;
+        stats.lastRevision = e.rev;
+        stats.events++;
+        const key = Buffer.from(e.key, 'base64');
+        const id = key.toString('latin1'); // one character per byte: the same key is the same id
+        const pending: Pending = { key, event: e };
+        const size = heldBytes(pending);
+        const replaced = window.keys.get(id);
+        if (replaced) {
+          // Dropped, and set again below, last: a window's order is the order of its keys' last events.
+          window.bytes -= heldBytes(replaced);
+          window.keys.delete(id);
+        }
+        if (window.keys.size > 0 && window.bytes + size > options.windowBytes) await handOver();
+        window.keys.set(id, pending);
+        window.bytes += size;
+        const lease = e.op === 'put' ? e.lease : undefined;
+        if (lease !== undefined && !leases.has(lease)) {
+          leases.add(lease);
+          window.leases.push(lease);
+        }
+      }
+    }
+  };
+  try {
+    await gather();
+  } catch (err) {
+    await applying.catch(() => undefined); // no transaction is left in flight when this rejects
+    throw err;
   }
-  await flush();
+  await handOver();
+  await applying;
   const seconds = (performance.now() - started) / 1000;
-  return { events, revisions, transactions, leases: leases.size, lastRevision, seconds, etcdSeconds: etcdMs / 1000, eventsPerSecond: seconds > 0 ? Math.round(events / seconds) : events };
+  return { ...stats, leases: leases.size, seconds, etcdSeconds: etcdMs / 1000, eventsPerSecond: seconds > 0 ? Math.round(stats.events / seconds) : stats.events };
 }
 
 /** ReplayEtcd on an etcd3 client (of the throwaway etcd a replay runs). */
