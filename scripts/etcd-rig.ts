@@ -1,8 +1,10 @@
 /**
  * A real TLS etcd for people and scripts (the demo, manual testing).
  *
- *   node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
- *   node scripts/etcd-rig.ts stop --dir DIR
+ *   npm run etcd-rig -- start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
+ *   npm run etcd-rig -- stop --dir DIR
+ *
+ * (Node 24: npm scripts run the node dev dependency.)
  *
  * `start` writes a kubeadm-shaped tree to DIR/host/etc/kubernetes (PKI, static pod manifests,
  * encryption config, ClusterConfiguration), starts etcd (3.6 by default, or 3.5, at the versions
@@ -19,8 +21,8 @@ import { startEtcd } from './rig/etcd.ts';
 import { populate } from './rig/populate.ts';
 
 const USAGE = `usage:
-  node scripts/etcd-rig.ts start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
-  node scripts/etcd-rig.ts stop --dir DIR
+  npm run etcd-rig -- start --dir DIR [--members 1|3] [--version 3.6|3.5] [--populate N]
+  npm run etcd-rig -- stop --dir DIR
 
 start  makes DIR/host/etc/kubernetes (kubeadm-shaped PKI and manifests), starts a TLS etcd
        with client-cert auth on free 127.0.0.1 ports (detached), optionally writes N keys,
@@ -29,8 +31,8 @@ start  makes DIR/host/etc/kubernetes (kubeadm-shaped PKI and manifests), starts 
 stop   stops the PIDs recorded in DIR/rig.json (SIGTERM, then SIGKILL after 5 s).
 
 example:
-  node scripts/etcd-rig.ts start --dir /tmp/rig --members 3 --populate 1000
-  node scripts/etcd-rig.ts stop --dir /tmp/rig`;
+  npm run etcd-rig -- start --dir /tmp/rig --members 3 --populate 1000
+  npm run etcd-rig -- stop --dir /tmp/rig`;
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
