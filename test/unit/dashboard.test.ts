@@ -145,7 +145,7 @@ test('the dashboard: schema, data source and cluster variables, and the panels t
     }
   }
   const titles = panels.map((p) => p.title);
-  for (const wanted of ['Since the last successful backup', 'Since the last successful drill', 'Backup duration', 'Backup size', 'Backup failures by reason', 'Leader', 'Store errors']) {
+  for (const wanted of ['Since the last successful backup', 'Since the last successful drill', 'Backup duration', 'Backup size', 'Backup failures by reason', 'Leader', 'Store errors', 'Change log lag (RPO)', 'Change log gaps', 'Change log replay speed']) {
     assert.ok(titles.includes(wanted), `no panel "${wanted}"`);
   }
 });
