@@ -6,7 +6,7 @@ import zlib from 'node:zlib';
 import type { Logger } from 'pino';
 import { createCompressor } from '../archive/compression.ts';
 import { DigestStream } from '../archive/digest.ts';
-import { IntegrityError, rootCause } from '../errors/errors.ts';
+import { ArchiveError, IntegrityError, rootCause } from '../errors/errors.ts';
 import type { ManifestSigner } from '../signing/trust.ts';
 import { formatSegmentId, segmentDataKey, segmentManifestKey, segmentSignatureKey } from '../store/layout.ts';
 import type { BackupStore } from '../store/store.ts';
@@ -102,8 +102,8 @@ export async function commitSegment(deps: CommitDeps, settings: CommitSettings, 
 /**
  * The events of a committed segment: its data object is checked against the manifest's size and
  * sha256 (IntegrityError) before a line is parsed, then decrypted (age authenticates every
- * chunk), decompressed and parsed a piece at a time. A segment is at most
- * changes.maxSegmentBytes of lines, so its events are returned whole.
+ * chunk), decompressed a zstd frame at a time (see zstdFrames) and parsed a piece at a time. A
+ * segment is at most changes.maxSegmentBytes of lines, so its events are returned whole.
  */
 export async function readSegmentEvents(deps: { store: BackupStore; decrypt: (identities: readonly string[]) => Transform }, manifest: SegmentManifest, identities: readonly string[]): Promise<ChangeEvent[]> {
   const digest = new DigestStream();
@@ -113,12 +113,17 @@ export async function readSegmentEvents(deps: { store: BackupStore; decrypt: (id
   if (digest.bytes !== manifest.data.size || sha !== manifest.data.sha256) {
     throw new IntegrityError(`change segment ${manifest.data.key} is ${digest.bytes} bytes with sha256 ${sha}, but its manifest says ${manifest.data.size} bytes with sha256 ${manifest.data.sha256}: it was changed`);
   }
-  const parser = new EventParser(`change segment ${manifest.segmentId}`);
+  const compressed: Buffer[] = [];
+  await pipeline(Readable.from(chunks), deps.decrypt(identities), collect(compressed));
+  const what = `change segment ${manifest.segmentId}`;
+  const parser = new EventParser(what);
   const decoder = new StringDecoder('utf8');
-  // Pieces of 64 KiB: fewer hand-offs than zlib's 16 KiB, and strings small enough for V8's regular heap.
-  await pipeline(Readable.from(chunks), deps.decrypt(identities), zlib.createZstdDecompress({ chunkSize: PLAIN_PIECE }), async (source: AsyncIterable<Buffer>) => {
-    for await (const piece of source) parser.push(decoder.write(piece));
-  });
+  for (const frame of zstdFrames(Buffer.concat(compressed), what)) {
+    // Pieces of 64 KiB: fewer hand-offs than zlib's 16 KiB, and strings small enough for V8's regular heap.
+    await pipeline(Readable.from([frame]), zlib.createZstdDecompress({ chunkSize: PLAIN_PIECE }), async (source: AsyncIterable<Buffer>) => {
+      for await (const piece of source) parser.push(decoder.write(piece));
+    });
+  }
   parser.push(decoder.end());
   const events = parser.end();
   if (events.length !== manifest.events || events[0]?.rev !== manifest.firstRevision || events.at(-1)?.rev !== manifest.lastRevision) {
@@ -128,6 +133,57 @@ export async function readSegmentEvents(deps: { store: BackupStore; decrypt: (id
 }
 
 const PLAIN_PIECE = 64 << 10;
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/**
+ * The zstd frames of `data` (RFC 8878), each whole; skippable frames are left out. Node's zstd
+ * decoder, given several frames in one write, stops after the first and drops the rest, or
+ * closes before its end (nodejs/node#64741), and zlib's streaming compressor ends most of what
+ * it writes with a second, empty frame: so each frame is decompressed on its own.
+ */
+export function zstdFrames(data: Buffer, what: string): Buffer[] {
+  const frames: Buffer[] = [];
+  let at = 0;
+  const need = (bytes: number) => {
+    if (at + bytes > data.length) throw new ArchiveError(`${what} does not decompress: its zstd frame at byte ${at} is cut short`);
+  };
+  while (at < data.length) {
+    need(4);
+    const magic = data.readUInt32LE(at);
+    if (magic >>> 4 === 0x184d2a5) {
+      need(8);
+      const skip = 8 + data.readUInt32LE(at + 4);
+      need(skip);
+      at += skip;
+      continue;
+    }
+    if (magic !== ZSTD_MAGIC) throw new ArchiveError(`${what} does not decompress: no zstd frame at byte ${at}`);
+    const start = at;
+    need(5);
+    const descriptor = data[at + 4]!;
+    const singleSegment = (descriptor >> 5) & 1;
+    const contentSizeBytes = [singleSegment, 2, 4, 8][descriptor >> 6]!;
+    const dictionaryBytes = [0, 1, 2, 4][descriptor & 3]!;
+    const header = 5 + (singleSegment ? 0 : 1) + dictionaryBytes + contentSizeBytes;
+    need(header);
+    at += header;
+    for (let last = false; !last; ) {
+      need(3);
+      const block = data.readUIntLE(at, 3);
+      last = (block & 1) === 1;
+      const type = (block >> 1) & 3;
+      if (type === 3) throw new ArchiveError(`${what} does not decompress: a zstd block of the reserved type at byte ${at}`);
+      const size = 3 + (type === 1 ? 1 : block >>> 3); // an RLE block holds its one byte
+      need(size);
+      at += size;
+    }
+    const checksum = descriptor & 4 ? 4 : 0;
+    need(checksum);
+    at += checksum;
+    frames.push(data.subarray(start, at));
+  }
+  return frames;
+}
 
 function collect(into: Buffer[]): (source: AsyncIterable<Buffer>) => Promise<void> {
   return async (source) => {
