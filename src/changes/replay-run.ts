@@ -1,7 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { StoredManifest } from '../archive/manifest.ts';
 import { IntegrityError } from '../errors/errors.ts';
-import { throwawayClient } from '../etcd/throwaway.ts';
+import { etcdClient } from '../etcd/client.ts';
 import type { ManifestTrust } from '../signing/trust.ts';
 import type { Catalog } from '../store/catalog.ts';
 import { runDrill, type DrillDeps, type DrillOptions, type DrillReport } from '../verify/drill.ts';
@@ -87,17 +87,23 @@ export async function openChangeLog(deps: { store: DrillDeps['store']; decrypt: 
  */
 export async function replayOnto(deps: DrillDeps, stored: StoredManifest, plan: ReplayPlan, segments: readonly SegmentManifest[], options: Omit<ReplayRunOptions, 'cluster' | 'target'>): Promise<Omit<ReplayReport, 'plan'>> {
   const wanted = new Set(plan.segments.map((s) => s.segmentId));
+  const list = segments.filter((m) => wanted.has(m.segmentId));
+  // Nothing compacts the replayed etcd, so it keeps every version it is given: room for the
+  // backup's database and every line replayed (more than the keys and values they carry), twice
+  // over for bbolt's half-empty pages, and at least etcd's default of 2 GiB.
+  const quota = Math.max(2 * 1024 ** 3, 2 * (stored.etcd.dbSize + list.reduce((n, m) => n + m.data.plainBytes, 0)));
   let stats: ReplayStats | undefined;
   let snapshotBytes: number | undefined;
   let comparison: Comparison | undefined;
   const drill = await runDrill(deps, stored, {
     ...options,
-    etcdArgs: ['--unsafe-no-fsync', `--max-txn-ops=${REPLAY_MAX_OPS}`, `--max-request-bytes=${REPLAY_MAX_REQUEST_BYTES}`],
+    etcdArgs: ['--unsafe-no-fsync', `--max-txn-ops=${REPLAY_MAX_OPS}`, `--max-request-bytes=${REPLAY_MAX_REQUEST_BYTES}`, `--quota-backend-bytes=${quota}`],
     replay: async (endpoint) => {
-      const client = throwawayClient(endpoint);
+      // As throwawayClient, with the flow-control window of a backup's snapshot stream: gRPC's
+      // default of 64 KiB caps saving the snapshot near 90 MiB/s (../etcd/etcd3-source.ts).
+      const client = etcdClient({ endpoints: endpoint, dialTimeoutMs: 2000, maxResponseBytes: 64 << 20, flowControlWindow: 4 << 20 });
       try {
-        // The next segment is read and decrypted while etcd applies this one's events.
-        const list = segments.filter((m) => wanted.has(m.segmentId));
+        // The next segment is read and decrypted while this one's events are gathered.
         const read = (m: SegmentManifest | undefined) => {
           const p = m && readSegmentEvents(deps, m, options.identities);
           p?.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
