@@ -84,27 +84,38 @@ export interface ReplayStats {
   eventsPerSecond: number;
 }
 
-/** A key's last event in a window: its value stays base64 until it is sent (most are replaced before). */
-interface Pending {
-  key: Buffer;
-  event: ChangeEvent;
-}
-
 interface Window {
-  keys: Map<string, Pending>;
-  /** Bytes of the keys and of the values' base64 held. */
+  /** Each key's last event, by the key's canonical base64; values stay base64 until they are sent (most are replaced before). */
+  keys: Map<string, ChangeEvent>;
+  /** Bytes of the keys' and the values' base64 held. */
   bytes: number;
   /** Leases first met in this window. */
   leases: string[];
 }
 
-const heldBytes = (p: Pending) => p.key.length + (p.event.value?.length ?? 0);
+const heldBytes = (e: ChangeEvent) => e.key.length + (e.value?.length ?? 0);
+const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/**
+ * `s` (base64, as the event schema checked it) as Buffer.toString('base64') writes it, so that
+ * one key has one id whatever its padding: the capture's own keys are returned as they are.
+ */
+export function canonicalBase64(s: string): string {
+  const n = s.length;
+  if (n % 4 === 0) {
+    if (n === 0 || s[n - 1] !== '=') return s;
+    const pad = s[n - 2] === '=' ? 2 : 1;
+    if ((BASE64.indexOf(s[n - 1 - pad]!) & (pad === 2 ? 15 : 3)) === 0) return s; // no bits beyond the bytes
+  }
+  return Buffer.from(s, 'base64').toString('base64');
+}
 
 /** A window's operations, in order, cut into transactions of at most `maxOps` operations and `maxTxnBytes` (or one larger operation alone). */
-function* transactionsOf(keys: Iterable<Pending>, maxOps: number, maxTxnBytes: number): Generator<ReplayOp[]> {
+function* transactionsOf(events: Iterable<ChangeEvent>, maxOps: number, maxTxnBytes: number): Generator<ReplayOp[]> {
   let txn: ReplayOp[] = [];
   let bytes = 0;
-  for (const { key, event } of keys) {
+  for (const event of events) {
+    const key = Buffer.from(event.key, 'base64');
     const op: ReplayOp = event.op === 'delete' ? { op: 'delete', key } : { op: 'put', key, value: Buffer.from(event.value ?? '', 'base64'), ...(event.lease === undefined ? {} : { lease: event.lease }) };
     const size = key.length + (op.value?.length ?? 0);
     if (txn.length > 0 && (txn.length >= maxOps || bytes + size > maxTxnBytes)) {
@@ -165,10 +176,8 @@ export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<rea
         if (e.rev !== stats.lastRevision) stats.revisions++;
         stats.lastRevision = e.rev;
         stats.events++;
-        const key = Buffer.from(e.key, 'base64');
-        const id = key.toString('latin1'); // one character per byte: the same key is the same id
-        const pending: Pending = { key, event: e };
-        const size = heldBytes(pending);
+        const id = canonicalBase64(e.key);
+        const size = heldBytes(e);
         const replaced = window.keys.get(id);
         if (replaced) {
           // Dropped, and set again below, last: a window's order is the order of its keys' last events.
@@ -176,7 +185,7 @@ export async function replayEvents(etcd: ReplayEtcd, segments: AsyncIterable<rea
           window.keys.delete(id);
         }
         if (window.keys.size > 0 && window.bytes + size > options.windowBytes) await handOver();
-        window.keys.set(id, pending);
+        window.keys.set(id, e);
         window.bytes += size;
         const lease = e.op === 'put' ? e.lease : undefined;
         if (lease !== undefined && !leases.has(lease)) {

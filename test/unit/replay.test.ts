@@ -4,7 +4,7 @@ import type { StoredManifest } from '../../src/archive/manifest.ts';
 import { keyOf, type ChangeEvent } from '../../src/changes/format.ts';
 import type { SegmentManifest } from '../../src/changes/manifest.ts';
 import { planReplay } from '../../src/changes/replay-plan.ts';
-import { replayEvents, type ReplayEtcd, type ReplayOp, type ReplayOptions } from '../../src/changes/replay.ts';
+import { canonicalBase64, replayEvents, type ReplayEtcd, type ReplayOp, type ReplayOptions } from '../../src/changes/replay.ts';
 import { BadRequestError } from '../../src/errors/errors.ts';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -101,20 +101,20 @@ test('replay applies exactly the events after the backup up to the target: each 
 
 test('a window is applied when an event would take it past windowBytes, while the next is gathered; transactions keep to maxTxnBytes, a larger operation alone', async () => {
   const etcd = recorder();
-  // Keys of 2 bytes, values of 4 base64 characters (3 bytes): 6 bytes held per key.
+  // Keys of 4 base64 characters (2 bytes), values of 4 (3 bytes): 8 bytes held per key, 5 sent.
   const events = [put(2, '/a', 'aaa', 't'), put(3, '/b', 'bbb', 't'), put(4, '/a', 'AAA', 't'), put(5, '/c', 'ccc', 't'), del(6, '/a', 't'), put(7, '/b', 'BBB', 't')];
-  const stats = await replayEvents(etcd, [events], options('1', '7', { windowBytes: 12, maxTxnBytes: 5 }));
-  // Window 1: /b and /a (12 bytes; /a rewritten in it, so last); /c would pass 12, so it starts window 2.
+  const stats = await replayEvents(etcd, [events], options('1', '7', { windowBytes: 16, maxTxnBytes: 5 }));
+  // Window 1: /b and /a (16 bytes; /a rewritten in it, so last); /c would pass 16, so it starts window 2.
   assert.deepEqual(shown(etcd.txns), [['put /b=bbb'], ['put /a=AAA'], ['put /c=ccc'], ['delete /a'], ['put /b=BBB']]);
   assert.equal(stats.operations, 5);
 
   const wide = recorder();
-  await replayEvents(wide, [events], options('1', '7', { windowBytes: 12, maxTxnBytes: 10 }));
+  await replayEvents(wide, [events], options('1', '7', { windowBytes: 16, maxTxnBytes: 10 }));
   assert.deepEqual(shown(wide.txns), [['put /b=bbb', 'put /a=AAA'], ['put /c=ccc', 'delete /a'], ['put /b=BBB']]);
 
   // A key rewritten larger that would take the window past its size starts the next one; its older put is never sent.
   const grown = recorder();
-  await replayEvents(grown, [[put(2, '/a', 'a', 't'), put(3, '/b', 'b', 't'), put(4, '/a', 'aaaaaa', 't')]], options('1', '4', { windowBytes: 12 }));
+  await replayEvents(grown, [[put(2, '/a', 'a', 't'), put(3, '/b', 'b', 't'), put(4, '/a', 'aaaaaa', 't')]], options('1', '4', { windowBytes: 16 }));
   assert.deepEqual(shown(grown.txns), [['put /b=b'], ['put /a=aaaaaa']]);
 
   const big = recorder();
@@ -186,4 +186,22 @@ test('a failing transaction fails the replay, and so does a segment that cannot 
   }
   await assert.rejects(replayEvents(etcd, broken(), options('1', '9', { windowBytes: 1 })), /s3 is missing/);
   assert.deepEqual(etcd.calls, ['txn /a'], 'the window handed over was applied before the replay rejected');
+});
+
+test('a key is one key whatever the padding of its base64: one operation per key in a window', async () => {
+  for (const bytes of [[], [0x41], [0x41, 0x42], [0x41, 0x42, 0x43], [0xff, 0xfe, 0xfd, 0xfc], [0x2f, 0x61]]) {
+    const b = Buffer.from(bytes);
+    const canonical = b.toString('base64');
+    const variants = [canonical, canonical.replace(/=+$/, ''), b.toString('base64url').replace(/-/g, '+').replace(/_/g, '/')];
+    // Bits past the last byte, which decoders ignore: "QR==" is "QQ==".
+    if (canonical.endsWith('==')) variants.push(`${canonical.slice(0, -3)}${String.fromCharCode(canonical.charCodeAt(canonical.length - 3) + 1)}==`);
+    for (const v of variants) {
+      assert.deepEqual(Buffer.from(v, 'base64'), b, v);
+      assert.equal(canonicalBase64(v), canonical, v);
+    }
+  }
+  const etcd = recorder();
+  const e = (rev: number, key: string, value: string): ChangeEvent => ({ rev: String(rev), time: 't', op: 'put', key, value: b64(value) });
+  await replayEvents(etcd, [[e(2, 'L2E=', 'one'), e(3, 'L2E', 'two'), e(4, 'L2I=', 'b')]], options('1', '4'));
+  assert.deepEqual(shown(etcd.txns), [['put /a=two', 'put /b=b']]);
 });
