@@ -13,13 +13,17 @@
  * which drills the backup into a throwaway etcd, replays every event, and compares every key
  * and value with the live etcd at that revision. Printed: the events applied per second (the
  * replay step alone), against the target of 50,000 and the about 6,000 revisions per second
- * published for etcd-backup-restore's delta replay, all measured in this one run.
+ * published for etcd-backup-restore's delta replay, all measured in this one run; and the
+ * operations sent to etcd. A replay keeps each key's last operation within a window of 32 MiB
+ * (src/changes/replay.ts): with the defaults every key is written 10 times and all 20,000 fit
+ * in one window, so etcd gets 20,000 puts; `keys` = `events` writes each key once, and then
+ * every event is a put in etcd, which bounds the rate.
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
@@ -102,16 +106,19 @@ try {
   watcher.close();
   const segments = (await segmentIds(store, 'bench')).length;
 
+  const load = loadavg()[0]!;
   const { stdout } = await cli(['changes', 'replay', '--to-revision', end, '--compare-live', '--scratch-dir', work, '-o', 'json']);
   const report = JSON.parse(stdout) as ReplayReport;
   const s = report.stats;
   const rate = s.events / s.seconds;
   process.stdout.write(
     `${events} events over ${keys} keys of ${valueBytes} B written in ${writeSeconds.toFixed(1)} s, captured in ${segments} segments\n` +
-      `replay: ${s.events} events, ${s.revisions} revisions, ${s.transactions} transactions in ${s.seconds.toFixed(2)} s (${s.etcdSeconds.toFixed(2)} s of it waiting on etcd's transactions, while the next segment is read and decrypted) = ${Math.round(rate)} events/s ` +
+      `replay: ${s.events} events, ${s.revisions} revisions, as ${s.operations} operations (each key's last in its window) in ${s.transactions} transactions, in ${s.seconds.toFixed(2)} s ` +
+      `(${s.etcdSeconds.toFixed(2)} s of it with a transaction in flight, while the segments are read, decrypted and gathered) = ${Math.round(rate)} events/s ` +
       `(${(rate / 50_000).toFixed(2)} x the 50,000 target; ${(rate / 6_000).toFixed(1)} x etcd-backup-restore's about 6,000/s)\n` +
       `whole replay command: drill ${report.drill.durationSeconds.toFixed(1)} s (its replay step ${(report.drill.timings.replay ?? 0).toFixed(1)} s, with reading and decrypting the segments); ` +
-      `compared ${report.comparison!.keys} keys with the live etcd: ${report.comparison!.difference ? `DIFFERENT at ${report.comparison!.difference.key}` : 'equal'}\n`,
+      `compared ${report.comparison!.keys} keys with the live etcd: ${report.comparison!.difference ? `DIFFERENT at ${report.comparison!.difference.key}` : 'equal'}\n` +
+      `load average ${load.toFixed(2)} when the replay started, on ${cpus().length} cores\n`,
   );
 } finally {
   client.close();
