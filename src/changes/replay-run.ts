@@ -9,7 +9,7 @@ import { readSegmentEvents } from './commit.ts';
 import type { ChangeEvent } from './format.ts';
 import { readChain, type SegmentManifest } from './manifest.ts';
 import { planReplay, type ReadEvents, type ReplayPlan, type ReplayTarget } from './replay-plan.ts';
-import { etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './replay.ts';
+import { compactAndDefragment, etcd3Replay, replayEvents, saveSnapshot, type ReplayStats } from './replay.ts';
 
 /** Operations per replay transaction; the throwaway etcd is started to accept them. */
 export const REPLAY_MAX_OPS = 1024;
@@ -56,8 +56,9 @@ export interface ReplayReport {
  * A replay to a point: the plan (./replay-plan.ts) over the signed, chained segments and the
  * trusted backups; then a drill of the chosen backup (download, every hash, etcdutl restore, a
  * throwaway etcd on unix sockets, its revision and key counts checked) whose etcd gets the
- * change log's events up to the target revision (./replay.ts); then, on that etcd, the snapshot
- * is saved and the comparison made, before the drill stops it and removes its scratch dir.
+ * change log's events up to the target revision (./replay.ts); then, on that etcd, the comparison
+ * is made and the snapshot saved (compacted at its revision and defragmented first), before the
+ * drill stops it and removes its scratch dir.
  *
  * The throwaway etcd runs with `--unsafe-no-fsync`: it is scratch, and only its final snapshot
  * is kept. Memory here: two segments' events (the one gathered, the next being read), and the
@@ -124,7 +125,12 @@ export async function replayOnto(deps: DrillDeps, stored: StoredManifest, plan: 
         }
         deps.log.info({ phase: 'replay', backupId: plan.backupId, targetRevision: plan.targetRevision, ...stats }, 'change log replayed to the target revision');
         if (options.compare) comparison = await options.compare(client, plan.targetRevision);
-        if (options.output) snapshotBytes = await saveSnapshot(client, options.output);
+        if (options.output) {
+          const t0 = performance.now();
+          await compactAndDefragment(client);
+          deps.log.info({ phase: 'replay-compacted', backupId: plan.backupId, durationMs: Math.round(performance.now() - t0) }, 'replayed etcd compacted and defragmented');
+          snapshotBytes = await saveSnapshot(client, options.output);
+        }
       } finally {
         client.close();
       }
