@@ -250,7 +250,7 @@ test('a manifest without key counts (written before they were recorded) still dr
   assert.deepEqual(await readdir(scratchDir), []);
 });
 
-test('the CLI: `lifeboat drill latest` prints one OK line with the counts and records the pass; a tampered archive prints one error line, records the failure, and `lifeboat list` shows it', async () => {
+test('the CLI: `lifeboat drill latest` prints an OK line with the counts, and a line on the change log (none here), and records the pass; a tampered archive prints one error line, records the failure, and `lifeboat list` shows it', async () => {
   const { doc, config, store, storeDir, scratchDir } = await setup('cli');
   const manifest = await backup(config, store);
   const configFile = await writeConfig(work, doc);
@@ -258,7 +258,8 @@ test('the CLI: `lifeboat drill latest` prints one OK line with the counts and re
   const ok = await runCli(['--config', configFile, 'drill', 'latest', '--identity', identityFile]);
   assert.equal(ok.code, 0, ok.stderr);
   const out = ok.stdout.trim().split('\n');
-  assert.equal(out.length, 1, ok.stdout);
+  assert.equal(out.length, 2, ok.stdout);
+  assert.equal(out[1], `change log: not replayed: the change log holds no revision after this backup's (${manifest.etcd.revision})`);
   assert.match(out[0]!, new RegExp(`^backup ${manifest.backupId.replace('.', '\\.')}: drill OK \\(restored into etcd at revision \\d+; ${KEYS} keys, ${REGISTRY_KEYS} under /registry/ at revision ${manifest.etcd.revision}, as the manifest says; [\\d.]+ s\\)$`));
   assert.deepEqual(await readdir(scratchDir), []);
   const catalog = new Catalog(store, config.cluster, { trust: TEST_TRUST });
