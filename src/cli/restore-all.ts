@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { followJob, jobError, type ApiClient } from '../api/client.ts';
 import { describeError, LifeboatError, type ErrorCode } from '../errors/errors.ts';
-import { findStarted, memberUrl, planMembers, planOn, resolveBackupId, rollbackTargets, type FleetNode } from '../restore/fleet.ts';
+import { findStarted, memberUrl, planMembers, planOn, resolveBackupId, rollbackTargets, type FleetNode, type StartedRestore } from '../restore/fleet.ts';
 import { APPLY_ALL_PHASES, applyAll, checkPlans, rollbackAll, type ApplyAllReport, type NodeDriver } from '../restore/orchestrate.ts';
 import { pointOf, STEP_NAMES, type InPlaceStep, type MemberRef, type StepName } from '../restore/plan.ts';
 import { backupRef, client, members, pairs, usage, type ApplyOptions, type RollbackOptions } from './restore-args.ts';
@@ -39,16 +39,17 @@ async function allMembers(cmd: Command, out: Output, options: ApplyOptions | Rol
   const firstApi = base.withUrl(urls.first);
   // A point in time: the backup it starts from is known once the first member planned it.
   const point = pointOf(ref);
-  return { say, urls, firstApi, ref, point, backupId: point ? undefined : await resolveBackupId(firstApi, ref) };
+  const started: StartedRestore = point ? { point } : { backupId: await resolveBackupId(firstApi, ref) };
+  return { say, urls, firstApi, ref, started, backupId: 'backupId' in started ? started.backupId : undefined };
 }
 
 export async function applyAllCommand(cmd: Command, out: Output, options: ApplyOptions): Promise<void> {
   const started = performance.now();
-  const { say, urls, firstApi, ref, point, backupId } = await allMembers(cmd, out, options);
+  const { say, urls, firstApi, ref, started: of, backupId } = await allMembers(cmd, out, options);
 
   let first: Node;
   // The restore of the backup itself, or to the same point, that an earlier run started.
-  const found = options.again ? undefined : await findStarted(firstApi, point ? { point } : { backupId: backupId!, pointInTime: false });
+  const found = options.again ? undefined : await findStarted(firstApi, 'point' in of ? of : { ...of, pointInTime: false });
   if (found) {
     first = { name: found.plan.node, api: firstApi, plan: found.plan };
     say(`${first.name}: resuming ${found.plan.id} (${found.state}) on ${firstApi.url}`);
@@ -136,8 +137,8 @@ async function report(out: Output, nodes: Node[], result: ApplyAllReport, elapse
 }
 
 export async function rollbackAllCommand(cmd: Command, out: Output, options: RollbackOptions): Promise<void> {
-  const { say, urls, firstApi, point, backupId } = await allMembers(cmd, out, options);
-  const nodes = await rollbackTargets(firstApi, point ? { point } : { backupId: backupId! }, urls.forMember, say, urls.check);
+  const { say, urls, firstApi, started } = await allMembers(cmd, out, options);
+  const nodes = await rollbackTargets(firstApi, started, urls.forMember, say, urls.check);
   say(`rolling back ${nodes.map((n) => `${n.name} (${n.plan.id})`).join(', ')}`);
   const result = await rollbackAll(nodes.map((n) => ({
     name: n.name,
